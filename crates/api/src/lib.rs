@@ -1,0 +1,141 @@
+//! The operator API: one JSON request per line on the daemon's unix socket, one JSON reply per
+//! line back. The socket is created mode 0600 in a directory only root can write, so holding a
+//! connection is the authentication; nothing is read from a request before that.
+//!
+//! ```text
+//! → {"cmd":"status"}
+//! ← {"ok":true,"result":{"node":{...},"neighbors":[...]}}
+//! ← {"ok":false,"error":"unknown command \"x\""}
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest request line the daemon reads.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id: the Ed25519 public key, 64 hex digits.
+    pub id: String,
+    pub mesh_ip: String,
+    pub wg_public_key: String,
+    pub tunnel_backend: String,
+    pub interfaces: Vec<String>,
+    pub uptime_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighborStatus {
+    pub id: String,
+    pub mesh_ip: String,
+    /// The tunnel interface made for this neighbor.
+    pub interface: String,
+    /// `pending`, `tunnel_up` or `connected`.
+    pub state: String,
+    pub tunnel_up: bool,
+    pub last_handshake_secs: Option<u64>,
+    /// Inner bytes received from / sent to the neighbor through the tunnel.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Where we hear it: physical interface and link-local address.
+    pub underlay: String,
+    pub listen_port: u16,
+    pub peer_port: Option<u16>,
+    pub last_heard_secs: u64,
+    pub session_secs: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: NodeStatus,
+    pub neighbors: Vec<NeighborStatus>,
+    /// Discovery messages ignored since start, by reason.
+    pub discovery_rejected: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the daemon at {path}: {source} (is `tollway daemon` running, and are you root?)")]
+    Connect { path: PathBuf, source: std::io::Error },
+    #[error("talking to the daemon at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the daemon at {path} sent a reply that is not valid: {detail}")]
+    BadReply { path: PathBuf, detail: String },
+    #[error("the daemon refused: {0}")]
+    Refused(String),
+}
+
+/// A blocking client for one request at a time.
+pub struct Client {
+    path: PathBuf,
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.into(), source })?;
+        let timeout = Some(Duration::from_secs(10));
+        let io = |source| ClientError::Io { path: path.into(), source };
+        stream.set_read_timeout(timeout).map_err(io)?;
+        stream.set_write_timeout(timeout).map_err(io)?;
+        Ok(Client { path: path.into(), reader: BufReader::new(stream) })
+    }
+
+    /// Send a request and return the `result` of a successful reply.
+    pub fn call(&mut self, req: &Request) -> Result<serde_json::Value, ClientError> {
+        let io = |source| ClientError::Io { path: self.path.clone(), source };
+        let mut line = serde_json::to_vec(req).expect("requests serialize");
+        line.push(b'\n');
+        self.reader.get_mut().write_all(&line).map_err(io)?;
+        let mut buf = String::new();
+        let io = |source| ClientError::Io { path: self.path.clone(), source };
+        self.reader.read_line(&mut buf).map_err(io)?;
+        let bad = |detail: String| ClientError::BadReply { path: self.path.clone(), detail };
+        if buf.is_empty() {
+            return Err(bad("connection closed without a reply".into()));
+        }
+        let reply: Reply = serde_json::from_str(&buf).map_err(|e| bad(e.to_string()))?;
+        if reply.ok {
+            Ok(reply.result.unwrap_or(serde_json::Value::Null))
+        } else {
+            Err(ClientError::Refused(reply.error.unwrap_or_else(|| "no reason given".into())))
+        }
+    }
+
+    pub fn status(&mut self) -> Result<Status, ClientError> {
+        let v = self.call(&Request::Status)?;
+        serde_json::from_value(v).map_err(|e| ClientError::BadReply { path: self.path.clone(), detail: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_json_form() {
+        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"cmd":"status"}"#);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(), Request::Status);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"rm -rf"}"#).is_err());
+    }
+}

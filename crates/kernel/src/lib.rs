@@ -1,0 +1,115 @@
+//! Kernel facilities behind one trait each, with verbs that are whole operations.
+//!
+//! - [`Tunnels`]: WireGuard devices, one peer each (kernel WireGuard via netlink, or userspace).
+//! - [`Links`]: interface state, addresses and routes (rtnetlink).
+//!
+//! Every trait has a real implementation and an in-memory fake for unit tests of the driver.
+//! Calls are synchronous: the driver thread that owns the core calls them directly, holding no
+//! lock. Implementations act on the network namespace of the calling thread.
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+use tollway_core::{IfName, TunnelStats, WgPublicKey};
+
+/// The WireGuard side of one neighbor's tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgConfig {
+    pub ifname: IfName,
+    pub private_key: [u8; 32],
+    pub listen_port: u16,
+    pub peer_key: WgPublicKey,
+    /// With the scope id of the physical interface set.
+    pub endpoint: Option<SocketAddrV6>,
+    pub keepalive_secs: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("creating tunnel {ifname}: {source}")]
+    Create { ifname: IfName, source: std::io::Error },
+    #[error("configuring WireGuard on {ifname}: {detail}")]
+    Configure { ifname: IfName, detail: String },
+    #[error("removing tunnel {ifname}: {source}")]
+    Remove { ifname: IfName, source: std::io::Error },
+    #[error("reading WireGuard state of {ifname}: {detail}")]
+    Read { ifname: IfName, detail: String },
+    #[error("no tunnel named {0}")]
+    Missing(IfName),
+    #[error("listing tunnels: {0}")]
+    List(std::io::Error),
+}
+
+/// WireGuard tunnels, one peer per device.
+pub trait Tunnels: Send {
+    /// Which implementation this is, for logs and status ("kernel", "userspace", "fake").
+    fn backend(&self) -> &'static str;
+
+    /// Create the device if missing and make its WireGuard state match `cfg`: private key,
+    /// listen port, exactly one peer with allowed IPs `::/0` and `0.0.0.0/0`, the endpoint (if
+    /// known) and the persistent keepalive. Idempotent. Addresses, MTU and link state are
+    /// [`Links`]' business.
+    fn ensure(&mut self, cfg: &WgConfig) -> Result<(), TunnelError>;
+
+    /// Remove the device and everything it holds. Removing a missing device is not an error.
+    fn remove(&mut self, ifname: &IfName) -> Result<(), TunnelError>;
+
+    /// Tunnel devices present whose name starts with `prefix` (including ones left behind by a
+    /// previous run of this node, for clean-up).
+    fn list(&mut self, prefix: &str) -> Result<Vec<IfName>, TunnelError>;
+
+    /// Handshake age and inner byte counts of the device's peer.
+    fn stats(&mut self, ifname: &IfName) -> Result<TunnelStats, TunnelError>;
+}
+
+/// Byte and packet counts of an interface, as the kernel keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// A route to `dst/prefix_len` out of `dev`, optionally preferring source `src`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route6 {
+    pub dst: Ipv6Addr,
+    pub prefix_len: u8,
+    pub dev: IfName,
+    pub src: Option<Ipv6Addr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("no interface named {0}")]
+    NoSuchLink(IfName),
+    #[error("{op} on {ifname}: {source}")]
+    Netlink { op: &'static str, ifname: String, source: std::io::Error },
+}
+
+/// Interface state, addresses and routes.
+pub trait Links: Send {
+    /// The interface index, or `None` if no such interface exists.
+    fn index_of(&mut self, ifname: &IfName) -> Result<Option<u32>, LinkError>;
+
+    /// Bring the interface up, setting its MTU first if given.
+    fn set_up(&mut self, ifname: &IfName, mtu: Option<u32>) -> Result<(), LinkError>;
+
+    /// Make sure `addr/prefix_len` is on the interface (added without duplicate address
+    /// detection). Idempotent.
+    fn ensure_address(&mut self, ifname: &IfName, addr: Ipv6Addr, prefix_len: u8) -> Result<(), LinkError>;
+
+    /// Make sure the route exists exactly as given (replacing one to the same destination).
+    fn ensure_route(&mut self, route: &Route6) -> Result<(), LinkError>;
+
+    /// Remove the route if present.
+    fn remove_route(&mut self, route: &Route6) -> Result<(), LinkError>;
+
+    /// Names of interfaces whose name starts with `prefix`.
+    fn list(&mut self, prefix: &str) -> Result<Vec<IfName>, LinkError>;
+
+    /// Delete an interface; deleting a missing one is not an error.
+    fn delete(&mut self, ifname: &IfName) -> Result<(), LinkError>;
+
+    /// The kernel's byte and packet counters of an interface, if it exists.
+    fn stats(&mut self, ifname: &IfName) -> Result<Option<LinkStats>, LinkError>;
+}
