@@ -46,18 +46,35 @@ pub struct TunnelSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Send a discovery datagram out of `iface` to `dst` (the multicast group or a link-local).
-    SendDiscovery { iface: IfName, dst: Ipv6Addr, payload: Vec<u8> },
+    SendDiscovery {
+        iface: IfName,
+        dst: Ipv6Addr,
+        payload: Vec<u8>,
+    },
     /// Make the kernel tunnel match the spec (create, reconfigure), then report failures through
     /// `handle_tunnel_error`.
     EnsureTunnel(TunnelSpec),
     /// Remove the tunnel and every kernel object made for it.
-    RemoveTunnel { ifname: IfName, neighbor: NodeId },
+    RemoveTunnel {
+        ifname: IfName,
+        neighbor: NodeId,
+    },
     /// Read the state of every tunnel and report it through `handle_tunnel_stats`.
     SampleTunnels,
     /// Open a TCP connection to `peer` through tunnel `ifname`; report `handle_control_opened` or
     /// `handle_control_closed`.
-    OpenControl { session: SessionId, neighbor: NodeId, ifname: IfName, peer: SocketAddrV6 },
-    SendControl { session: SessionId, msg: ControlMessage },
+    OpenControl {
+        session: SessionId,
+        neighbor: NodeId,
+        ifname: IfName,
+        peer: SocketAddrV6,
+    },
+    SendControl {
+        session: SessionId,
+        msg: ControlMessage,
+    },
     /// Close the connection (after sending anything queued before this action).
-    CloseControl { session: SessionId },
+    CloseControl {
+        session: SessionId,
+    },
 }

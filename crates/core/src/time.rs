@@ -61,9 +61,6 @@ impl Now {
 
     /// Both clocks advanced by `d`.
     pub fn advance(self, d: Duration) -> Now {
-        Now {
-            mono: self.mono + d,
-            unix_ms: self.unix_ms.saturating_add(d.as_millis() as u64),
-        }
+        Now { mono: self.mono + d, unix_ms: self.unix_ms.saturating_add(d.as_millis() as u64) }
     }
 }

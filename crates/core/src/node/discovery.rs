@@ -31,12 +31,21 @@ impl Node {
             return self.rejects.record(
                 t,
                 "stale",
-                format_args!("{} from {} ({src}%{iface}) is {} s off our clock", msg.kind_name(), sender.short(), skew / 1000),
+                format_args!(
+                    "{} from {} ({src}%{iface}) is {} s off our clock",
+                    msg.kind_name(),
+                    sender.short(),
+                    skew / 1000
+                ),
             );
         }
         if let Discovery::Hello(h) = msg {
             if h.to != self.node_id() {
-                return self.rejects.record(t, "addressed to another node", format_args!("hello from {}", sender.short()));
+                return self.rejects.record(
+                    t,
+                    "addressed to another node",
+                    format_args!("hello from {}", sender.short()),
+                );
             }
         }
         let known = self.neighbors.get(&sender);
@@ -53,7 +62,11 @@ impl Node {
             None => {
                 if let Some(until) = self.penalized.get(&sender) {
                     if *until > t {
-                        return self.rejects.record(t, "penalized", format_args!("{} never completed a tunnel", sender.short()));
+                        return self.rejects.record(
+                            t,
+                            "penalized",
+                            format_args!("{} never completed a tunnel", sender.short()),
+                        );
                     }
                 }
                 if self.neighbors.len() >= self.config.max_neighbors {
@@ -64,14 +77,22 @@ impl Node {
                     );
                 }
                 if !self.verify_budget.take(t) {
-                    return self.rejects.record(t, "rate limited", format_args!("too many messages from unknown nodes"));
+                    return self.rejects.record(
+                        t,
+                        "rate limited",
+                        format_args!("too many messages from unknown nodes"),
+                    );
                 }
             }
         }
         let msg = match parsed.verify() {
             Ok(m) => m,
             Err(e) => {
-                return self.rejects.record(t, "bad signature", format_args!("{} claiming {}: {e}", src, sender.short()))
+                return self.rejects.record(
+                    t,
+                    "bad signature",
+                    format_args!("{} claiming {}: {e}", src, sender.short()),
+                )
             }
         };
         if known.is_none() {
@@ -138,7 +159,12 @@ impl Node {
                 self.rejects.record(
                     now.mono,
                     "heard elsewhere",
-                    format_args!("{} also heard at {src}%{iface}; keeping {}%{}", n.id.short(), n.underlay_addr, n.underlay),
+                    format_args!(
+                        "{} also heard at {src}%{iface}; keeping {}%{}",
+                        n.id.short(),
+                        n.underlay_addr,
+                        n.underlay
+                    ),
                 );
                 return false;
             }
@@ -171,8 +197,12 @@ impl Node {
     }
 
     pub(super) fn send_announcements(&mut self, now: Now) {
-        let ann = Discovery::Announce(Announce { node: self.node_id(), wg_key: self.identity.wg_public(), unix_ms: now.unix_ms })
-            .encode_signed(&self.identity);
+        let ann = Discovery::Announce(Announce {
+            node: self.node_id(),
+            wg_key: self.identity.wg_public(),
+            unix_ms: now.unix_ms,
+        })
+        .encode_signed(&self.identity);
         for iface in self.config.interfaces.clone() {
             self.actions.push_back(Action::SendDiscovery { iface, dst: DISCOVERY_GROUP, payload: ann.clone() });
         }

@@ -92,7 +92,10 @@ impl Node {
         let state = n.session.clone();
         match (state, msg) {
             (_, ControlMessage::Close { reason }) => Err(format!("closed by neighbor: {reason}")),
-            (Session::AwaitClientHello { .. }, ControlMessage::ClientHello { version_min, version_max, node, nonce }) => {
+            (
+                Session::AwaitClientHello { .. },
+                ControlMessage::ClientHello { version_min, version_max, node, nonce },
+            ) => {
                 if node != *id {
                     return Err("client hello from a node key other than the tunnel's".into());
                 }
@@ -225,7 +228,9 @@ impl Node {
                 } else {
                     let keepalive = self.config.keepalive_interval;
                     let nonce = self.rng.next_u64();
-                    if let Session::Established { next_ping, .. } = &mut self.neighbors.get_mut(id).expect("exists").session {
+                    if let Session::Established { next_ping, .. } =
+                        &mut self.neighbors.get_mut(id).expect("exists").session
+                    {
                         *next_ping = now.mono + keepalive;
                     }
                     self.actions.push_back(Action::SendControl { session, msg: ControlMessage::Ping { nonce } });

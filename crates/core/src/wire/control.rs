@@ -259,7 +259,8 @@ mod tests {
         let mut bad_versions = samples()[0].encode();
         bad_versions[1..5].copy_from_slice(&[0, 3, 0, 1]);
         let mut bad_utf8 = vec![T_CLOSE, 0, 2, 0xff, 0xfe];
-        let too_long_text = [vec![T_CLOSE], ((MAX_TEXT + 1) as u16).to_be_bytes().to_vec(), vec![b'a'; MAX_TEXT + 1]].concat();
+        let too_long_text =
+            [vec![T_CLOSE], ((MAX_TEXT + 1) as u16).to_be_bytes().to_vec(), vec![b'a'; MAX_TEXT + 1]].concat();
         let cases: Vec<(Vec<u8>, DecodeError)> = vec![
             (vec![], DecodeError::Empty),
             (vec![0x99], DecodeError::UnknownType(0x99)),

@@ -84,12 +84,7 @@ impl Discovery {
                 w.u8(KIND_ANNOUNCE).bytes(&a.node.0).bytes(&a.wg_key.0).u64(a.unix_ms);
             }
             Discovery::Hello(h) => {
-                w.u8(KIND_HELLO)
-                    .bytes(&h.node.0)
-                    .bytes(&h.wg_key.0)
-                    .bytes(&h.to.0)
-                    .u16(h.listen_port)
-                    .u64(h.unix_ms);
+                w.u8(KIND_HELLO).bytes(&h.node.0).bytes(&h.wg_key.0).bytes(&h.to.0).u16(h.listen_port).u64(h.unix_ms);
             }
         }
         let sig = id.sign(&signed_bytes(&w.buf));

@@ -81,9 +81,7 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Invalid { field, why: "too long" });
         }
         let b = self.bytes(len)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::Invalid { field, why: "not UTF-8" })
+        std::str::from_utf8(b).map(str::to_owned).map_err(|_| DecodeError::Invalid { field, why: "not UTF-8" })
     }
 
     /// Fails unless every byte was consumed.
