@@ -1,1 +1,16 @@
+//! # tollway-daemon
+//!
+//! The daemon around the pure core: configuration, identity storage, the driver thread that owns
+//! the core and executes its actions against the kernel, the network I/O tasks and the operator
+//! API. See ARCHITECTURE.md for the data flow.
 
+pub mod api;
+pub mod config;
+pub mod driver;
+pub mod net;
+pub mod run;
+pub mod status;
+pub mod storage;
+
+pub use config::Config;
+pub use run::run;

@@ -1,0 +1,271 @@
+//! The daemon's configuration file (TOML). Every field is documented here and in
+//! `docs/config.md`; unknown fields are rejected; values are validated at load with errors that
+//! name the field and the problem.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tollway_core::{CoreConfig, IfName, Millis};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the node's secret key (and, later, its ledger). Created mode 0700.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Unix socket of the operator API. Created mode 0600; its directory is created 0700.
+    #[serde(default = "default_api_socket")]
+    pub api_socket: PathBuf,
+    /// Physical interfaces on which to find neighbors. Required, at least one.
+    pub interfaces: Vec<String>,
+    /// Log filter used when the RUST_LOG environment variable is not set.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub discovery: Discovery,
+    #[serde(default)]
+    pub tunnel: Tunnel,
+    #[serde(default)]
+    pub control: Control,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Discovery {
+    /// UDP port of discovery datagrams (multicast group ff02::7477:6179).
+    pub port: u16,
+    /// Seconds between Announces (and Hellos to each neighbor).
+    pub announce_interval_secs: u64,
+    /// A neighbor not heard from for this many seconds is removed with its tunnel.
+    pub neighbor_timeout_secs: u64,
+    /// A neighbor whose tunnel is not up this many seconds after discovery is removed...
+    pub pending_timeout_secs: u64,
+    /// ...and ignored for this many seconds.
+    pub penalty_secs: u64,
+    /// Most neighbors (pending and active together), hence most tunnel interfaces.
+    pub max_neighbors: usize,
+    /// Most new neighbors admitted per second.
+    pub max_new_neighbors_per_sec: u32,
+    /// Discovery messages whose timestamp is further than this from our clock are ignored.
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            port: 7477,
+            announce_interval_secs: 5,
+            neighbor_timeout_secs: 30,
+            pending_timeout_secs: 30,
+            penalty_secs: 120,
+            max_neighbors: 64,
+            max_new_neighbors_per_sec: 10,
+            max_clock_skew_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Kernel WireGuard if the kernel has it, else userspace.
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tunnel {
+    /// `auto`, `kernel` or `userspace`.
+    pub backend: Backend,
+    /// The tunnel for the neighbor in table slot i listens on UDP port_base + i.
+    pub port_base: u16,
+    /// MTU of tunnel interfaces: keep it at least 80 below the physical interfaces' MTU.
+    pub mtu: u32,
+    /// WireGuard persistent keepalive in seconds.
+    pub keepalive_secs: u16,
+    /// Threads per userspace tunnel.
+    pub userspace_threads: usize,
+}
+
+impl Default for Tunnel {
+    fn default() -> Self {
+        Tunnel { backend: Backend::Auto, port_base: 51900, mtu: 1420, keepalive_secs: 15, userspace_threads: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Control {
+    /// TCP port of control sessions inside tunnels.
+    pub port: u16,
+    /// Seconds between keepalive pings on an idle session.
+    pub keepalive_secs: u64,
+    /// A session with nothing received for this many seconds is closed.
+    pub session_timeout_secs: u64,
+    /// The session handshake must finish within this many seconds.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control { port: 7478, keepalive_secs: 5, session_timeout_secs: 20, handshake_timeout_secs: 10 }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    "/var/lib/tollway".into()
+}
+fn default_api_socket() -> PathBuf {
+    "/run/tollway/tollway.sock".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: field `{field}`: {problem}")]
+    Invalid { path: PathBuf, field: &'static str, problem: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        cfg.validate().map_err(|(field, problem)| ConfigError::Invalid { path: path.into(), field, problem })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        fn check(ok: bool, field: &'static str, problem: impl FnOnce() -> String) -> Result<(), (&'static str, String)> {
+            if ok {
+                Ok(())
+            } else {
+                Err((field, problem()))
+            }
+        }
+        check(!self.interfaces.is_empty(), "interfaces", || "list at least one physical interface".into())?;
+        for (i, name) in self.interfaces.iter().enumerate() {
+            IfName::new(name.as_str()).map_err(|e| ("interfaces", e.to_string()))?;
+            check(!self.interfaces[..i].contains(name), "interfaces", || format!("{name:?} is listed twice"))?;
+        }
+        check(self.data_dir.is_absolute(), "data_dir", || "must be an absolute path".into())?;
+        check(self.api_socket.is_absolute(), "api_socket", || "must be an absolute path".into())?;
+        check(self.api_socket.as_os_str().len() < 100, "api_socket", || "path too long for a unix socket".into())?;
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| ("log_level", e.to_string()))?;
+
+        let d = &self.discovery;
+        check(d.port != 0, "discovery.port", || "must not be 0".into())?;
+        check(d.announce_interval_secs >= 1, "discovery.announce_interval_secs", || "must be at least 1".into())?;
+        check(d.neighbor_timeout_secs >= 2 * d.announce_interval_secs, "discovery.neighbor_timeout_secs", || {
+            format!("must be at least twice announce_interval_secs ({})", d.announce_interval_secs)
+        })?;
+        check(d.pending_timeout_secs >= 1, "discovery.pending_timeout_secs", || "must be at least 1".into())?;
+        check((1..=1024).contains(&d.max_neighbors), "discovery.max_neighbors", || "must be between 1 and 1024".into())?;
+        check(d.max_new_neighbors_per_sec >= 1, "discovery.max_new_neighbors_per_sec", || "must be at least 1".into())?;
+        check(d.max_clock_skew_secs >= 1, "discovery.max_clock_skew_secs", || "must be at least 1".into())?;
+
+        let t = &self.tunnel;
+        check(t.port_base != 0, "tunnel.port_base", || "must not be 0".into())?;
+        check(t.port_base as usize + d.max_neighbors <= 65536, "tunnel.port_base", || {
+            format!("port_base + discovery.max_neighbors ({}) exceeds 65535", d.max_neighbors)
+        })?;
+        check((1280..=9000).contains(&t.mtu), "tunnel.mtu", || "must be between 1280 (IPv6 minimum) and 9000".into())?;
+        check((1..=16).contains(&t.userspace_threads), "tunnel.userspace_threads", || "must be between 1 and 16".into())?;
+        let tunnel_ports = t.port_base as usize..t.port_base as usize + d.max_neighbors;
+        check(!tunnel_ports.contains(&(d.port as usize)), "discovery.port", || {
+            format!("collides with the tunnel ports {}..{}", tunnel_ports.start, tunnel_ports.end)
+        })?;
+
+        let c = &self.control;
+        check(c.port != 0, "control.port", || "must not be 0".into())?;
+        check(c.keepalive_secs >= 1, "control.keepalive_secs", || "must be at least 1".into())?;
+        check(c.session_timeout_secs > c.keepalive_secs, "control.session_timeout_secs", || {
+            format!("must be longer than control.keepalive_secs ({})", c.keepalive_secs)
+        })?;
+        check(c.handshake_timeout_secs >= 1, "control.handshake_timeout_secs", || "must be at least 1".into())?;
+        Ok(())
+    }
+
+    pub fn interface_names(&self) -> Vec<IfName> {
+        self.interfaces.iter().map(|s| IfName::new(s.as_str()).expect("validated at load")).collect()
+    }
+
+    pub fn core_config(&self) -> CoreConfig {
+        let d = &self.discovery;
+        CoreConfig {
+            interfaces: self.interface_names(),
+            announce_interval: Millis::from_secs(d.announce_interval_secs),
+            neighbor_timeout: Millis::from_secs(d.neighbor_timeout_secs),
+            pending_timeout: Millis::from_secs(d.pending_timeout_secs),
+            penalty: Millis::from_secs(d.penalty_secs),
+            max_neighbors: d.max_neighbors,
+            max_new_neighbors_per_sec: d.max_new_neighbors_per_sec,
+            max_clock_skew: Millis::from_secs(d.max_clock_skew_secs),
+            tunnel_port_base: self.tunnel.port_base,
+            tunnel_mtu: self.tunnel.mtu,
+            tunnel_keepalive_secs: self.tunnel.keepalive_secs,
+            control_port: self.control.port,
+            keepalive_interval: Millis::from_secs(self.control.keepalive_secs),
+            session_timeout: Millis::from_secs(self.control.session_timeout_secs),
+            handshake_timeout: Millis::from_secs(self.control.handshake_timeout_secs),
+            sample_interval: Millis(1000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(r#"interfaces = ["eth0"]"#).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/tollway"));
+        assert_eq!(c.discovery.neighbor_timeout_secs, 30);
+        assert_eq!(c.discovery.max_neighbors, 64);
+        assert_eq!(c.tunnel.backend, Backend::Auto);
+        let core = c.core_config();
+        assert_eq!(core.neighbor_timeout, Millis::from_secs(30));
+        assert_eq!(core.interfaces, vec![IfName::new("eth0").unwrap()]);
+    }
+
+    #[test]
+    fn invalid_configs_name_the_field_and_problem() {
+        let cases = [
+            ("", "missing field `interfaces`"),
+            (r#"interfaces = []"#, "field `interfaces`: list at least one"),
+            (r#"interfaces = ["this-name-is-too-long"]"#, "field `interfaces`: interface name"),
+            (r#"interfaces = ["a", "a"]"#, "\"a\" is listed twice"),
+            ("interfaces = [\"a\"]\ncolour = 1", "unknown field `colour`"),
+            ("interfaces = [\"a\"]\ndata_dir = \"rel\"", "field `data_dir`: must be an absolute path"),
+            ("interfaces = [\"a\"]\n[discovery]\nneighbor_timeout_secs = 3", "field `discovery.neighbor_timeout_secs`"),
+            ("interfaces = [\"a\"]\n[discovery]\nmax_neighbors = 0", "field `discovery.max_neighbors`"),
+            ("interfaces = [\"a\"]\n[discovery]\nmax_nieghbors = 3", "unknown field `max_nieghbors`"),
+            ("interfaces = [\"a\"]\n[tunnel]\nmtu = 100", "field `tunnel.mtu`"),
+            ("interfaces = [\"a\"]\n[tunnel]\nbackend = \"magic\"", "unknown variant `magic`"),
+            ("interfaces = [\"a\"]\n[tunnel]\nport_base = 65500", "field `tunnel.port_base`"),
+            ("interfaces = [\"a\"]\n[control]\nsession_timeout_secs = 2", "field `control.session_timeout_secs`"),
+            ("interfaces = [\"a\"]\nlog_level = \"=[\"", "field `log_level`"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "config {text:?}: error {err:?} should contain {want:?}");
+            assert!(err.starts_with("config t.toml"), "error should name the file: {err}");
+        }
+    }
+}

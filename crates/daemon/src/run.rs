@@ -1,0 +1,92 @@
+//! Start-up and shutdown of the daemon: config, logging, identity, kernel backends, I/O tasks,
+//! the driver thread, signals.
+
+use crate::config::{Backend, Config};
+use crate::driver::{Clock, Driver, Input};
+use crate::{api, net, storage};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::path::Path;
+use tokio::sync::mpsc::unbounded_channel;
+use tollway_core::Node;
+use tollway_kernel::{Links, Tunnels};
+
+/// Run the daemon with the config at `path` until SIGTERM or SIGINT.
+pub fn run(path: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    init_logging(&cfg.log_level);
+    storage::ensure_private_dir(&cfg.data_dir)?;
+    let _lock = storage::DataDirLock::acquire(&cfg.data_dir)?;
+    let (identity, created) = storage::load_or_create_identity(&cfg.data_dir)?;
+    let id = identity.node_id();
+    tracing::info!(node = %id, mesh_ip = %id.mesh_ip(), new_key = created, "tollway starting");
+
+    let (tunnels, links) = open_backends(&cfg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("tollway-io")
+        .build()
+        .context("starting the I/O runtime")?;
+
+    let (to_driver, inputs) = std::sync::mpsc::channel::<Input>();
+    let mut discovery = HashMap::new();
+    let clock = Clock::new();
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    let node = Node::new(cfg.core_config(), identity, clock.now(), seed);
+    {
+        let _guard = runtime.enter();
+        for iface in cfg.interface_names() {
+            let (tx, rx) = unbounded_channel();
+            discovery.insert(iface.clone(), tx);
+            tokio::spawn(net::discovery::run(iface, cfg.discovery.port, to_driver.clone(), rx));
+        }
+        runtime
+            .block_on(net::control::listen(cfg.control.port, to_driver.clone()))
+            .with_context(|| format!("listening for control sessions on TCP port {}", cfg.control.port))?;
+        api::serve(&cfg.api_socket, to_driver.clone())?;
+        let signals = to_driver.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            let which = tokio::select! { _ = term.recv() => "SIGTERM", _ = int.recv() => "SIGINT" };
+            tracing::info!(signal = which, "shutdown requested");
+            let _ = signals.send(Input::Shutdown);
+        });
+    }
+
+    let mut driver = Driver::new(node, clock, tunnels, links, discovery, to_driver.clone(), runtime.handle().clone());
+    driver.prepare().map_err(anyhow::Error::msg).context("preparing the kernel state")?;
+    tracing::info!(backend = driver.tunnel_backend(), "ready");
+    let handle = std::thread::Builder::new()
+        .name("tollway-driver".into())
+        .spawn(move || driver.run(inputs))
+        .context("starting the driver thread")?;
+    drop(to_driver);
+    handle.join().map_err(|_| anyhow::anyhow!("the driver thread panicked"))?;
+    let _ = std::fs::remove_file(&cfg.api_socket);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+fn open_backends(cfg: &Config) -> anyhow::Result<(Box<dyn Tunnels>, Box<dyn Links>)> {
+    let backend = match cfg.tunnel.backend {
+        Backend::Auto => tollway_kernel::TunnelBackend::Auto,
+        Backend::Kernel => tollway_kernel::TunnelBackend::Kernel,
+        Backend::Userspace => tollway_kernel::TunnelBackend::Userspace,
+    };
+    let tunnels = tollway_kernel::open_tunnels(backend, cfg.tunnel.userspace_threads).context("opening the tunnel backend")?;
+    let links = tollway_kernel::open_links().context("opening netlink")?;
+    Ok((tunnels, links))
+}

@@ -1,0 +1,117 @@
+//! The `tollway` command: the daemon, the operator CLI that talks to it, and the lab.
+
+mod output;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tollway_api::Client;
+
+const DEFAULT_CONFIG: &str = "/etc/tollway/tollway.toml";
+
+#[derive(Parser)]
+#[command(name = "tollway", version, about = "Buy and sell bandwidth with the routers next to you.")]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace) for commands that log.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// The daemon's API socket (default: the `api_socket` of --config, else /run/tollway/tollway.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The daemon's config file, to find its API socket.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> anyhow::Result<PathBuf> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        let config = self.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| DEFAULT_CONFIG.into()));
+        match config {
+            Some(path) => Ok(tollway_daemon::Config::load(&path)?.api_socket),
+            None => Ok("/run/tollway/tollway.sock".into()),
+        }
+    }
+
+    fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(&self.socket()?)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Daemon {
+        /// Config file (TOML; see docs/config.md).
+        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Check a config file and print the settings in effect.
+    CheckConfig {
+        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show this node and its neighbors.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a whole mesh on this machine in network namespaces.
+    #[command(subcommand)]
+    Lab(tollway_lab::LabCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.verbose > 0 && std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", if cli.verbose > 1 { "trace" } else { "debug" });
+    }
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Daemon { config } => {
+            tollway_daemon::run(&config)?;
+            Ok(0)
+        }
+        Command::CheckConfig { config } => {
+            let cfg = tollway_daemon::Config::load(&config)?;
+            println!("{config:?}: ok");
+            println!("{cfg:#?}");
+            Ok(0)
+        }
+        Command::Status { target, json } => {
+            let status = target.client()?.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", output::status_table(&status));
+            }
+            Ok(0)
+        }
+        Command::Lab(cmd) => {
+            let exe = std::env::current_exe().context("finding the tollway executable")?;
+            let code = tollway_lab::run(cmd, &exe)?;
+            Ok(code.clamp(0, 255) as u8)
+        }
+    }
+}
