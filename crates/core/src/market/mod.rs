@@ -1,0 +1,7 @@
+//! The market: money, prices, negotiation, the ledger, payments and enforcement decisions.
+
+pub mod ledger;
+pub mod money;
+
+pub use ledger::{CounterBaseline, LinkLedger, Statement};
+pub use money::{Accrual, Amount, Balance, Currency, Price, BYTES_PER_MB};
