@@ -1,0 +1,130 @@
+//! Errors of the lab's operations, one enum per operation.
+
+use crate::daemon::SpawnError;
+use crate::names::{LabName, NodeName};
+use crate::netns::NetError;
+use crate::state::StateError;
+use crate::tunnels::LinkReport;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A node name that is not in the lab.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("lab {lab} has no node {node:?} (its nodes: {known})")]
+pub struct UnknownNode {
+    pub lab: LabName,
+    pub node: String,
+    pub known: String,
+}
+
+/// Finding or loading a lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("no lab named {name} is running ({dir} does not exist)")]
+    NotFound { name: LabName, dir: PathBuf },
+    #[error("no lab is running (nothing in {root})")]
+    NoLab { root: PathBuf },
+    #[error("several labs are running ({names}): pick one with --name")]
+    Ambiguous { names: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// `lab up`.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("lab {name} is already running (daemons alive: {alive}); run `tollway lab down --name {name}` first")]
+    AlreadyRunning { name: LabName, alive: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cleaning up the stale lab {name} failed: {source}")]
+    StaleCleanup { name: LabName, source: Box<DownError> },
+    #[error("building the lab's network: {0}")]
+    Network(#[from] NetError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error(transparent)]
+    Tunnels(#[from] WaitError),
+    /// `up` failed, and tearing down what it had built failed too.
+    #[error("{cause}\nand tearing the lab down again failed:\n  {}", problems.join("\n  "))]
+    TeardownFailed { cause: Box<UpError>, problems: Vec<String> },
+}
+
+/// Starting, stopping or signalling one node's daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    UnknownNode(#[from] UnknownNode),
+    #[error("node {node}: its daemon is already running (pid {pid})")]
+    AlreadyRunning { node: NodeName, pid: u32 },
+    #[error("node {node}: its daemon is not running")]
+    NotRunning { node: NodeName },
+    #[error("node {node}: {source}")]
+    Spawn { node: NodeName, source: SpawnError },
+    #[error("node {node}: cannot signal daemon pid {pid}: {source}")]
+    Signal { node: NodeName, pid: u32, source: std::io::Error },
+    #[error("node {node}: daemon pid {pid} is still running {waited:?} after the signal")]
+    StillRunning { node: NodeName, pid: u32, waited: Duration },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Asking one node's daemon for its status.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    UnknownNode(#[from] UnknownNode),
+    #[error("node {node}: daemon not running")]
+    NotRunning { node: NodeName },
+    #[error("node {node}: {source}")]
+    Api { node: NodeName, source: tollway_api::ClientError },
+}
+
+/// The tail of one daemon's log, attached to errors.
+#[derive(Debug, Clone)]
+pub struct LogTail {
+    pub node: NodeName,
+    pub path: PathBuf,
+    pub tail: String,
+}
+
+impl std::fmt::Display for LogTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "--- daemon log of {} ({}), last lines:", self.node, self.path.display())?;
+        for line in self.tail.lines() {
+            writeln!(f, "  | {line}")?;
+        }
+        Ok(())
+    }
+}
+
+fn tails(logs: &[LogTail]) -> String {
+    logs.iter().map(ToString::to_string).collect()
+}
+
+/// Waiting for every link's tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error(
+        "tunnels not up after {timeout:?} on {} of {total} links:\n  {}\n{}",
+        not_up.len(),
+        not_up.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "),
+        tails(logs)
+    )]
+    Timeout { timeout: Duration, total: usize, not_up: Vec<LinkReport>, logs: Vec<LogTail> },
+    #[error("node {node}: the daemon (pid {pid}) exited while waiting for tunnels\n{log}")]
+    DaemonDied { node: NodeName, pid: u32, log: LogTail },
+    #[error("node {node}: no daemon was started")]
+    NotStarted { node: NodeName },
+}
+
+/// `lab down` ran to the end but some steps failed; the state directory is kept so that
+/// `lab down` can be run again.
+#[derive(Debug, thiserror::Error)]
+#[error("taking down lab {lab} left things behind:\n  {}", problems.join("\n  "))]
+pub struct DownError {
+    pub lab: LabName,
+    pub problems: Vec<String>,
+}
