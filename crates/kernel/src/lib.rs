@@ -6,6 +6,25 @@
 //! Every trait has a real implementation and an in-memory fake for unit tests of the driver.
 //! Calls are synchronous: the driver thread that owns the core calls them directly, holding no
 //! lock. Implementations act on the network namespace of the calling thread.
+//!
+//! - [`KernelTunnels`], [`UserspaceTunnels`] (boringtun in-process), chosen by
+//!   [`open_tunnels`] with a [`TunnelBackend`]; [`probe_kernel_wireguard`].
+//! - [`NetlinkLinks`].
+//! - [`fake::FakeTunnels`], [`fake::FakeLinks`] sharing a [`fake::FakeKernel`].
+//! - [`netns`]: throw-away network namespaces for tests.
+
+pub mod fake;
+mod link;
+pub mod netns;
+mod nl;
+mod tunnel;
+
+pub use link::NetlinkLinks;
+pub use tunnel::uapi;
+pub use tunnel::{
+    open_tunnels, probe_kernel_wireguard, KernelTunnels, ParseBackendError, TunnelBackend, UserspaceOptions,
+    UserspaceTunnels,
+};
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 use tollway_core::{IfName, TunnelStats, WgPublicKey};
@@ -36,6 +55,8 @@ pub enum TunnelError {
     Missing(IfName),
     #[error("listing tunnels: {0}")]
     List(std::io::Error),
+    #[error("{backend} tunnels are not available: {detail}")]
+    Unavailable { backend: &'static str, detail: String },
 }
 
 /// WireGuard tunnels, one peer per device.

@@ -1,0 +1,276 @@
+//! [`Tunnels`] with boringtun embedded: one [`DeviceHandle`] per tunnel, running on threads of
+//! our own process, so tunnels die with the daemon and leave nothing behind.
+//!
+//! Each device is configured through a socketpair handed to boringtun as
+//! [`DeviceConfig::uapi_fd`], not through `/var/run/wireguard/<name>.sock`: with a path,
+//! boringtun installs SIGINT/SIGTERM handlers in our process, creates host-wide socket files
+//! that go stale after `kill -9`, and takes over same-named sockets of other namespaces. We keep
+//! the other end and speak the UAPI text protocol over it; closing it makes boringtun stop that
+//! device, which closes the TUN file descriptor, which makes the kernel delete the interface.
+//!
+//! boringtun's threads are spawned by the thread that calls [`Tunnels::ensure`] and inherit its
+//! network namespace, so a device lives in the namespace of the thread that created it.
+
+use super::uapi::{self, UapiClient, UapiError};
+use super::{delete_leftover, list_tunnels};
+use crate::nl::route;
+use crate::{TunnelError, Tunnels, WgConfig};
+use boringtun::device::{DeviceConfig, DeviceHandle, Error as BtError};
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::os::fd::IntoRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+use tollway_core::{IfName, TunnelStats};
+
+/// Settings of the embedded boringtun devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserspaceOptions {
+    /// Worker threads per device. One is 1.5–2× faster than four on a 2-core router.
+    pub threads: usize,
+    /// Let boringtun open a connected UDP socket per peer (its default).
+    pub use_connected_socket: bool,
+    /// How long to wait for a device to answer a control request.
+    pub control_timeout: Duration,
+    /// How long [`Tunnels::remove`] waits for a device's threads to exit.
+    pub remove_timeout: Duration,
+}
+
+impl Default for UserspaceOptions {
+    fn default() -> Self {
+        UserspaceOptions {
+            threads: 1,
+            use_connected_socket: true,
+            control_timeout: Duration::from_secs(2),
+            remove_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+struct Device {
+    handle: DeviceHandle,
+    control: UapiClient,
+    /// The index the interface got when we created it: if the name now has another index (or
+    /// none), someone deleted our interface.
+    ifindex: u32,
+    /// The configuration last applied successfully.
+    applied: Option<WgConfig>,
+}
+
+/// Userspace WireGuard tunnels (boringtun, in-process).
+pub struct UserspaceTunnels {
+    opts: UserspaceOptions,
+    devices: HashMap<IfName, Device>,
+}
+
+impl UserspaceTunnels {
+    pub fn new(opts: UserspaceOptions) -> UserspaceTunnels {
+        UserspaceTunnels { opts, devices: HashMap::new() }
+    }
+
+    fn create(&self, name: &IfName) -> Result<Device, TunnelError> {
+        let create_err = |source| TunnelError::Create { ifname: name.clone(), source };
+        // A leftover of the same name: a tunnel device (ours from an earlier run, by the
+        // naming scheme) is replaced; anything else is refused.
+        delete_leftover(name).map_err(create_err)?;
+
+        let (ours, theirs) = UnixStream::pair().map_err(create_err)?;
+        let theirs = theirs.into_raw_fd();
+        let config = DeviceConfig {
+            n_threads: self.opts.threads.max(1),
+            use_connected_socket: self.opts.use_connected_socket,
+            use_multi_queue: false,
+            uapi_fd: theirs,
+        };
+        let handle = match DeviceHandle::new(name.as_str(), config) {
+            Ok(h) => h,
+            Err(e) => {
+                if !uapi_fd_taken(&e) {
+                    // SAFETY: boringtun failed before taking ownership of `theirs`, which we
+                    // created above and nobody else has.
+                    unsafe { libc::close(theirs) };
+                }
+                return Err(create_err(io::Error::other(e.to_string())));
+            }
+        };
+        let control = UapiClient::new(ours, self.opts.control_timeout).map_err(create_err)?;
+        let Some(ifindex) = route::ifindex(name.as_str()) else {
+            let dev = Device { handle, control, ifindex: 0, applied: None };
+            let _ = finish_teardown(name, start_teardown(name, dev), self.opts.remove_timeout);
+            return Err(create_err(io::Error::other("boringtun started but the interface is not there")));
+        };
+        tracing::info!(ifname = %name, ifindex, threads = self.opts.threads, "created userspace WireGuard device");
+        Ok(Device { handle, control, ifindex, applied: None })
+    }
+
+    /// Forget a device and stop it, logging (not returning) failures: used when the device is
+    /// already known to be broken.
+    fn discard(&mut self, name: &IfName, why: &str) {
+        if let Some(dev) = self.devices.remove(name) {
+            tracing::warn!(ifname = %name, "discarding userspace WireGuard device: {why}");
+            if let Err(e) = finish_teardown(name, start_teardown(name, dev), self.opts.remove_timeout) {
+                tracing::warn!(ifname = %name, "stopping it: {e}");
+            }
+        }
+    }
+}
+
+impl Tunnels for UserspaceTunnels {
+    fn backend(&self) -> &'static str {
+        "userspace"
+    }
+
+    fn ensure(&mut self, cfg: &WgConfig) -> Result<(), TunnelError> {
+        let name = &cfg.ifname;
+        if let Some(dev) = self.devices.get(name) {
+            if route::ifindex(name.as_str()) != Some(dev.ifindex) {
+                self.discard(name, "its interface was deleted or replaced");
+            } else if dev.applied.as_ref() == Some(cfg) {
+                return Ok(());
+            }
+        }
+        if !self.devices.contains_key(name) {
+            let dev = self.create(name)?;
+            self.devices.insert(name.clone(), dev);
+        }
+        let dev = self.devices.get_mut(name).expect("inserted above");
+        let port_changed = dev.applied.as_ref().map(|a| a.listen_port) != Some(cfg.listen_port);
+
+        let result = if port_changed && cfg.listen_port != 0 {
+            // boringtun binds with SO_REUSEADDR, so a port held by another of our tunnels would
+            // be shared silently, and a failed bind leaves it without sockets (it then panics
+            // on the next packet): check first.
+            port_is_free(cfg.listen_port).map_err(|e| format!("listen port {}: {e}", cfg.listen_port))
+        } else {
+            Ok(())
+        };
+        let result =
+            result.and_then(|()| dev.control.set(&uapi::set_request(cfg, port_changed)).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => {
+                dev.applied = Some(cfg.clone());
+                tracing::debug!(ifname = %name, "applied WireGuard configuration");
+                Ok(())
+            }
+            Err(detail) => {
+                // Leave nothing half-configured: the next ensure starts from scratch.
+                self.discard(name, "configuring it failed");
+                Err(TunnelError::Configure { ifname: name.clone(), detail })
+            }
+        }
+    }
+
+    fn remove(&mut self, ifname: &IfName) -> Result<(), TunnelError> {
+        let remove_err = |source| TunnelError::Remove { ifname: ifname.clone(), source };
+        let mut stuck = None;
+        if let Some(dev) = self.devices.remove(ifname) {
+            let started = Instant::now();
+            match finish_teardown(ifname, start_teardown(ifname, dev), self.opts.remove_timeout) {
+                Ok(()) => {
+                    tracing::info!(ifname = %ifname, elapsed = ?started.elapsed(), "removed userspace WireGuard device")
+                }
+                Err(e) => stuck = Some(e),
+            }
+        }
+        // Whatever still has that name (a leftover of an earlier run, or our device if its
+        // threads did not stop) is deleted through netlink.
+        delete_leftover(ifname).map_err(remove_err)?;
+        if let Some(e) = stuck {
+            tracing::warn!(ifname = %ifname, "device threads did not stop ({e}); deleted the interface through netlink");
+        }
+        Ok(())
+    }
+
+    fn list(&mut self, prefix: &str) -> Result<Vec<IfName>, TunnelError> {
+        list_tunnels(prefix)
+    }
+
+    fn stats(&mut self, ifname: &IfName) -> Result<TunnelStats, TunnelError> {
+        let dev = self.devices.get_mut(ifname).ok_or_else(|| TunnelError::Missing(ifname.clone()))?;
+        let state = match dev.control.get() {
+            Ok(s) => s,
+            Err(e @ (UapiError::Closed | UapiError::Timeout(_))) => {
+                // Its thread is gone or wedged: drop it so that the next ensure recreates it.
+                self.discard(ifname, "it stopped answering");
+                return Err(TunnelError::Read { ifname: ifname.clone(), detail: e.to_string() });
+            }
+            Err(e) => return Err(TunnelError::Read { ifname: ifname.clone(), detail: e.to_string() }),
+        };
+        let peer = dev.applied.as_ref().and_then(|a| state.peer(&a.peer_key.0)).or(state.peers.first());
+        let now = SystemTime::now();
+        Ok(peer
+            .map(|p| TunnelStats {
+                last_handshake_secs: p.last_handshake.map(|h| h.age(now).as_secs()),
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+            })
+            .unwrap_or_default())
+    }
+}
+
+impl Drop for UserspaceTunnels {
+    /// Stop every device, all at once, waiting (bounded) for their interfaces to go.
+    fn drop(&mut self) {
+        let pending: Vec<_> = self.devices.drain().map(|(name, dev)| (start_teardown(&name, dev), name)).collect();
+        for (rx, name) in pending {
+            if let Err(e) = finish_teardown(&name, rx, self.opts.remove_timeout) {
+                tracing::warn!(ifname = %name, "stopping userspace WireGuard device: {e}");
+            }
+        }
+    }
+}
+
+/// Whether boringtun took ownership of the control fd before failing. `Device::new` opens the
+/// TUN device (errors `Socket`, `IOCtl`, `FCntl`, `InvalidTunnelName`) before it registers the
+/// fd; later failures (`Timer`, `IoError`) happen after. `EventQueue` can come from either side,
+/// so we leave the fd alone then: leaking one fd beats closing a number that may be reused.
+fn uapi_fd_taken(e: &BtError) -> bool {
+    !matches!(e, BtError::Socket(_) | BtError::IOCtl(_) | BtError::FCntl(_) | BtError::InvalidTunnelName)
+}
+
+/// Begin stopping a device: close our end of its control socket (boringtun's event loop sees
+/// the hang-up and exits), then join its threads and drop the handle on a reaper thread, so
+/// that a wedged device cannot hang the caller. Dropping the handle closes the TUN fd, which
+/// makes the kernel delete the interface.
+fn start_teardown(name: &IfName, dev: Device) -> mpsc::Receiver<bool> {
+    let Device { handle, control, .. } = dev;
+    drop(control);
+    let (tx, rx) = mpsc::channel();
+    let spawned = thread::Builder::new().name(format!("reap-{name}")).spawn(move || {
+        let mut handle = handle;
+        // `DeviceHandle::wait` unwraps each join: a device thread that panicked panics here.
+        let clean = panic::catch_unwind(AssertUnwindSafe(|| handle.wait())).is_ok();
+        drop(handle);
+        let _ = tx.send(clean);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(ifname = %name, "cannot spawn a reaper thread ({e}); the device's threads were told to exit");
+    }
+    rx
+}
+
+fn finish_teardown(name: &IfName, rx: mpsc::Receiver<bool>, timeout: Duration) -> io::Result<()> {
+    match rx.recv_timeout(timeout) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            tracing::warn!(ifname = %name, "a boringtun thread of this device had panicked");
+            Ok(())
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(io::Error::new(io::ErrorKind::TimedOut, format!("threads still running after {timeout:?}")))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(io::Error::other("reaper thread failed")),
+    }
+}
+
+/// True if nothing in this namespace is bound to UDP `port` (binding without `SO_REUSEADDR`
+/// conflicts with any socket on the port, with or without it).
+fn port_is_free(port: u16) -> io::Result<()> {
+    drop(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?);
+    drop(UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))?);
+    Ok(())
+}
