@@ -51,7 +51,7 @@ impl Node {
         let known = self.neighbors.get(&sender);
         match known {
             Some(n) => {
-                if msg.unix_ms() <= n.last_discovery_ms {
+                if msg.unix_ms() <= *n.last_accepted_ms(msg) {
                     return self.rejects.record(
                         t,
                         "replayed",
@@ -121,7 +121,7 @@ impl Node {
         let Some(slot) = self.slots.iter().position(Option::is_none) else { return };
         let id = *msg.sender();
         let ifname = IfName::for_tunnel(&self.node_id(), &id);
-        let n = Neighbor {
+        let mut n = Neighbor {
             id,
             wg_key: *msg.wg_key(),
             ifname: ifname.clone(),
@@ -132,7 +132,9 @@ impl Node {
             peer_port: None,
             first_seen: now.mono,
             last_heard: now.mono,
-            last_discovery_ms: msg.unix_ms(),
+            pending_since: now.mono,
+            last_announce_ms: 0,
+            last_hello_ms: 0,
             tunnel: TunnelStats::default(),
             tunnel_seen_up: false,
             applied: None,
@@ -142,6 +144,7 @@ impl Node {
             backoff: Millis(1000),
             last_session_close: None,
         };
+        n.set_last_accepted_ms(msg);
         tracing::info!(
             neighbor = %id.short(), %ifname, via = %format_args!("{src}%{iface}"), listen_port = n.listen_port,
             "new neighbor discovered ({})", msg.kind_name()
@@ -178,7 +181,7 @@ impl Node {
             n.wg_key = *msg.wg_key();
         }
         n.last_heard = now.mono;
-        n.last_discovery_ms = msg.unix_ms();
+        n.set_last_accepted_ms(msg);
         true
     }
 

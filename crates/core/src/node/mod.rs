@@ -36,7 +36,9 @@ pub struct Node {
     neighbors: BTreeMap<NodeId, Neighbor>,
     /// `slots[i]` holds the neighbor whose tunnel listens on `tunnel_port_base + i`.
     slots: Vec<Option<NodeId>>,
-    penalized: HashMap<NodeId, Millis>,
+    /// Identities ignored until the given time. A `BTreeMap` so that which one is forgotten
+    /// first when full (ties in time) does not depend on hashing: simulations stay reproducible.
+    penalized: BTreeMap<NodeId, Millis>,
     actions: VecDeque<Action>,
     timers: TimerTable,
     next_session: u64,
@@ -62,7 +64,7 @@ impl Node {
             identity,
             rng: ChaCha20Rng::from_seed(seed),
             neighbors: BTreeMap::new(),
-            penalized: HashMap::new(),
+            penalized: BTreeMap::new(),
             actions: VecDeque::new(),
             timers,
             next_session: 1,
@@ -152,6 +154,8 @@ impl Node {
         } else if !up && n.tunnel_seen_up {
             tracing::warn!(neighbor = %id.short(), %ifname, "tunnel down (no recent WireGuard handshake)");
             n.tunnel_seen_up = false;
+            // It gets `pending_timeout` from now to come back, as a new neighbor would.
+            n.pending_since = now.mono;
         }
         self.drive_session(now, &id);
     }
@@ -233,7 +237,7 @@ impl Node {
     fn neighbor_deadline(&self, n: &Neighbor) -> Option<Millis> {
         let mut d = n.last_heard + self.config.neighbor_timeout;
         if !n.tunnel_seen_up {
-            d = d.min(n.first_seen + self.config.pending_timeout);
+            d = d.min(n.pending_since + self.config.pending_timeout);
         }
         if let Some(r) = n.tunnel_retry_at {
             d = d.min(r);
@@ -249,18 +253,29 @@ impl Node {
         let ids: Vec<NodeId> = self.neighbors.keys().copied().collect();
         for id in ids {
             let n = &self.neighbors[&id];
+            // Checked before silence: an identity heard only once is both silent and pending
+            // when `neighbor_timeout == pending_timeout` (the default), and must still be
+            // penalized, or a flood that announces each identity once is never held back.
+            if !n.tunnel_seen_up && now.mono.since(n.pending_since) >= self.config.pending_timeout {
+                let why = if n.pending_since == n.first_seen {
+                    format!(
+                        "tunnel not up {} s after discovery; ignored for {} s",
+                        now.mono.since(n.first_seen).as_secs(),
+                        self.config.penalty.as_secs()
+                    )
+                } else {
+                    format!(
+                        "tunnel down for {} s; ignored for {} s",
+                        now.mono.since(n.pending_since).as_secs(),
+                        self.config.penalty.as_secs()
+                    )
+                };
+                self.remove_neighbor(&id, &why, true);
+                continue;
+            }
             if now.mono.since(n.last_heard) >= self.config.neighbor_timeout {
                 let why = format!("silent for {} s", now.mono.since(n.last_heard).as_secs());
                 self.remove_neighbor(&id, &why, false);
-                continue;
-            }
-            if !n.tunnel_seen_up && now.mono.since(n.first_seen) >= self.config.pending_timeout {
-                let why = format!(
-                    "tunnel not up {} s after discovery; ignored for {} s",
-                    now.mono.since(n.first_seen).as_secs(),
-                    self.config.penalty.as_secs()
-                );
-                self.remove_neighbor(&id, &why, true);
                 continue;
             }
             if matches!(n.tunnel_retry_at, Some(r) if r <= now.mono) {

@@ -3,6 +3,7 @@
 use crate::action::{Endpoint, SessionId, TunnelSpec};
 use crate::ids::{IfName, NodeId, WgPublicKey};
 use crate::time::Millis;
+use crate::wire::discovery::Discovery;
 use std::net::Ipv6Addr;
 
 /// Where a neighbor is in its life, as shown to operators.
@@ -121,8 +122,14 @@ pub struct Neighbor {
     pub peer_port: Option<u16>,
     pub first_seen: Millis,
     pub last_heard: Millis,
-    /// Timestamp of the newest discovery message accepted from it (replay protection).
-    pub(crate) last_discovery_ms: u64,
+    /// Since when its tunnel has not been up: `first_seen`, or when the tunnel last went down.
+    /// It is removed and penalized if this lasts `pending_timeout`.
+    pub(crate) pending_since: Millis,
+    /// Timestamps of the newest Announce and the newest Hello accepted from it (replay
+    /// protection). Kept apart because a node sends its periodic Announce and its Hellos with the
+    /// same timestamp: a shared window would reject whichever arrives second.
+    pub(crate) last_announce_ms: u64,
+    pub(crate) last_hello_ms: u64,
     pub tunnel: TunnelStats,
     pub(crate) tunnel_seen_up: bool,
     /// The spec last handed to the driver, and when to re-send it after a failure.
@@ -155,6 +162,21 @@ impl Neighbor {
         match self.session {
             Session::Established { since, .. } => Some(since),
             _ => None,
+        }
+    }
+
+    /// The replay window of `msg`'s kind: the newest timestamp accepted for it.
+    pub(crate) fn last_accepted_ms(&self, msg: &Discovery) -> &u64 {
+        match msg {
+            Discovery::Announce(_) => &self.last_announce_ms,
+            Discovery::Hello(_) => &self.last_hello_ms,
+        }
+    }
+
+    pub(crate) fn set_last_accepted_ms(&mut self, msg: &Discovery) {
+        match msg {
+            Discovery::Announce(a) => self.last_announce_ms = a.unix_ms,
+            Discovery::Hello(h) => self.last_hello_ms = h.unix_ms,
         }
     }
 
