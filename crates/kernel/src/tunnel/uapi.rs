@@ -17,6 +17,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime};
+use tollway_core::WgPublicKey;
 
 /// The allowed IPs of the single peer of every tunnel: everything, so that routing decides.
 pub const ALLOWED_IPS: [&str; 2] = ["::/0", "0.0.0.0/0"];
@@ -38,8 +39,14 @@ pub enum UapiError {
 }
 
 /// The `set=1` request that makes a device match `cfg`: private key first (boringtun requires
-/// it before any peer), the listen port if `with_port`, then `replace_peers=true` (boringtun
-/// panics when asked to modify a peer that exists) and exactly one peer.
+/// it before any peer), the listen port if `with_port`, `replace_peers=true` (boringtun panics
+/// when asked to modify a peer that exists, so the peer is always added afresh), and exactly
+/// one peer.
+///
+/// If the device may have a live peer, remove it first with [`remove_peer_request`]:
+/// boringtun's `replace_peers` forgets peers without shutting down the connected UDP socket it
+/// opened for each, and that socket keeps capturing the new peer's packets from the same
+/// address, so the new peer never completes a handshake.
 pub fn set_request(cfg: &WgConfig, with_port: bool) -> String {
     let mut s = String::with_capacity(512);
     s.push_str("set=1\n");
@@ -61,6 +68,13 @@ pub fn set_request(cfg: &WgConfig, with_port: bool) -> String {
     }
     s.push('\n');
     s
+}
+
+/// The `set=1` request removing peer `key` (which also shuts down boringtun's connected socket
+/// for it). It is a request of its own: boringtun does not reset a peer's flags at the next
+/// `public_key=` of the same request, so a peer added after a `remove=true` would be removed too.
+pub fn remove_peer_request(key: &WgPublicKey) -> String {
+    format!("set=1\npublic_key={}\nremove=true\n\n", key.to_hex())
 }
 
 /// Which flavour of `get` reply a device speaks.

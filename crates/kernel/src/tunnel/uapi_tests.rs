@@ -24,6 +24,10 @@ fn set_request_sets_key_first_replaces_peers_and_ends_with_a_blank_line() {
         "22".repeat(32)
     );
     assert_eq!(set_request(&cfg(), true), expected);
+    assert_eq!(
+        remove_peer_request(&WgPublicKey([0x33; 32])),
+        format!("set=1\npublic_key={}\nremove=true\n\n", "33".repeat(32))
+    );
 
     let mut c = cfg();
     c.endpoint = None;

@@ -148,8 +148,13 @@ impl Tunnels for UserspaceTunnels {
         } else {
             Ok(())
         };
-        let result =
-            result.and_then(|()| dev.control.set(&uapi::set_request(cfg, port_changed)).map_err(|e| e.to_string()));
+        let previous_peer = dev.applied.as_ref().map(|a| a.peer_key);
+        let result = result.and_then(|()| {
+            if let Some(old) = previous_peer {
+                dev.control.set(&uapi::remove_peer_request(&old)).map_err(|e| format!("removing the old peer: {e}"))?;
+            }
+            dev.control.set(&uapi::set_request(cfg, port_changed)).map_err(|e| e.to_string())
+        });
         match result {
             Ok(()) => {
                 dev.applied = Some(cfg.clone());
