@@ -47,11 +47,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn sqlite<'a>(op: &'static str, path: &'a std::path::Path) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    pub(crate) fn sqlite<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
         move |source| StoreError::Sqlite { op, path: path.to_owned(), source }
     }
 
-    pub(crate) fn io<'a>(op: &'static str, path: &'a std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
         move |source| StoreError::Io { op, path: path.to_owned(), source }
     }
 }

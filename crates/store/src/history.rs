@@ -263,6 +263,9 @@ pub(crate) fn prune(tx: &Transaction<'_>, cutoff_ms: i64, limit: u32) -> rusqlit
     Ok(n)
 }
 
+/// Turns a row (its time and neighbor already decoded) into a `T`, or says why it cannot.
+type Decode<T> = fn(&Row<'_>, u64, Option<NodeId>) -> rusqlite::Result<Result<T, String>>;
+
 /// One history table as the queries see it. Each query selects the time, the neighbor's key
 /// (NULL for our own ask) and then `columns`, which `decode` turns into a `T`.
 pub(crate) struct Table<T> {
@@ -271,7 +274,7 @@ pub(crate) struct Table<T> {
     columns: &'static str,
     /// Breaks ties between rows of the same time, newest (or highest neighbor row) first.
     tiebreak: &'static str,
-    decode: fn(&Row<'_>, u64, Option<NodeId>) -> rusqlite::Result<Result<T, String>>,
+    decode: Decode<T>,
 }
 
 pub(crate) const USAGE: Table<UsageMinute> = Table {

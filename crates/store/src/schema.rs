@@ -117,20 +117,18 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, StoreEr
     // cannot both run the same migration.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err("locking for migration"))?;
     let found = user_version(&tx).map_err(err("reading the schema version of"))?;
-    let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(err("reading the application id of"))?;
-    let tables: i64 = tx
-        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-        .map_err(err("reading the schema of"))?;
+    let app: i32 =
+        tx.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(err("reading the application id of"))?;
+    let tables: i64 =
+        tx.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(err("reading the schema of"))?;
     if app != APPLICATION_ID && !(app == 0 && found == 0 && tables == 0) {
         return Err(StoreError::NotOurs {
             path: path.to_owned(),
             why: format!("application id {app:#010x}, schema version {found}, {tables} schema objects"),
         });
     }
-    let found = u32::try_from(found).map_err(|_| StoreError::NotOurs {
-        path: path.to_owned(),
-        why: format!("negative schema version {found}"),
-    })?;
+    let found = u32::try_from(found)
+        .map_err(|_| StoreError::NotOurs { path: path.to_owned(), why: format!("negative schema version {found}") })?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::TooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION });
     }

@@ -335,7 +335,11 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
         _ => Path::new("."),
     };
     if !dir.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(StoreError::io("creating directory", dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(StoreError::io("creating directory", dir))?;
     }
     match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(f) => {
