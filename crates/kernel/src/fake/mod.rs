@@ -86,9 +86,10 @@ impl World {
     /// Record the call and return the injected failure, if one matches.
     fn enter(&mut self, op: FakeOp, target: &str) -> Result<(), io::Error> {
         self.calls.push(FakeCall { op, target: target.to_string() });
-        let hit = self.rules.iter_mut().position(|r| {
-            r.op == op && r.ifname.as_ref().map_or(true, |n| n.as_str() == target) && r.remaining != Some(0)
-        });
+        let hit = self
+            .rules
+            .iter_mut()
+            .position(|r| r.op == op && applies_to(r.ifname.as_ref(), target) && r.remaining != Some(0));
         let Some(i) = hit else { return Ok(()) };
         if let Some(n) = self.rules[i].remaining.as_mut() {
             *n -= 1;
@@ -122,6 +123,14 @@ impl World {
         self.tunnels.remove(name);
         self.routes.retain(|_, r| &r.dev != name);
         existed
+    }
+}
+
+/// A rule for `ifname` (or for any interface, if `None`) applies to `target`.
+fn applies_to(ifname: Option<&IfName>, target: &str) -> bool {
+    match ifname {
+        None => true,
+        Some(n) => n.as_str() == target,
     }
 }
 

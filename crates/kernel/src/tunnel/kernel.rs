@@ -85,7 +85,7 @@ impl Tunnels for KernelTunnels {
         // Update the peer in place when it is the same one (the kernel keeps its session);
         // replace all peers otherwise, which also clears strays on a device we did not make.
         let previous = self.applied.get(name).filter(|a| a.ifindex == ifindex).map(|a| &a.cfg);
-        let replace_peers = previous.map_or(true, |p| p.peer_key != cfg.peer_key);
+        let replace_peers = !previous.is_some_and(|p| p.peer_key == cfg.peer_key);
         self.wg_request(set_device(cfg, replace_peers), false)
             .map_err(|e| TunnelError::Configure { ifname: name.clone(), detail: e.to_string() })?;
         self.applied.insert(name.clone(), Applied { ifindex, cfg: cfg.clone() });
