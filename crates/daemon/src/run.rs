@@ -86,7 +86,8 @@ fn open_backends(cfg: &Config) -> anyhow::Result<(Box<dyn Tunnels>, Box<dyn Link
         Backend::Kernel => tollway_kernel::TunnelBackend::Kernel,
         Backend::Userspace => tollway_kernel::TunnelBackend::Userspace,
     };
-    let tunnels = tollway_kernel::open_tunnels(backend, cfg.tunnel.userspace_threads).context("opening the tunnel backend")?;
-    let links = tollway_kernel::open_links().context("opening netlink")?;
+    let opts = tollway_kernel::UserspaceOptions { threads: cfg.tunnel.userspace_threads, ..Default::default() };
+    let tunnels = tollway_kernel::open_tunnels(backend, opts).context("opening the tunnel backend")?;
+    let links: Box<dyn Links> = Box::new(tollway_kernel::NetlinkLinks::new());
     Ok((tunnels, links))
 }

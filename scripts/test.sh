@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set everything up and run the whole test suite: unit tests, the simulator, and the
+# integration tests that build their own network namespaces (they need root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+echo "==> running the test suite"
+# The integration tests start real daemons, tunnels and iperf3 runs; on a 2-core machine they
+# are more reliable one binary at a time, each with a few threads.
+export RUST_BACKTRACE=1
+cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
+echo "==> all tests passed"
