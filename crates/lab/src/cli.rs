@@ -80,7 +80,20 @@ fn parse_lab_name(s: &str) -> Result<LabName, String> {
 
 /// Run a `tollway lab` subcommand; `daemon_exe` is the `tollway` binary the daemons run as.
 /// Returns the process exit code.
+///
+/// The lab reports progress (daemons started, processes stopped, ...) through `tracing`; if the
+/// caller has not installed a subscriber, one writing to stderr is installed here (filter from
+/// `RUST_LOG`, default `info`).
 pub fn run(cmd: LabCommand, daemon_exe: &Path) -> anyhow::Result<i32> {
+    if !tracing::dispatcher::has_been_set() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_target(false)
+            .try_init();
+    }
     let root = Path::new(DEFAULT_ROOT);
     match cmd {
         LabCommand::Up { topology, name, timeout, no_wait, keep_on_failure } => {
@@ -104,7 +117,7 @@ pub fn run(cmd: LabCommand, daemon_exe: &Path) -> anyhow::Result<i32> {
             let name = Lab::resolve_name(root, name.as_ref())?;
             let mut lab = Lab::load_in(root, &name)?;
             let reports = lab.statuses();
-            let links = lab.link_reports();
+            let links = lab.judge_links(&reports);
             if json {
                 println!("{}", serde_json::to_string_pretty(&status_json(&lab, &reports, &links))?);
             } else {
@@ -164,13 +177,14 @@ fn print_up_summary(lab: &mut Lab, no_wait: bool) {
     }
     println!("{line}");
     for n in lab.nodes() {
-        println!(
+        let line = format!(
             "  {:<8} {:<20} pid {:<8} {}",
             n.name.as_str(),
             n.namespace,
             n.pid.map_or("-".into(), |p| p.to_string()),
             n.mesh_ip.as_deref().unwrap_or("")
         );
+        println!("{}", line.trim_end());
     }
     println!("next:");
     println!("  tollway lab status --name {name}");
@@ -239,7 +253,7 @@ pub fn status_table(lab: &Lab, reports: &[NodeReport], links: &[LinkReport]) -> 
     }
     for r in reports {
         if let (Some(_), Err(e)) = (&r.daemon, &r.status) {
-            out += &format!("{}: {e}\n", r.node);
+            out += &format!("{e}\n");
         }
     }
     out

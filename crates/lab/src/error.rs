@@ -108,12 +108,20 @@ fn tails(logs: &[LogTail]) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     #[error(
-        "tunnels not up after {timeout:?} on {} of {total} links:\n  {}\n{}",
+        "tunnels not up after {timeout:?} on {} of {total} links:\n  {}\n{}{}",
         not_up.len(),
         not_up.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "),
+        no_status.iter().map(|p| format!("  {p}\n")).collect::<String>(),
         tails(logs)
     )]
-    Timeout { timeout: Duration, total: usize, not_up: Vec<LinkReport>, logs: Vec<LogTail> },
+    Timeout {
+        timeout: Duration,
+        total: usize,
+        not_up: Vec<LinkReport>,
+        /// Why nodes on those links gave no status (one line per node).
+        no_status: Vec<String>,
+        logs: Vec<LogTail>,
+    },
     #[error("node {node}: the daemon (pid {pid}) exited while waiting for tunnels\n{log}")]
     DaemonDied { node: NodeName, pid: u32, log: LogTail },
     #[error("node {node}: no daemon was started")]

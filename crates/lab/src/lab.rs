@@ -188,7 +188,8 @@ impl Lab {
         self.judge_links(&reports)
     }
 
-    fn judge_links(&self, reports: &[NodeReport]) -> Vec<LinkReport> {
+    /// Every link as both ends see it, from statuses already fetched with [`Lab::statuses`].
+    pub fn judge_links(&self, reports: &[NodeReport]) -> Vec<LinkReport> {
         let end = |name: &NodeName| {
             let r = reports.iter().find(|r| &r.node == name).expect("every link end is a node");
             let status = r.status.as_ref().map_err(|e| e.to_string());
@@ -222,7 +223,8 @@ impl Lab {
                     return Err(WaitError::DaemonDied { node: n.name.clone(), pid: p.pid, log: self.log_tail(n) });
                 }
             }
-            let reports = self.link_reports();
+            let nodes = self.statuses();
+            let reports = self.judge_links(&nodes);
             if reports.iter().all(LinkReport::is_up) {
                 return Ok(reports);
             }
@@ -232,9 +234,14 @@ impl Lab {
                 let mut involved: Vec<&NodeName> = not_up.iter().flat_map(|r| [&r.a, &r.b]).collect();
                 involved.sort();
                 involved.dedup();
+                let no_status = nodes
+                    .iter()
+                    .filter(|r| involved.contains(&&r.node))
+                    .filter_map(|r| r.status.as_ref().err().map(|e| e.to_string()))
+                    .collect();
                 let logs =
                     involved.iter().filter_map(|n| self.state.node(n.as_str())).map(|n| self.log_tail(n)).collect();
-                return Err(WaitError::Timeout { timeout, total, not_up, logs });
+                return Err(WaitError::Timeout { timeout, total, not_up, no_status, logs });
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -252,20 +259,47 @@ impl Lab {
     /// Start the node's daemon (again): refuses if it is running. Reuses the node's config and
     /// data dir, so its keys and node id stay the same. Removes a stale API socket first.
     pub fn start_daemon(&mut self, node: &str) -> Result<Proc, DaemonError> {
-        let rec = self.node(node)?.clone();
-        if let Some(p) = recorded_proc(&rec).filter(Proc::is_alive) {
-            return Err(DaemonError::AlreadyRunning { node: rec.name, pid: p.pid });
+        Ok(self.start_daemons(&[node])?[0])
+    }
+
+    /// Start several nodes' daemons, recording them all with one state write. Stops at the
+    /// first failure; daemons started before it are recorded.
+    pub fn start_daemons(&mut self, nodes: &[&str]) -> Result<Vec<Proc>, DaemonError> {
+        let mut started: Vec<(String, Proc)> = Vec::new();
+        let mut failure = None;
+        for node in nodes {
+            match self.spawn_daemon(node) {
+                Ok(p) => started.push((node.to_string(), p)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if !started.is_empty() {
+            self.update(|s| {
+                for (node, proc) in &started {
+                    if let Some(n) = s.node_mut(node) {
+                        n.pid = Some(proc.pid);
+                        n.pid_start_time = Some(proc.start_time);
+                    }
+                }
+            })?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(started.into_iter().map(|(_, p)| p).collect()),
+        }
+    }
+
+    fn spawn_daemon(&self, node: &str) -> Result<Proc, DaemonError> {
+        let rec = self.node(node)?;
+        if let Some(p) = recorded_proc(rec).filter(Proc::is_alive) {
+            return Err(DaemonError::AlreadyRunning { node: rec.name.clone(), pid: p.pid });
         }
         remove_stale_socket(&rec.api_socket);
-        let proc = daemon::spawn(&self.state.daemon, &rec.namespace, &rec.config_path, &rec.log_path)
-            .map_err(|source| DaemonError::Spawn { node: rec.name.clone(), source })?;
-        self.update(|s| {
-            if let Some(n) = s.node_mut(node) {
-                n.pid = Some(proc.pid);
-                n.pid_start_time = Some(proc.start_time);
-            }
-        })?;
-        Ok(proc)
+        daemon::spawn(&self.state.daemon, &rec.namespace, &rec.config_path, &rec.log_path)
+            .map_err(|source| DaemonError::Spawn { node: rec.name.clone(), source })
     }
 
     /// Send `signal` to the node's daemon (only if it is still the process the lab started).

@@ -68,6 +68,12 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     Some(ProcStat { comm, state, start_time })
 }
 
+/// The `Threads:` count of `/proc/<pid>/status`.
+fn threads(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
+}
+
 pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
@@ -78,10 +84,22 @@ impl Proc {
         proc_stat(pid).map(|s| Proc { pid, start_time: s.start_time })
     }
 
-    /// True if this very process (same pid and start time) still exists and is not a zombie.
+    /// True if this very process (same pid and start time) still exists and has not finished
+    /// exiting. A zombie whose threads are all gone counts as dead; a zombie thread-group
+    /// leader whose other threads are still exiting does not (they may still hold its files
+    /// and locks).
     pub fn is_alive(&self) -> bool {
-        self.reap();
-        matches!(proc_stat(self.pid), Some(s) if s.start_time == self.start_time && s.state != 'Z' && s.state != 'X')
+        if self.reap() {
+            return false;
+        }
+        match proc_stat(self.pid) {
+            Some(s) if s.start_time == self.start_time => match s.state {
+                'X' => false,
+                'Z' => threads(self.pid).is_some_and(|n| n > 1),
+                _ => true,
+            },
+            _ => false,
+        }
     }
 
     /// Send `signal`, after checking this is still the process recorded. Returns `Ok(false)`
@@ -103,11 +121,11 @@ impl Proc {
     }
 
     /// If the process is our own child and has exited, collect it so it does not linger as a
-    /// zombie. Harmless for processes that are not our children.
-    fn reap(&self) {
+    /// zombie; true if it was collected. Harmless for processes that are not our children.
+    fn reap(&self) -> bool {
         let mut status = 0;
         // SAFETY: waitpid on one pid with WNOHANG; fails with ECHILD if it is not our child.
-        unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG) == self.pid as libc::pid_t }
     }
 }
 

@@ -54,7 +54,8 @@ impl fmt::Display for EndView {
             EndView::NotUp { state, last_error: Some(e) } => write!(f, "{state}, tunnel down: {e}"),
             EndView::NoNeighbor => f.write_str("not a neighbor"),
             EndView::PeerUnknown => f.write_str("peer id unknown"),
-            EndView::NoStatus { reason } => write!(f, "no status: {reason}"),
+            // The reason is per node, not per link: callers show it once per node.
+            EndView::NoStatus { .. } => f.write_str("no status"),
         }
     }
 }
@@ -165,6 +166,7 @@ mod tests {
         let r = LinkReport::judge(&link(), (Ok(&sa), Some(ida)), (Err("daemon not running"), None));
         assert_eq!(r.a_sees_b, EndView::PeerUnknown);
         assert_eq!(r.b_sees_a, EndView::NoStatus { reason: "daemon not running".into() });
+        assert_eq!(r.to_string(), "a–b: a sees b: peer id unknown; b sees a: no status");
         assert!(!r.is_up());
     }
 }

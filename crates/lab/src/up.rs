@@ -114,17 +114,18 @@ impl Lab {
             namespace_name(&self.state.name, end)
         };
         netns::create_veths(&netns::veth_batch(&self.state.links, ns_of))?;
-        for setup in namespace_setups(&self.state) {
-            setup.apply()?;
-        }
+        // Namespaces are independent from here on: configure them in parallel.
+        let setups = namespace_setups(&self.state);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = setups.iter().map(|setup| s.spawn(move || setup.apply())).collect();
+            handles.into_iter().try_for_each(|h| h.join().expect("namespace set-up does not panic"))
+        })?;
         let network = t0.elapsed();
         tracing::info!(lab = %self.state.name, ms = network.as_millis() as u64, "namespaces and veths ready");
 
         let t1 = Instant::now();
         let names: Vec<String> = self.state.nodes.iter().map(|n| n.name.to_string()).collect();
-        for n in &names {
-            self.start_daemon(n)?;
-        }
+        self.start_daemons(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
         let daemons = t1.elapsed();
         self.timings = Some(UpTimings { network, daemons, tunnels: None });
 

@@ -1,0 +1,424 @@
+//! Kernel tests of the lab's plumbing: real namespaces, veths, qdiscs and processes, with a
+//! stand-in for the daemon (a shell script that checks its config exists, then sleeps).
+//!
+//! They need root; without it each test prints why it is skipped and passes. Every test uses
+//! its own lab names (with the pid) and takes its labs down on the way out, even on failure.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tollway_lab::{DaemonCommand, Lab, LabName, LoadError, Signal, Topology, UpError, UpOptions, WaitError};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping: the lab's kernel tests need root (network namespaces)");
+    }
+    root
+}
+
+/// A unique lab name for this test process: `<tag><pid>`, at most 10 characters.
+fn lab_name(tag: &str) -> LabName {
+    let pid = std::process::id() % 10_000_000;
+    format!("{tag}{pid}").parse().expect("tag is 1-3 letters")
+}
+
+/// The stand-in daemon: prints where it runs, fails without its config, then sleeps.
+fn stand_in() -> DaemonCommand {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("tollway-lab-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let script = d.join("stand-in-daemon");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n[ \"$1\" = daemon ] && [ -f \"$3\" ] || { echo \"stand-in: bad arguments: $*\"; exit 2; }\n\
+             echo \"stand-in daemon: config $3, netns $(ip netns identify $$)\"\nexec sleep 100000\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    });
+    DaemonCommand::tollway(&dir.join("stand-in-daemon"))
+}
+
+fn no_wait() -> UpOptions {
+    UpOptions { wait: None, ..UpOptions::new(stand_in()) }
+}
+
+/// Takes the lab down when dropped (also when a test panics).
+struct Guard(LabName);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(e) = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &self.0) {
+            eprintln!("cleanup of lab {}: {e}", self.0);
+        }
+    }
+}
+
+fn up(name: &LabName, topology: &str, opts: &UpOptions) -> (Lab, Guard) {
+    let t = Topology::parse(topology, "test topology").unwrap();
+    let guard = Guard(name.clone());
+    let lab = Lab::up(name, &t, opts).unwrap_or_else(|e| panic!("lab up {name}: {e}"));
+    (lab, guard)
+}
+
+const CHAIN3: &str = r#"
+[[node]]
+name = "a"
+[[node]]
+name = "b"
+[[node]]
+name = "c"
+[[link]]
+a = "a"
+b = "b"
+rate_mbit = 20
+[[link]]
+a = "b"
+b = "c"
+loss_permille = 100
+"#;
+
+fn sh(argv: &[&str]) -> String {
+    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(argv: &[&str]) -> serde_json::Value {
+    let out = sh(argv);
+    if out.trim().is_empty() {
+        return serde_json::json!([]);
+    }
+    serde_json::from_str(&out).unwrap()
+}
+
+fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
+    let list = json(&["ip", "-j", "netns", "list"]);
+    let mut v: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+fn links_in(ns: &str) -> Vec<serde_json::Value> {
+    json(&["ip", "-n", ns, "-j", "link", "show"]).as_array().unwrap().clone()
+}
+
+fn sysctl(ns: &str, key: &str) -> String {
+    sh(&["ip", "netns", "exec", ns, "cat", &format!("/proc/sys/{key}")]).trim().to_owned()
+}
+
+fn net_ns_inode_of_pid(pid: u32) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).unwrap().ino()
+}
+
+fn link_local(ns: &str, dev: &str) -> Option<String> {
+    let v = json(&["ip", "-n", ns, "-j", "-6", "addr", "show", "dev", dev]);
+    v.as_array()?.first()?["addr_info"]
+        .as_array()?
+        .iter()
+        .find(|a| a["scope"] == "link")
+        .map(|a| a["local"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn up_builds_namespaces_veths_shaping_and_daemons_and_down_removes_them() {
+    if !is_root() {
+        return;
+    }
+    let name = lab_name("tu");
+    let (lab, _guard) = up(&name, CHAIN3, &no_wait());
+    let prefix = format!("tw-{name}-");
+    assert_eq!(namespaces_with_prefix(&prefix), [format!("{prefix}a"), format!("{prefix}b"), format!("{prefix}c")]);
+
+    // Interfaces: named after the neighbor, in the right namespace, up, MTU 1500.
+    let names = |ns: &str| -> Vec<String> {
+        let mut v: Vec<String> = links_in(ns).iter().map(|l| l["ifname"].as_str().unwrap().to_owned()).collect();
+        v.sort();
+        v
+    };
+    let ns = |n: &str| lab.node(n).unwrap().namespace.clone();
+    assert_eq!(names(&ns("a")), ["lo", "v-b"]);
+    assert_eq!(names(&ns("b")), ["lo", "v-a", "v-c"]);
+    assert_eq!(names(&ns("c")), ["lo", "v-b"]);
+    for l in links_in(&ns("b")) {
+        let flags: Vec<&str> = l["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        assert!(flags.contains(&"UP"), "{l}");
+        if l["ifname"] != "lo" {
+            assert_eq!(l["mtu"], 1500);
+            assert_eq!(l["link_type"], "ether");
+        }
+    }
+
+    // Sysctls set before the veths were made: the veth itself has DAD off, addresses kept.
+    for n in ["a", "b", "c"] {
+        assert_eq!(sysctl(&ns(n), "net/ipv6/conf/default/accept_dad"), "0");
+        assert_eq!(sysctl(&ns(n), "net/ipv6/conf/all/forwarding"), "1");
+        assert_eq!(sysctl(&ns(n), "net/ipv4/ip_forward"), "1");
+    }
+    assert_eq!(sysctl(&ns("a"), "net/ipv6/conf/v-b/accept_dad"), "0");
+    assert_eq!(sysctl(&ns("a"), "net/ipv6/conf/v-b/keep_addr_on_down"), "1");
+
+    // Link-local ping across the a–b veth.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let b_ll = loop {
+        if let Some(a) = link_local(&ns("b"), "v-a") {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "b has no link-local address on v-a");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ping = lab
+        .command_in("a", &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", &format!("{b_ll}%v-b")])
+        .unwrap()
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "ping a→b: {}", String::from_utf8_lossy(&ping.stdout));
+
+    // Shaping on both ends of a–b, none on b–c; loss rules on both ends of b–c.
+    let qdisc = |ns: &str, dev: &str| json(&["tc", "-n", ns, "-j", "qdisc", "show", "dev", dev])[0]["kind"].clone();
+    assert_eq!(qdisc(&ns("a"), "v-b"), "htb");
+    assert_eq!(qdisc(&ns("b"), "v-a"), "htb");
+    assert_ne!(qdisc(&ns("b"), "v-c"), "htb");
+    let class = sh(&["tc", "-n", &ns("a"), "class", "show", "dev", "v-b"]);
+    assert!(class.contains("rate 20Mbit ceil 20Mbit"), "{class}");
+    for (n, dev) in [("b", "v-c"), ("c", "v-b")] {
+        let rules = json(&["ip", "netns", "exec", &ns(n), "nft", "-j", "list", "table", "netdev", "tollway_lab"]);
+        let text = rules.to_string();
+        // nft 1.0.6's JSON leaves out a netdev chain's device; the chain is named after it.
+        let chain = format!("\"name\":\"loss_{}\"", dev.replace('-', "_"));
+        assert!(text.contains(&chain) && text.contains("\"hook\":\"ingress\""), "{text}");
+        assert!(text.contains("\"numgen\"") && text.contains("\"right\":100"), "{text}");
+    }
+
+    // Daemons: one per node, inside its namespace, with its generated config.
+    for n in lab.nodes() {
+        let pid = n.pid.expect("daemon started");
+        let ns_ino = std::fs::metadata(Path::new("/run/netns").join(&n.namespace)).unwrap().ino();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while net_ns_inode_of_pid(pid) != ns_ino {
+            assert!(Instant::now() < deadline, "pid {pid} never entered {}", n.namespace);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(lab.daemon(n.name.as_str()).unwrap().is_some());
+        let config: toml::Table = toml::from_str(&std::fs::read_to_string(&n.config_path).unwrap()).unwrap();
+        assert_eq!(config["api_socket"].as_str(), Some(n.api_socket.to_str().unwrap()));
+        assert_eq!(config["interfaces"].as_array().unwrap().len(), n.interfaces.len());
+        assert!(n.data_dir.is_dir());
+    }
+    // The stand-in has no API: that is an API error, not "not running".
+    let e = lab.status_of("a").unwrap_err();
+    assert!(matches!(e, tollway_lab::StatusError::Api { .. }), "{e}");
+    assert_eq!(Lab::load(&name).unwrap().state(), lab.state(), "state.json matches");
+
+    // exec propagates the exit code, and runs inside the namespace.
+    let code = tollway_lab::run(
+        tollway_lab::LabCommand::Exec {
+            name: Some(name.clone()),
+            node: "c".into(),
+            command: vec!["sh".into(), "-c".into(), "ip -j link show v-b >/dev/null && exit 7".into()],
+        },
+        Path::new("/nonexistent"),
+    )
+    .unwrap();
+    assert_eq!(code, 7);
+
+    // down: all gone; again: nothing to do.
+    let pids: Vec<u32> = lab.nodes().iter().filter_map(|n| n.pid).collect();
+    let dir = lab.dir().to_owned();
+    let report = lab.down().unwrap();
+    assert_eq!(report.daemons.len(), 3);
+    assert_eq!(report.namespaces_deleted.len(), 3);
+    assert!(namespaces_with_prefix(&prefix).is_empty());
+    assert!(!dir.exists());
+    for pid in pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists() || proc_is_zombie(pid), "pid {pid} still runs");
+    }
+    let again = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &name).unwrap();
+    assert!(!again.state_removed);
+    assert!(matches!(Lab::load(&name), Err(LoadError::NotFound { .. })));
+}
+
+fn proc_is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+}
+
+#[test]
+fn two_labs_coexist_and_down_removes_only_its_own() {
+    if !is_root() {
+        return;
+    }
+    let (n1, n2) = (lab_name("ca"), lab_name("cb"));
+    let (lab1, _g1) = up(&n1, CHAIN3, &no_wait());
+    let (lab2, _g2) = up(&n2, CHAIN3, &no_wait());
+    assert_eq!(namespaces_with_prefix(&format!("tw-{n1}-")).len(), 3);
+    assert_eq!(namespaces_with_prefix(&format!("tw-{n2}-")).len(), 3);
+
+    // A second `up` of a running lab is refused, pointing at `lab down`.
+    let t = Topology::parse(CHAIN3, "t").unwrap();
+    let e = Lab::up(&n1, &t, &no_wait()).unwrap_err();
+    assert!(matches!(e, UpError::AlreadyRunning { .. }), "{e}");
+    assert!(e.to_string().contains(&format!("tollway lab down --name {n1}")), "{e}");
+
+    // Without a name, several labs are ambiguous.
+    match Lab::resolve_name(Path::new(tollway_lab::DEFAULT_ROOT), None) {
+        Err(LoadError::Ambiguous { names }) => assert!(names.contains(n1.as_str()) && names.contains(n2.as_str())),
+        other => panic!("expected Ambiguous, got {other:?}"),
+    }
+
+    // Something started through exec keeps running in lab 1 after its shell returns.
+    let st = lab1
+        .command_in("b", &["sh", "-c", "setsid sleep 100000 >/dev/null 2>&1 </dev/null &"])
+        .unwrap()
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let lab2_pids: Vec<u32> = lab2.nodes().iter().filter_map(|n| n.pid).collect();
+
+    let report = lab1.down().unwrap();
+    assert_eq!(report.others.len(), 1, "{report:?}");
+    assert_eq!(report.others[0].2, "sleep");
+    assert!(namespaces_with_prefix(&format!("tw-{n1}-")).is_empty());
+    assert_eq!(namespaces_with_prefix(&format!("tw-{n2}-")).len(), 3, "the other lab is untouched");
+    for (pid, n) in lab2_pids.iter().zip(lab2.nodes()) {
+        assert!(lab2.daemon(n.name.as_str()).unwrap().is_some(), "lab 2 daemon {pid} still runs");
+    }
+    lab2.down().unwrap();
+    assert!(namespaces_with_prefix(&format!("tw-{n2}-")).is_empty());
+}
+
+#[test]
+fn daemons_restart_and_down_cleans_up_after_sigkill() {
+    if !is_root() {
+        return;
+    }
+    let name = lab_name("tk");
+    let (mut lab, _guard) = up(&name, CHAIN3, &no_wait());
+
+    // kill -9 one daemon and start it again.
+    let old = lab.daemon("b").unwrap().unwrap();
+    lab.kill_daemon("b", Signal::Kill).unwrap();
+    assert!(lab.daemon("b").unwrap().is_none());
+    assert!(matches!(lab.kill_daemon("b", Signal::Term), Err(tollway_lab::DaemonError::NotRunning { .. })));
+    let new = lab.start_daemon("b").unwrap();
+    assert_ne!(old, new);
+    assert!(matches!(lab.start_daemon("b"), Err(tollway_lab::DaemonError::AlreadyRunning { .. })));
+    assert_eq!(Lab::load(&name).unwrap().node("b").unwrap().pid, Some(new.pid), "recorded in state.json");
+    let log = std::fs::read_to_string(&lab.node("b").unwrap().log_path).unwrap();
+    assert_eq!(log.matches("==== tollway-lab: starting").count(), 2, "{log}");
+    assert!(log.contains(&format!("netns tw-{name}-b")), "{log}");
+
+    // Pretend node a reported an id and left a userspace-WireGuard socket behind.
+    let prefix6 = format!("{:06x}", std::process::id().wrapping_mul(2654435761) & 0xffffff);
+    let mut state = tollway_lab::LabState::read(lab.dir()).unwrap();
+    state.node_mut("a").unwrap().node_id = Some(format!("{prefix6}{}", "0".repeat(58)));
+    state.write(lab.dir()).unwrap();
+    std::fs::create_dir_all("/var/run/wireguard").unwrap();
+    let sock = PathBuf::from(format!("/var/run/wireguard/tw{prefix6}abcdef.sock"));
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+
+    // Now every daemon dies with SIGKILL, behind the lab's back.
+    for n in lab.nodes() {
+        // SAFETY: signalling a pid this test's lab started.
+        unsafe { libc::kill(n.pid.unwrap() as i32, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while lab.nodes().iter().any(|n| lab.daemon(n.name.as_str()).unwrap().is_some()) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // `up` again on the same name: the stale lab is taken down first.
+    let t = Topology::parse(CHAIN3, "t").unwrap();
+    let lab = Lab::up(&name, &t, &no_wait()).unwrap();
+    assert!(!sock.exists(), "stale WireGuard socket removed");
+    assert_eq!(namespaces_with_prefix(&format!("tw-{name}-")).len(), 3);
+
+    // Kill them all again; down still cleans up.
+    for n in lab.nodes() {
+        // SAFETY: as above.
+        unsafe { libc::kill(n.pid.unwrap() as i32, libc::SIGKILL) };
+    }
+    let report = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &name).unwrap();
+    assert!(report.state_removed);
+    assert!(namespaces_with_prefix(&format!("tw-{name}-")).is_empty());
+}
+
+#[test]
+fn a_failed_up_tears_down_and_shows_the_daemon_logs() {
+    if !is_root() {
+        return;
+    }
+    let t = Topology::parse(CHAIN3, "t").unwrap();
+
+    // Daemons that never answer: waiting times out naming every link, with log tails.
+    let name = lab_name("tw");
+    let _guard = Guard(name.clone());
+    let opts = UpOptions { wait: Some(Duration::from_millis(800)), ..UpOptions::new(stand_in()) };
+    let e = Lab::up(&name, &t, &opts).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, UpError::Tunnels(WaitError::Timeout { .. })), "{msg}");
+    assert!(msg.contains("tunnels not up after 800ms on 2 of 2 links"), "{msg}");
+    assert!(msg.contains("a–b: a sees b: no status; b sees a: no status") && msg.contains("b–c:"), "{msg}");
+    assert!(msg.contains("node a: cannot connect to the daemon at"), "{msg}");
+    assert!(msg.contains("--- daemon log of a (") && msg.contains("stand-in daemon: config"), "{msg}");
+    assert!(namespaces_with_prefix(&format!("tw-{name}-")).is_empty(), "torn down");
+    assert!(matches!(Lab::load(&name), Err(LoadError::NotFound { .. })));
+
+    // A daemon that exits at once: noticed while waiting; with keep_on_failure the lab stays.
+    let name = lab_name("td");
+    let _guard = Guard(name.clone());
+    let opts = UpOptions {
+        wait: Some(Duration::from_secs(10)),
+        keep_on_failure: true,
+        ..UpOptions::new(DaemonCommand::custom("/bin/sh", ["-c", "echo exploding; exit 3"]))
+    };
+    let e = Lab::up(&name, &t, &opts).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, UpError::Tunnels(WaitError::DaemonDied { .. })), "{msg}");
+    assert!(msg.contains("exploding"), "{msg}");
+    assert_eq!(namespaces_with_prefix(&format!("tw-{name}-")).len(), 3, "kept for inspection");
+    let report = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &name).unwrap();
+    assert!(report.state_removed);
+    assert!(namespaces_with_prefix(&format!("tw-{name}-")).is_empty());
+}
+
+/// Set-up and teardown times of the shipped topologies, with the stand-in daemon.
+/// `cargo test -p tollway-lab --test kernel timings -- --nocapture` prints them.
+#[test]
+fn timings_of_the_shipped_topologies() {
+    if !is_root() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab");
+    for (file, tag) in [("chain3.toml", "mc"), ("diamond4.toml", "md"), ("mesh10.toml", "mm")] {
+        let t = Topology::load(&dir.join(file)).unwrap();
+        let name = lab_name(tag);
+        let _guard = Guard(name.clone());
+        let started = Instant::now();
+        let lab = Lab::up(&name, &t, &no_wait()).unwrap();
+        let up_total = started.elapsed();
+        let timings = lab.up_timings().unwrap();
+        let down = lab.down().unwrap();
+        eprintln!(
+            "{file}: {} nodes {} links: network set-up {:?}, daemons {:?}, whole up {:?}; down {:?}",
+            t.nodes.len(),
+            t.links.len(),
+            timings.network,
+            timings.daemons,
+            up_total,
+            down.elapsed
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! The lab with the real daemon: `TOLLWAY_BIN=/path/to/tollway cargo test -p tollway-lab --test real_daemon`.
+//! Skipped (with the reason printed) when not root or when TOLLWAY_BIN is not set.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tollway_lab::{DaemonCommand, Lab, LabName, Signal, Topology, UpOptions};
+
+fn daemon_binary() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root (network namespaces)");
+        return None;
+    }
+    match std::env::var_os("TOLLWAY_BIN") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            eprintln!("skipping: set TOLLWAY_BIN to the tollway binary to run the lab with the real daemon");
+            None
+        }
+    }
+}
+
+struct Guard(LabName);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(e) = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &self.0) {
+            eprintln!("cleanup of lab {}: {e}", self.0);
+        }
+    }
+}
+
+#[test]
+fn chain3_comes_up_and_a_killed_daemon_comes_back_with_the_same_id() {
+    let Some(bin) = daemon_binary() else { return };
+    let name: LabName = format!("tr{}", std::process::id() % 10_000_000).parse().unwrap();
+    let _guard = Guard(name.clone());
+    let t = Topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab/chain3.toml")).unwrap();
+    let opts = UpOptions { wait: Some(Duration::from_secs(30)), ..UpOptions::new(DaemonCommand::tollway(&bin)) };
+    let started = Instant::now();
+    let mut lab = Lab::up(&name, &t, &opts).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("chain3 with the real daemon: {:?} (total {:?})", lab.up_timings().unwrap(), started.elapsed());
+
+    let b = lab.node("b").unwrap().clone();
+    let b_id = b.node_id.clone().expect("node id learned while waiting");
+    let b_ip = b.mesh_ip.clone().expect("mesh IP learned while waiting");
+    let ping = lab.command_in("a", &["ping", "-c", "1", "-W", "2", &b_ip]).unwrap().output().unwrap();
+    assert!(ping.status.success(), "a pings b's mesh IP: {}", String::from_utf8_lossy(&ping.stdout));
+    let status = lab.status_of("b").unwrap();
+    assert_eq!(status.node.id, b_id);
+    assert_eq!(status.neighbors.iter().filter(|n| n.tunnel_up).count(), 2);
+
+    lab.kill_daemon("b", Signal::Kill).unwrap();
+    let restarted = Instant::now();
+    lab.start_daemon("b").unwrap();
+    lab.wait_tunnels(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("tunnels back {:?} after restarting b", restarted.elapsed());
+    assert_eq!(lab.status_of("b").unwrap().node.id, b_id, "keys persist across restarts");
+
+    let report = lab.down().unwrap();
+    assert_eq!(report.namespaces_deleted.len(), 3);
+}
