@@ -30,7 +30,7 @@ use std::time::Duration;
 pub enum LabCommand {
     /// Build the lab (namespaces, veths, one daemon per node) and wait until every tunnel is up.
     Up {
-        /// Topology file (TOML: [[node]] and [[link]] tables).
+        /// Topology file (TOML with node and link tables; see examples/lab/).
         topology: PathBuf,
         /// Lab name, [a-z0-9]{1,10} (default: the topology's `name`, else the file name).
         #[arg(long, value_parser = parse_lab_name)]

@@ -39,6 +39,10 @@ pub enum UpError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     State(#[from] StateError),
+    /// Namespaces with the lab's names exist but no lab state records them: the lab will not
+    /// adopt (or later delete) namespaces it did not make.
+    #[error("namespaces {} already exist but lab {name} has no state recording them; if they are left over from an earlier lab, delete them with `ip netns del`", names.join(", "))]
+    NamespaceExists { name: LabName, names: Vec<String> },
     #[error("cleaning up the stale lab {name} failed: {source}")]
     StaleCleanup { name: LabName, source: Box<DownError> },
     #[error("building the lab's network: {0}")]

@@ -59,7 +59,7 @@ pub struct NodeRecord {
     pub log_path: PathBuf,
     /// The veths inside the namespace, `v-<neighbor>`.
     pub interfaces: Vec<String>,
-    /// The daemon's pid and its start time (field 22 of /proc/<pid>/stat, clock ticks since
+    /// The daemon's pid and its start time (field 22 of `/proc/<pid>/stat`, clock ticks since
     /// boot), recorded at launch; a pid is only signalled if its start time still matches.
     pub pid: Option<u32>,
     pub pid_start_time: Option<u64>,

@@ -72,6 +72,11 @@ impl Lab {
         fs::DirBuilder::new().recursive(true).mode(0o755).create(&opts.root).map_err(io(&opts.root))?;
         let dir = opts.root.join(name.as_str());
         clear_stale(&opts.root, name)?;
+        let planned: Vec<String> = topology.nodes.iter().map(|n| namespace_name(name, &n.name)).collect();
+        let existing: Vec<String> = netns::list_namespaces()?.into_iter().filter(|n| planned.contains(n)).collect();
+        if !existing.is_empty() {
+            return Err(UpError::NamespaceExists { name: name.clone(), names: existing });
+        }
         match fs::DirBuilder::new().mode(0o755).create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -315,7 +315,16 @@ fn daemons_restart_and_down_cleans_up_after_sigkill() {
     assert_ne!(old, new);
     assert!(matches!(lab.start_daemon("b"), Err(tollway_lab::DaemonError::AlreadyRunning { .. })));
     assert_eq!(Lab::load(&name).unwrap().node("b").unwrap().pid, Some(new.pid), "recorded in state.json");
-    let log = std::fs::read_to_string(&lab.node("b").unwrap().log_path).unwrap();
+    // The restarted stand-in logs where it runs (appended after the first run's lines).
+    let log_path = lab.node("b").unwrap().log_path.clone();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if log.contains(&format!("netns tw-{name}-b")) || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(log.matches("==== tollway-lab: starting").count(), 2, "{log}");
     assert!(log.contains(&format!("netns tw-{name}-b")), "{log}");
 
@@ -375,6 +384,22 @@ fn a_failed_up_tears_down_and_shows_the_daemon_logs() {
     assert!(msg.contains("--- daemon log of a (") && msg.contains("stand-in daemon: config"), "{msg}");
     assert!(namespaces_with_prefix(&format!("tw-{name}-")).is_empty(), "torn down");
     assert!(matches!(Lab::load(&name), Err(LoadError::NotFound { .. })));
+
+    // A namespace with the lab's name that the lab did not make is neither adopted nor deleted.
+    let name = lab_name("tn");
+    let _guard = Guard(name.clone());
+    let squatter = format!("tw-{name}-b");
+    sh(&["ip", "netns", "add", &squatter]);
+    let e = Lab::up(&name, &t, &no_wait()).unwrap_err();
+    assert!(matches!(e, UpError::NamespaceExists { .. }), "{e}");
+    assert!(e.to_string().contains(&squatter), "{e}");
+    assert_eq!(
+        namespaces_with_prefix(&format!("tw-{name}-")),
+        std::slice::from_ref(&squatter),
+        "nothing built, nothing deleted"
+    );
+    assert!(matches!(Lab::load(&name), Err(LoadError::NotFound { .. })));
+    sh(&["ip", "netns", "del", &squatter]);
 
     // A daemon that exits at once: noticed while waiting; with keep_on_failure the lab stays.
     let name = lab_name("td");
