@@ -43,7 +43,8 @@ fn a_good_plan_validates() {
 
 #[test]
 fn bad_plans_are_rejected_with_what_is_wrong() {
-    let cases: Vec<(fn(&mut TrafficPlan), fn(&PlanError) -> bool)> = vec![
+    type Case = (fn(&mut TrafficPlan), fn(&PlanError) -> bool);
+    let cases: Vec<Case> = vec![
         (|p| p.control.tcp_port = 0, |e| matches!(e, PlanError::NoControlPort)),
         (|p| p.groups.push(p.groups[0].clone()), |e| matches!(e, PlanError::DuplicateGroup(GroupId(0)))),
         (|p| p.groups[0].capacity = BitRate(999), |e| matches!(e, PlanError::CapacityTooLow { .. })),

@@ -22,7 +22,7 @@ fn counters_survive_reapplies_and_changes_and_are_recreated_after_a_flush() {
         return;
     }
     let mut lab = Lab::new("fc");
-    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    let (a, b) = (lab.netns_ipv4("a"), lab.netns_ipv4("b"));
     let l = lab.veth(&a, &b);
     let other = lab.ifname(9, "x"); // a neighbor whose tunnel does not exist: rules by name are fine
     let open = IngressPolicy::Open;

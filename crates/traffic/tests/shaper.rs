@@ -39,7 +39,7 @@ fn builds_htb_per_group_and_reconciles_minimally() {
         return;
     }
     let mut lab = Lab::new("sb");
-    let (a, b, c) = (lab.netns("a"), lab.netns("b"), lab.netns("c"));
+    let (a, b, c) = (lab.netns_ipv4("a"), lab.netns_ipv4("b"), lab.netns_ipv4("c"));
     let (lb, lc) = (lab.veth(&a, &b), lab.veth(&a, &c));
     let missing = lab.ifname(9, "m");
     let open = IngressPolicy::Open;
@@ -58,8 +58,8 @@ fn builds_htb_per_group_and_reconciles_minimally() {
     in_ns(&a, || fw.apply(&p1)).unwrap();
     let r = in_ns(&a, || sh.apply(&p1)).unwrap();
     let ifb = sh.ifb_name(GroupId(0));
-    assert_eq!(r.ifbs_created, [ifb.clone()]);
-    assert_eq!(r.missing_tunnels, [missing.clone()]);
+    assert_eq!(r.ifbs_created, std::slice::from_ref(&ifb));
+    assert_eq!(r.missing_tunnels, std::slice::from_ref(&missing));
     assert_eq!(sh.uses_fq_codel(), Some(false), "this kernel has no fq_codel");
 
     let s = state(&a, &sh);
@@ -119,7 +119,7 @@ fn builds_htb_per_group_and_reconciles_minimally() {
     // Someone deletes our IFB: rebuilt whole.
     must(&["ip", "-n", &a, "link", "del", ifb.as_str()]);
     let r = in_ns(&a, || sh.apply(&p3)).unwrap();
-    assert_eq!(r.ifbs_created, [ifb.clone()]);
+    assert_eq!(r.ifbs_created, std::slice::from_ref(&ifb));
     assert_eq!(redirect_target(&a, &lb.a_if).as_deref(), Some(ifb.as_str()));
     assert_eq!(state(&a, &sh)[0].classes.len(), 5);
 
@@ -135,7 +135,7 @@ fn each_group_has_its_own_ifb_and_a_moved_tunnel_follows() {
         return;
     }
     let mut lab = Lab::new("sg");
-    let (a, b, c) = (lab.netns("a"), lab.netns("b"), lab.netns("c"));
+    let (a, b, c) = (lab.netns_ipv4("a"), lab.netns_ipv4("b"), lab.netns_ipv4("c"));
     let (lb, lc) = (lab.veth(&a, &b), lab.veth(&a, &c));
     let n = |k: &str, t: &IfName| NeighborTraffic {
         key: NeighborKey::new(k).unwrap(),
@@ -157,7 +157,7 @@ fn each_group_has_its_own_ifb_and_a_moved_tunnel_follows() {
     // c moves to group 1; group 2 is gone.
     let p2 = TrafficPlan { control, groups: vec![g(1, vec![n("nb", &lb.a_if), n("nc", &lc.a_if)])] };
     let r = in_ns(&a, || sh.apply(&p2)).unwrap();
-    assert_eq!(r.ifbs_deleted, [i2.clone()]);
+    assert_eq!(r.ifbs_deleted, std::slice::from_ref(&i2));
     assert_eq!(redirect_target(&a, &lc.a_if).as_deref(), Some(i1.as_str()));
     let s = state(&a, &sh);
     assert_eq!(s.len(), 1);
@@ -174,7 +174,7 @@ fn the_priority_survives_the_ifb_round_trip() {
         return;
     }
     let mut lab = Lab::new("sp");
-    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    let (a, b) = (lab.netns_ipv4("a"), lab.netns_ipv4("b"));
     let l = lab.veth(&a, &b);
     let cap = BitRate::mbit(100);
     let p = plan(7000, cap, &[("nb", &l.a_if, BitRate::mbit(10), cap, IngressPolicy::Open)]);

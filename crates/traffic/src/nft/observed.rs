@@ -55,10 +55,10 @@ pub(crate) fn parse(json: &[u8]) -> Result<ObservedTable, String> {
             }
         } else if let Some(o) = item.get("chain") {
             if ours(o, "table") {
-                let hook = match o.get("hook").and_then(Value::as_str) {
-                    Some(h) => Some((h.to_string(), o.get("prio").and_then(Value::as_i64).unwrap_or(0))),
-                    None => None,
-                };
+                let hook = o
+                    .get("hook")
+                    .and_then(Value::as_str)
+                    .map(|h| (h.to_string(), o.get("prio").and_then(Value::as_i64).unwrap_or(0)));
                 t.chains.entry(field_str(o, "name")?).or_default().hook = hook;
             }
         } else if let Some(o) = item.get("rule") {

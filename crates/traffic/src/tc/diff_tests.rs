@@ -165,7 +165,7 @@ fn a_gone_neighbor_loses_class_and_redirect_after_everything_else() {
     let after = plan(&[("a", 15_000_000)]);
     let d = diff(&specs(&after), &o, &ours(), &BTreeSet::new());
     let class_b = plan(&[("b", 1000)]).groups[0].classes()[&NeighborKey::new("b").unwrap()];
-    assert_eq!(d.lines, [format!("qdisc del dev twb clsact"), format!("class del dev twi0 classid {class_b}")]);
+    assert_eq!(d.lines, ["qdisc del dev twb clsact".to_string(), format!("class del dev twi0 classid {class_b}")]);
 }
 
 #[test]

@@ -114,6 +114,16 @@ impl Lab {
         name
     }
 
+    /// A fresh namespace without IPv6, so that no neighbor discovery or MLD packet disturbs
+    /// exact packet counts.
+    pub fn netns_ipv4(&mut self, short: &str) -> String {
+        let name = self.netns(short);
+        for s in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+            must(&ns_exec(&name, &["sysctl", "-qw", s]));
+        }
+        name
+    }
+
     /// A host-wide unique interface name: `w<pid hex><tag><n><suffix>`.
     pub fn ifname(&self, n: u32, suffix: &str) -> IfName {
         IfName::new(format!("w{}{}{n}{suffix}", pid_tag(), self.tag)).expect("short enough")
