@@ -7,7 +7,10 @@ use common::{keys, skip, unique};
 use std::net::SocketAddrV6;
 use std::time::Instant;
 use tollway_kernel::netns::NetNs;
-use tollway_kernel::{Tunnels, UserspaceOptions, UserspaceTunnels, WgConfig};
+use tollway_kernel::{Links, Tunnels, UserspaceOptions, UserspaceTunnels, WgConfig};
+
+/// The tests of this file count process-wide resources: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -22,6 +25,7 @@ fn create_remove_cycles_do_not_leak_threads_and_leak_few_fds() {
     if skip("create_remove_cycles_do_not_leak_threads_and_leak_few_fds") {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     const CYCLES: usize = 20;
     let ns = NetNs::new().unwrap();
     let (ours, theirs) = (keys(1), keys(2));
@@ -63,4 +67,41 @@ fn create_remove_cycles_do_not_leak_threads_and_leak_few_fds() {
     // boringtun 0.7 never closes the timerfds and eventfds of a device's event loop (2 + 2 per
     // device; `EventPoll::drop` closes only the epoll fd). Anything beyond that would be ours.
     assert!(fds <= (CYCLES * 4) as isize, "leaked {fds} fds over {CYCLES} cycles");
+}
+
+#[test]
+fn child_processes_do_not_inherit_tunnel_descriptors() {
+    if skip("child_processes_do_not_inherit_tunnel_descriptors") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = NetNs::new().unwrap();
+    let (ours, theirs) = (keys(3), keys(4));
+    let cfg = WgConfig {
+        ifname: unique("twi"),
+        private_key: ours.private,
+        listen_port: 53000,
+        peer_key: theirs.public,
+        endpoint: None,
+        keepalive_secs: 0,
+    };
+    let mut t = UserspaceTunnels::new(UserspaceOptions::default());
+    ns.run(|| t.ensure(&cfg)).unwrap().unwrap();
+    // A long-lived child started after the device (as babeld would be).
+    let pid = ns.spawn("sleep", &["30"]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let inherited: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p == "/dev/net/tun" || p.starts_with("anon_inode:") || p.starts_with("socket:"))
+        .collect();
+    assert!(inherited.is_empty(), "the child inherited {inherited:?}");
+    // So removing the device really removes the interface while the child lives.
+    ns.run(|| t.remove(&cfg.ifname)).unwrap().unwrap();
+    let name = cfg.ifname.clone();
+    let idx = ns.run(move || tollway_kernel::NetlinkLinks::new().index_of(&name).unwrap()).unwrap();
+    assert_eq!(idx, None);
+    assert!(ns.kill(pid));
 }

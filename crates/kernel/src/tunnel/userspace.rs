@@ -9,11 +9,26 @@
 //! device, which closes the TUN file descriptor, which makes the kernel delete the interface.
 //!
 //! boringtun's threads are spawned by the thread that calls [`Tunnels::ensure`] and inherit its
-//! network namespace, so a device lives in the namespace of the thread that created it.
+//! network namespace, so a device lives in the namespace of the thread that created it. Call
+//! every method of one `UserspaceTunnels` from that same namespace.
+//!
+//! Defects of boringtun 0.7 worked around here:
+//! - setting a peer that exists panics its thread: peers are always added afresh;
+//! - `replace_peers` drops peers without shutting their connected UDP sockets, which keep
+//!   capturing the new peer's packets: a live peer is removed first with `remove=true`, in a
+//!   request of its own (flags are not reset at the next `public_key=` of a request);
+//! - a failed `listen_port` bind leaves the device without sockets (and it panics on the next
+//!   packet), and binding with `SO_REUSEADDR` silently shares a port: the port is checked first,
+//!   and a device whose configuration fails is discarded;
+//! - its TUN, epoll, eventfd and timerfd descriptors lack close-on-exec: we set it, else child
+//!   processes would keep interfaces alive;
+//! - it never closes a device's 2 eventfds and 2 timerfds: 4 descriptors leak per device
+//!   created (not per reconfiguration). Raise `RLIMIT_NOFILE` in long-running processes.
 
 use super::uapi::{self, UapiClient, UapiError};
 use super::{delete_leftover, list_tunnels};
 use crate::nl::route;
+use crate::nl::NlSocket;
 use crate::{TunnelError, Tunnels, WgConfig};
 use boringtun::device::{DeviceConfig, DeviceHandle, Error as BtError};
 use std::collections::HashMap;
@@ -97,6 +112,7 @@ impl UserspaceTunnels {
                 return Err(create_err(io::Error::other(e.to_string())));
             }
         };
+        mark_boringtun_fds_cloexec();
         let control = UapiClient::new(ours, self.opts.control_timeout).map_err(create_err)?;
         let Some(ifindex) = route::ifindex(name.as_str()) else {
             let dev = Device { handle, control, ifindex: 0, applied: None };
@@ -171,21 +187,20 @@ impl Tunnels for UserspaceTunnels {
 
     fn remove(&mut self, ifname: &IfName) -> Result<(), TunnelError> {
         let remove_err = |source| TunnelError::Remove { ifname: ifname.clone(), source };
-        let mut stuck = None;
-        if let Some(dev) = self.devices.remove(ifname) {
-            let started = Instant::now();
-            match finish_teardown(ifname, start_teardown(ifname, dev), self.opts.remove_timeout) {
-                Ok(()) => {
-                    tracing::info!(ifname = %ifname, elapsed = ?started.elapsed(), "removed userspace WireGuard device")
-                }
-                Err(e) => stuck = Some(e),
-            }
-        }
-        // Whatever still has that name (a leftover of an earlier run, or our device if its
-        // threads did not stop) is deleted through netlink.
-        delete_leftover(ifname).map_err(remove_err)?;
-        if let Some(e) = stuck {
-            tracing::warn!(ifname = %ifname, "device threads did not stop ({e}); deleted the interface through netlink");
+        let Some(dev) = self.devices.remove(ifname) else {
+            // Not ours (a leftover of an earlier run, say): delete it if it is a tunnel.
+            return delete_leftover(ifname).map_err(remove_err);
+        };
+        let (ifindex, started) = (dev.ifindex, Instant::now());
+        let stopped = finish_teardown(ifname, start_teardown(ifname, dev), self.opts.remove_timeout);
+        if route::ifindex(ifname.as_str()) == Some(ifindex) {
+            // Our interface is still there: its threads are stuck. Deleting the interface
+            // makes their reads fail, which ends them.
+            let mut sock = NlSocket::route().map_err(remove_err)?;
+            route::delete_link(&mut sock, ifindex).map_err(remove_err)?;
+            tracing::warn!(ifname = %ifname, "device threads did not stop ({stopped:?}); deleted the interface through netlink");
+        } else {
+            tracing::info!(ifname = %ifname, elapsed = ?started.elapsed(), "removed userspace WireGuard device");
         }
         Ok(())
     }
@@ -278,4 +293,35 @@ fn port_is_free(port: u16) -> io::Result<()> {
     drop(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?);
     drop(UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))?);
     Ok(())
+}
+
+/// boringtun opens `/dev/net/tun`, its epoll, eventfds and timerfds without close-on-exec, so
+/// every process we spawn afterwards (`ip`, `nft`, babeld…) would inherit them, and a
+/// long-lived child holding a TUN fd keeps the interface alive after the device is stopped, or
+/// after the daemon dies. Mark every such descriptor of the process close-on-exec; descriptors
+/// of these kinds are never meant to be inherited. (A child forked during the few
+/// milliseconds between boringtun opening them and this call still inherits them.)
+fn mark_boringtun_fds_cloexec() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if fd <= 2 {
+            continue;
+        }
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let target = target.to_string_lossy();
+        let ours = target == "/dev/net/tun"
+            || ["anon_inode:[eventpoll]", "anon_inode:[eventfd]", "anon_inode:[timerfd]"].contains(&target.as_ref());
+        if !ours {
+            continue;
+        }
+        // SAFETY: F_GETFD/F_SETFD only change the descriptor's flags; a descriptor closed
+        // meanwhile makes them fail harmlessly.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
 }

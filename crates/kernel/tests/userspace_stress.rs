@@ -1,0 +1,104 @@
+//! Userspace tunnels under load: removal while traffic flows must be prompt and must not make
+//! boringtun panic. In its own test binary because it installs a panic hook that counts panics
+//! on every thread. Also an ignored throughput measurement (`cargo test --release -p
+//! tollway-kernel --test userspace_stress -- --ignored --nocapture`). Skipped when not root.
+
+mod common;
+
+use common::{skip, two_sides, wait_for};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tollway_kernel::{Links, NetlinkLinks, Tunnels, UserspaceOptions, UserspaceTunnels};
+
+fn count_panics() -> Arc<AtomicUsize> {
+    let n = Arc::new(AtomicUsize::new(0));
+    let counter = n.clone();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        default(info);
+    }));
+    n
+}
+
+#[test]
+fn removal_under_flood_is_prompt_and_panic_free() {
+    if skip("removal_under_flood_is_prompt_and_panic_free") {
+        return;
+    }
+    let panics = count_panics();
+    let (a, b) = two_sides();
+    for threads in [1, 2] {
+        let opts = UserspaceOptions { threads, ..UserspaceOptions::default() };
+        let mut ta = UserspaceTunnels::new(opts.clone());
+        let mut tb = UserspaceTunnels::new(opts);
+        let (ca, cb) = (a.config_to(&b, 0), b.config_to(&a, 0));
+        a.ns.run(|| ta.ensure(&ca)).unwrap().unwrap();
+        b.ns.run(|| tb.ensure(&cb)).unwrap().unwrap();
+        a.configure_tunnel_link();
+        b.configure_tunnel_link();
+        assert!(a.ping(b.tun_ll, &a.tun));
+
+        // Flood both ways, then pull the tunnels out from under the traffic.
+        let target_b = format!("{}%{}", b.tun_ll, a.tun);
+        let target_a = format!("{}%{}", a.tun_ll, b.tun);
+        let pa = a.ns.spawn("ping", &["-6", "-f", "-s", "1200", &target_b]).unwrap();
+        let pb = b.ns.spawn("ping", &["-6", "-f", "-s", "1200", &target_a]).unwrap();
+        let tun = a.tun.clone();
+        wait_for(Duration::from_secs(5), || {
+            let s = a.ns.run(|| NetlinkLinks::new().stats(&tun).unwrap().unwrap()).unwrap();
+            (s.tx_packets > 2000).then_some(())
+        })
+        .expect("flood traffic through the tunnel");
+
+        // Reconfigure under load too (peer replaced), then remove.
+        let mut cb2 = cb.clone();
+        cb2.keepalive_secs = 5;
+        b.ns.run(|| tb.ensure(&cb2)).unwrap().unwrap();
+        let t = Instant::now();
+        a.ns.run(|| ta.remove(&a.tun)).unwrap().unwrap();
+        let took_a = t.elapsed();
+        let t = Instant::now();
+        b.ns.run(|| tb.remove(&b.tun)).unwrap().unwrap();
+        let took_b = t.elapsed();
+        eprintln!("{threads} thread(s): remove under a ping flood took {took_a:?} and {took_b:?}");
+        assert!(took_a < Duration::from_secs(1) && took_b < Duration::from_secs(1));
+        let (ta_name, tb_name) = (a.tun.clone(), b.tun.clone());
+        assert_eq!(a.ns.run(move || NetlinkLinks::new().index_of(&ta_name).unwrap()).unwrap(), None);
+        assert_eq!(b.ns.run(move || NetlinkLinks::new().index_of(&tb_name).unwrap()).unwrap(), None);
+        a.ns.kill(pa);
+        b.ns.kill(pb);
+    }
+    assert_eq!(panics.load(Ordering::SeqCst), 0, "a thread panicked (see stderr)");
+}
+
+/// iperf3 through one tunnel hop, with and without boringtun's connected UDP sockets.
+#[test]
+#[ignore = "a measurement, not a check: run with --release --ignored --nocapture"]
+fn throughput_one_hop() {
+    if skip("throughput_one_hop") {
+        return;
+    }
+    let (a, b) = two_sides();
+    for connected in [true, false] {
+        let opts = UserspaceOptions { use_connected_socket: connected, ..UserspaceOptions::default() };
+        let mut ta = UserspaceTunnels::new(opts.clone());
+        let mut tb = UserspaceTunnels::new(opts);
+        a.ns.run(|| ta.ensure(&a.config_to(&b, 0))).unwrap().unwrap();
+        b.ns.run(|| tb.ensure(&b.config_to(&a, 0))).unwrap().unwrap();
+        a.configure_tunnel_link();
+        b.configure_tunnel_link();
+        assert!(a.ping(b.tun_ll, &a.tun));
+        let server = b.ns.spawn("iperf3", &["-s", "-1"]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let target = format!("{}%{}", b.tun_ll, a.tun);
+        let out = a.ns.exec("iperf3", &["-c", &target, "-t", "5", "-J"]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
+        eprintln!("use_connected_socket={connected}: {:.0} Mbit/s", bps / 1e6);
+        b.ns.kill(server);
+        a.ns.run(|| ta.remove(&a.tun)).unwrap().unwrap();
+        b.ns.run(|| tb.remove(&b.tun)).unwrap().unwrap();
+    }
+}
