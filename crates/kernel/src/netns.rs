@@ -33,6 +33,12 @@ pub struct NetNs {
 impl NetNs {
     pub fn new() -> io::Result<NetNs> {
         static N: AtomicU32 = AtomicU32::new(0);
+        static CLEANED: std::sync::Once = std::sync::Once::new();
+        CLEANED.call_once(|| {
+            for name in remove_stale() {
+                eprintln!("deleted stale network namespace {name}");
+            }
+        });
         let name = format!("twk-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         run_cmd(Command::new("ip").args(["netns", "add", &name]))?;
         // From here on, dropping `ns` deletes the namespace.
@@ -113,6 +119,32 @@ impl Drop for NetNs {
     }
 }
 
+/// Delete the namespaces named like ours (`twk-<pid>-<n>`) whose process no longer exists: a
+/// test run killed before its guards could clean up. Returns their names.
+pub fn remove_stale() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else { return Vec::new() };
+    let mut removed = Vec::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = stale_pid(&name) else { continue };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if run_cmd(Command::new("ip").args(["netns", "del", &name])).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed
+}
+
+/// The pid in a name of the form `twk-<pid>-<n>`.
+fn stale_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("twk-")?;
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
 /// Run `f` on a fresh OS thread that first joins network namespace `ns` (a name under
 /// `/run/netns`), and return its result. A panic in `f` is resumed in the caller.
 pub fn run_in<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
@@ -160,4 +192,18 @@ pub fn run_cmd(cmd: &mut Command) -> io::Result<Output> {
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stale_pid;
+
+    #[test]
+    fn only_our_namespace_names_are_considered_stale() {
+        assert_eq!(stale_pid("twk-123-0"), Some(123));
+        assert_eq!(stale_pid("twk-123-x"), None);
+        assert_eq!(stale_pid("twk-abc-1"), None);
+        assert_eq!(stale_pid("twxa"), None);
+        assert_eq!(stale_pid("lab-123-0"), None);
+    }
 }
