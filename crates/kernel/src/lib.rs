@@ -66,8 +66,10 @@ pub trait Tunnels: Send {
 
     /// Create the device if missing and make its WireGuard state match `cfg`: private key,
     /// listen port, exactly one peer with allowed IPs `::/0` and `0.0.0.0/0`, the endpoint (if
-    /// known) and the persistent keepalive. Idempotent. Addresses, MTU and link state are
-    /// [`Links`]' business.
+    /// known) and the persistent keepalive. Idempotent, and cheap when nothing changed.
+    /// Addresses, MTU and link state are [`Links`]' business: `ensure` may recreate the
+    /// interface (when someone deleted it, or for a new listen port in userspace), which drops
+    /// them, so apply them again after each `ensure`.
     fn ensure(&mut self, cfg: &WgConfig) -> Result<(), TunnelError>;
 
     /// Remove the device and everything it holds. Removing a missing device is not an error.

@@ -230,3 +230,35 @@ fn several_threads_per_device_work_and_stop() {
     drop(tb);
     assert_eq!(index_in(&b, &b.tun), None, "dropping UserspaceTunnels removes its devices");
 }
+
+#[test]
+fn a_listen_port_change_frees_the_old_port() {
+    if skip("a_listen_port_change_frees_the_old_port") {
+        return;
+    }
+    let (a, b) = two_sides();
+    let mut ta = UserspaceTunnels::new(UserspaceOptions::default());
+    let mut tb = UserspaceTunnels::new(UserspaceOptions::default());
+    let (mut ca, mut cb) = (a.config_to(&b, 0), b.config_to(&a, 0));
+    a.ns.run(|| ta.ensure(&ca)).unwrap().unwrap();
+    b.ns.run(|| tb.ensure(&cb)).unwrap().unwrap();
+    a.configure_tunnel_link();
+    b.configure_tunnel_link();
+    assert!(a.ping(b.tun_ll, &a.tun));
+
+    let bound = |port: u16| {
+        let out = a.ns.exec("ss", &["-Hunl", &format!("sport = :{port}")]).unwrap();
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    };
+    let (old, new) = (ca.listen_port, ca.listen_port + 100);
+    assert!(bound(old));
+    ca.listen_port = new;
+    cb.endpoint = Some(std::net::SocketAddrV6::new(a.veth_ll, new, 0, b.veth_index));
+    a.ns.run(|| ta.ensure(&ca)).unwrap().unwrap();
+    b.ns.run(|| tb.ensure(&cb)).unwrap().unwrap();
+    // The device was recreated: its link state is applied again, as the driver does.
+    a.configure_tunnel_link();
+    assert!(!bound(old), "the old port is released");
+    assert!(bound(new));
+    assert!(a.ping(b.tun_ll, &a.tun), "ping over the new port");
+}

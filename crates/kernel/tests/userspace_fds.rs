@@ -50,9 +50,10 @@ fn create_remove_cycles_do_not_leak_threads_and_leak_few_fds() {
                 cfg.ifname = unique("twf");
                 cfg.listen_port = 52000 + i as u16;
                 t.ensure(&cfg).unwrap();
-                // A reconfiguration too (new port and peer), to count its cost.
-                cfg.listen_port += 100;
+                // A reconfiguration too (new peer and endpoint), to count its cost. (A new
+                // listen port would recreate the device.)
                 cfg.peer_key = ours.public;
+                cfg.endpoint = Some(SocketAddrV6::new("fe80::3".parse().unwrap(), 52001, 0, 1));
                 t.ensure(&cfg).unwrap();
                 t.remove(&cfg.ifname).unwrap();
             }

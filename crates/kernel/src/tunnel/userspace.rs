@@ -20,6 +20,8 @@
 //! - a failed `listen_port` bind leaves the device without sockets (and it panics on the next
 //!   packet), and binding with `SO_REUSEADDR` silently shares a port: the port is checked first,
 //!   and a device whose configuration fails is discarded;
+//! - moving to another listen port leaves the old one bound: a port change recreates the device
+//!   (so its addresses and routes must be applied again, as after any `ensure`);
 //! - its TUN, epoll, eventfd and timerfd descriptors lack close-on-exec: we set it, else child
 //!   processes would keep interfaces alive;
 //! - it never closes a device's 2 eventfds and 2 timerfds: 4 descriptors leak per device
@@ -147,16 +149,20 @@ impl Tunnels for UserspaceTunnels {
                 self.discard(name, "its interface was deleted or replaced");
             } else if dev.applied.as_ref() == Some(cfg) {
                 return Ok(());
+            } else if dev.applied.as_ref().is_some_and(|a| a.listen_port != cfg.listen_port) {
+                // boringtun never closes the sockets of a port it moves away from (its event
+                // loop reads clones of them), so the old port would stay bound: start afresh.
+                self.discard(name, "its listen port changes");
             }
         }
-        if !self.devices.contains_key(name) {
+        let fresh = !self.devices.contains_key(name);
+        if fresh {
             let dev = self.create(name)?;
             self.devices.insert(name.clone(), dev);
         }
         let dev = self.devices.get_mut(name).expect("inserted above");
-        let port_changed = dev.applied.as_ref().map(|a| a.listen_port) != Some(cfg.listen_port);
 
-        let result = if port_changed && cfg.listen_port != 0 {
+        let result = if fresh && cfg.listen_port != 0 {
             // boringtun binds with SO_REUSEADDR, so a port held by another of our tunnels would
             // be shared silently, and a failed bind leaves it without sockets (it then panics
             // on the next packet): check first.
@@ -169,7 +175,7 @@ impl Tunnels for UserspaceTunnels {
             if let Some(old) = previous_peer {
                 dev.control.set(&uapi::remove_peer_request(&old)).map_err(|e| format!("removing the old peer: {e}"))?;
             }
-            dev.control.set(&uapi::set_request(cfg, port_changed)).map_err(|e| e.to_string())
+            dev.control.set(&uapi::set_request(cfg, fresh)).map_err(|e| e.to_string())
         });
         match result {
             Ok(()) => {
