@@ -57,7 +57,13 @@ fn create_remove_cycles_do_not_leak_threads_and_leak_few_fds() {
                 t.ensure(&cfg).unwrap();
                 t.remove(&cfg.ifname).unwrap();
             }
-            (open_fds() as isize - fd0 as isize, threads() as isize - th0 as isize, start.elapsed())
+            let elapsed = start.elapsed();
+            // Reaper threads report before they have quite exited: give them a moment.
+            let settled = Instant::now();
+            while threads() > th0 && settled.elapsed() < std::time::Duration::from_secs(1) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            (open_fds() as isize - fd0 as isize, threads() as isize - th0 as isize, elapsed)
         })
         .unwrap();
     eprintln!(
