@@ -29,8 +29,8 @@ pub use tunnel::{
 use std::net::{Ipv6Addr, SocketAddrV6};
 use tollway_core::{IfName, TunnelStats, WgPublicKey};
 
-/// The WireGuard side of one neighbor's tunnel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The WireGuard side of one neighbor's tunnel. Its `Debug` output leaves out the private key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WgConfig {
     pub ifname: IfName,
     pub private_key: [u8; 32],
@@ -39,6 +39,19 @@ pub struct WgConfig {
     /// With the scope id of the physical interface set.
     pub endpoint: Option<SocketAddrV6>,
     pub keepalive_secs: u16,
+}
+
+impl std::fmt::Debug for WgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgConfig")
+            .field("ifname", &self.ifname)
+            .field("private_key", &"(redacted)")
+            .field("listen_port", &self.listen_port)
+            .field("peer_key", &self.peer_key)
+            .field("endpoint", &self.endpoint)
+            .field("keepalive_secs", &self.keepalive_secs)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,4 +148,24 @@ pub trait Links: Send {
 
     /// The kernel's byte and packet counters of an interface, if it exists.
     fn stats(&mut self, ifname: &IfName) -> Result<Option<LinkStats>, LinkError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_private_key() {
+        let cfg = WgConfig {
+            ifname: IfName::new("tw0").unwrap(),
+            private_key: [0xab; 32],
+            listen_port: 1,
+            peer_key: WgPublicKey([0xcd; 32]),
+            endpoint: None,
+            keepalive_secs: 0,
+        };
+        let s = format!("{cfg:?}");
+        assert!(!s.contains("ab, ") && !s.contains("171") && !s.to_lowercase().contains("abab"), "{s}");
+        assert!(s.contains("redacted") && s.contains("tw0"));
+    }
 }

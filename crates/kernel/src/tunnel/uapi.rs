@@ -169,7 +169,7 @@ impl DeviceState {
             if line.is_empty() {
                 continue;
             }
-            let bad = |reason| UapiError::Malformed { line: line.to_string(), reason };
+            let bad = |reason| UapiError::Malformed { line: redact(line), reason };
             let (key, value) = line.split_once('=').ok_or_else(|| bad("no '='"))?;
             if key == "errno" {
                 let errno: i32 = value.parse().map_err(|_| bad("errno is not a number"))?;
@@ -246,6 +246,14 @@ impl RawHandshake {
             Dialect::Spec if d.is_zero() => None,
             Dialect::Spec => Some(Handshake::At(d)),
         }
+    }
+}
+
+/// A reply line fit for an error message: secret keys' values are left out.
+fn redact(line: &str) -> String {
+    match line.split_once('=') {
+        Some((k @ ("private_key" | "preshared_key"), _)) => format!("{k}=(redacted)"),
+        _ => line.to_string(),
     }
 }
 

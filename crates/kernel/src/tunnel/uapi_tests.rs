@@ -194,6 +194,9 @@ fn invalid_replies_are_rejected() {
         }
     }
     assert!(matches!(DeviceState::parse("errno=5\n\n"), Err(UapiError::Errno(5))));
+    // Errors do not repeat secrets.
+    let e = DeviceState::parse(&format!("private_key={}\nerrno=0\n\n", &key[..63])).unwrap_err().to_string();
+    assert!(!e.contains("2222"), "{e}");
 }
 
 #[test]
