@@ -1,0 +1,167 @@
+//! Shared helpers of the integration tests: labs with the real `tollway` binary, in namespaces
+//! the test creates and removes itself. Every test skips (saying why) when not run as root.
+#![allow(dead_code)]
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tollway_api::Status;
+use tollway_lab::{DaemonCommand, Lab, LabName, Topology, UpOptions};
+
+pub fn tollway_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tollway"))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns false (after printing why) when the test cannot run here.
+pub fn can_run(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("skipping {test}: needs root to create network namespaces");
+        return false;
+    }
+    true
+}
+
+/// A running lab, taken down when dropped (also when the test panics).
+pub struct TestLab {
+    pub lab: Lab,
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if let Err(e) = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), self.lab.name()) {
+            eprintln!("cleanup of lab {}: {e}", self.lab.name());
+        }
+    }
+}
+
+impl std::ops::Deref for TestLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl std::ops::DerefMut for TestLab {
+    fn deref_mut(&mut self) -> &mut Lab {
+        &mut self.lab
+    }
+}
+
+/// A lab name unique to this test run: `<prefix><pid mod 10^5>` (at most 10 characters).
+pub fn lab_name(prefix: &str) -> LabName {
+    format!("{prefix}{}", std::process::id() % 100_000).parse().expect("valid lab name")
+}
+
+/// Bring up the topology in `toml` and wait for every tunnel.
+pub fn lab_up(prefix: &str, toml: &str) -> TestLab {
+    let name = lab_name(prefix);
+    let _ = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &name);
+    let topology = Topology::parse(toml, prefix).unwrap_or_else(|e| panic!("topology: {e}"));
+    let opts = UpOptions { wait: Some(Duration::from_secs(60)), ..UpOptions::new(DaemonCommand::tollway(&tollway_bin())) };
+    let lab = Lab::up(&name, &topology, &opts).unwrap_or_else(|e| panic!("lab up: {e}"));
+    TestLab { lab }
+}
+
+pub const CHAIN3: &str = r#"
+[[node]]
+name = "a"
+[[node]]
+name = "b"
+[[node]]
+name = "c"
+[[link]]
+a = "a"
+b = "b"
+[[link]]
+a = "b"
+b = "c"
+"#;
+
+/// Poll `f` every 100 ms until it returns Some, or panic with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn status(lab: &Lab, node: &str) -> Status {
+    lab.status_of(node).unwrap_or_else(|e| panic!("status of {node}: {e}"))
+}
+
+pub fn node_id(lab: &Lab, node: &str) -> String {
+    status(lab, node).node.id
+}
+
+/// The neighbor entry `of` has for `peer`, if any.
+pub fn neighbor<'a>(s: &'a Status, peer_id: &str) -> Option<&'a tollway_api::NeighborStatus> {
+    s.neighbors.iter().find(|n| n.id == peer_id)
+}
+
+/// Run a command inside a lab node and return (success, stdout+stderr).
+pub fn run_in(lab: &Lab, node: &str, argv: &[&str]) -> (bool, String) {
+    let out = lab.command_in(node, argv).unwrap().output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Names of the interfaces in a node's namespace starting with `prefix`.
+pub fn interfaces(lab: &Lab, node: &str, prefix: &str) -> Vec<String> {
+    let (ok, text) = run_in(lab, node, &["ip", "-j", "link", "show"]);
+    assert!(ok, "ip link: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("ip -j output");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Send raw discovery datagrams from inside `namespace`, out of `iface`, to the discovery
+/// multicast group: what a (possibly hostile) machine on that link could send.
+pub fn send_discovery(namespace: &str, iface: &str, datagrams: Vec<Vec<u8>>) {
+    let iface = iface.to_owned();
+    tollway_kernel::netns::run_in(namespace, move || {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.bind_device(Some(iface.as_bytes())).unwrap();
+        let c = std::ffi::CString::new(iface.clone()).unwrap();
+        // SAFETY: valid C string.
+        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        assert!(idx != 0, "interface {iface} exists");
+        s.set_multicast_if_v6(idx).unwrap();
+        let group: Ipv6Addr = tollway_core::DISCOVERY_GROUP;
+        let dst = SocketAddrV6::new(group, 7477, 0, idx);
+        for d in datagrams {
+            s.send_to(&d, &dst.into()).unwrap();
+        }
+    })
+    .expect("enter namespace");
+}
+
+/// Resident memory of a process in kB.
+pub fn rss_kb(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

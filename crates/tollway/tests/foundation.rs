@@ -1,0 +1,241 @@
+//! The foundation, end to end: real daemons in namespaces, real userspace WireGuard tunnels.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use tollway_core::wire::discovery::{Announce, Discovery, Hello};
+use tollway_core::Identity;
+use tollway_lab::Signal;
+
+#[test]
+fn chain3_builds_every_tunnel_and_pings_across_each() {
+    if !can_run("chain3") {
+        return;
+    }
+    let lab = lab_up("fc", CHAIN3);
+    for (from, to) in [("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")] {
+        let to_status = status(&lab, to);
+        let from_status = status(&lab, from);
+        let n = neighbor(&from_status, &to_status.node.id).unwrap_or_else(|| panic!("{from} lists {to}"));
+        assert!(n.tunnel_up, "{from}→{to} tunnel up: {n:?}");
+        assert!(n.interface.starts_with("tw"), "{n:?}");
+        let (ok, out) = run_in(&lab, from, &["ping", "-6", "-c", "2", "-W", "3", &to_status.node.mesh_ip]);
+        assert!(ok, "{from} pings {to}'s mesh address {}: {out}", to_status.node.mesh_ip);
+    }
+    // The ends of the chain are not neighbors of each other.
+    let a = status(&lab, "a");
+    assert_eq!(a.neighbors.len(), 1, "a has exactly one neighbor: {:?}", a.neighbors);
+    // Sessions come up after the tunnels: every neighbor reaches `connected`.
+    wait_for(Duration::from_secs(20), "all control sessions connected", || {
+        ["a", "b", "c"].iter().all(|n| status(&lab, n).neighbors.iter().all(|x| x.state == "connected")).then_some(())
+    });
+    // Traffic shows in the per-neighbor byte counts.
+    let b = status(&lab, "b");
+    let a_from_b = neighbor(&b, &a.node.id).unwrap();
+    assert!(a_from_b.bytes_in > 0 && a_from_b.bytes_out > 0, "{a_from_b:?}");
+}
+
+#[test]
+fn a_neighbor_that_goes_silent_is_removed_and_rebuilt_when_it_returns() {
+    if !can_run("silent neighbor") {
+        return;
+    }
+    let mut lab = lab_up("fs", CHAIN3);
+    let c_id = node_id(&lab, "c");
+    let b_ifname = neighbor(&status(&lab, "b"), &c_id).unwrap().interface.clone();
+
+    // 1. The daemon on c stops: b removes c (lab timeout 10 s) and the tunnel interface with it.
+    lab.stop_daemon("c").unwrap();
+    let t = Instant::now();
+    wait_for(Duration::from_secs(25), "b to drop c", || neighbor(&status(&lab, "b"), &c_id).is_none().then_some(()));
+    eprintln!("b removed stopped c after {:?}", t.elapsed());
+    assert!(!interfaces(&lab, "b", "tw").contains(&b_ifname), "tunnel interface {b_ifname} deleted");
+    assert!(neighbor(&status(&lab, "b"), &node_id(&lab, "a")).is_some(), "a is unaffected");
+
+    // 2. c comes back: the tunnel is rebuilt.
+    lab.start_daemon("c").unwrap();
+    let t = Instant::now();
+    wait_for(Duration::from_secs(30), "b–c tunnel rebuilt", || {
+        neighbor(&status(&lab, "b"), &c_id).filter(|n| n.tunnel_up).map(|_| ())
+    });
+    eprintln!("b–c tunnel back {:?} after c restarted", t.elapsed());
+
+    // 3. The link goes down (cable pulled): same removal, and rebuilt when it comes back up.
+    let (ok, out) = run_in(&lab, "b", &["ip", "link", "set", "v-c", "down"]);
+    assert!(ok, "{out}");
+    wait_for(Duration::from_secs(25), "b to drop c after link down", || {
+        neighbor(&status(&lab, "b"), &c_id).is_none().then_some(())
+    });
+    let (ok, out) = run_in(&lab, "b", &["ip", "link", "set", "v-c", "up"]);
+    assert!(ok, "{out}");
+    wait_for(Duration::from_secs(30), "b–c tunnel after link up", || {
+        neighbor(&status(&lab, "b"), &c_id).filter(|n| n.tunnel_up).map(|_| ())
+    });
+    let (ok, out) = run_in(&lab, "b", &["ping", "-6", "-c", "1", "-W", "3", &status(&lab, "c").node.mesh_ip]);
+    assert!(ok, "b pings c after the link returned: {out}");
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_restarts_cleanly_with_the_same_identity() {
+    if !can_run("kill -9") {
+        return;
+    }
+    let mut lab = lab_up("fk", CHAIN3);
+    let before = status(&lab, "b");
+    let prefix = format!("tw{}", &before.node.id[..6]);
+    lab.kill_daemon("b", Signal::Kill).unwrap();
+    // Userspace tunnels live inside the daemon: they are gone with it, and nothing is left in
+    // /var/run/wireguard.
+    wait_for(Duration::from_secs(5), "b's tunnel interfaces to vanish", || {
+        interfaces(&lab, "b", &prefix).is_empty().then_some(())
+    });
+    let sockets: Vec<_> = std::fs::read_dir("/var/run/wireguard")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!sockets.iter().any(|s| s.starts_with(&prefix)), "no control sockets of b: {sockets:?}");
+
+    let t = Instant::now();
+    lab.start_daemon("b").unwrap();
+    lab.wait_tunnels(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("tunnels back {:?} after restarting b", t.elapsed());
+    let after = status(&lab, "b");
+    assert_eq!(after.node.id, before.node.id, "the key survived");
+    assert_eq!(after.node.mesh_ip, before.node.mesh_ip);
+    // Exactly one tunnel per neighbor and exactly one daemon process in b's namespace.
+    assert_eq!(interfaces(&lab, "b", &prefix).len(), 2, "{:?}", interfaces(&lab, "b", "tw"));
+    let pids = std::process::Command::new("ip").args(["netns", "pids", &lab.node("b").unwrap().namespace]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&pids.stdout).lines().count(), 1, "one process in b's namespace");
+    let (ok, out) = run_in(&lab, "a", &["ping", "-6", "-c", "1", "-W", "3", &after.node.mesh_ip]);
+    assert!(ok, "a reaches the restarted b: {out}");
+}
+
+fn reject_count(lab: &tollway_lab::Lab, node: &str, reason: &str) -> u64 {
+    status(lab, node).discovery_rejected.get(reason).copied().unwrap_or(0)
+}
+
+#[test]
+fn forged_stale_replayed_and_malformed_announcements_are_ignored() {
+    if !can_run("forged announcements") {
+        return;
+    }
+    let lab = lab_up("ff", CHAIN3);
+    let ns_a = lab.node("a").unwrap().namespace.clone();
+    let b_id: tollway_core::NodeId = node_id(&lab, "b").parse().unwrap();
+    let now = unix_ms();
+    let victim = Identity::from_seed(&[0x11; 32]);
+    let mallory = Identity::from_seed(&[0x22; 32]);
+    let announce = |who: &Identity, unix_ms: u64| {
+        Discovery::Announce(Announce { node: who.node_id(), wg_key: who.wg_public(), unix_ms })
+    };
+    // Forged: claims to be `victim` but is signed by mallory.
+    let forged = announce(&victim, now).encode_signed(&mallory);
+    // Stale: correctly signed, an hour old.
+    let stale = announce(&mallory, now - 3_600_000).encode_signed(&mallory);
+    // Replayed: a valid announce of `replayer`, then the very same bytes again.
+    let replayer = Identity::from_seed(&[0x33; 32]);
+    let valid = announce(&replayer, now).encode_signed(&replayer);
+    // A Hello addressed to someone other than b, and bytes that are not a message at all.
+    let elsewhere = Discovery::Hello(Hello {
+        node: mallory.node_id(),
+        wg_key: mallory.wg_public(),
+        to: victim.node_id(),
+        listen_port: 51900,
+        unix_ms: now,
+    })
+    .encode_signed(&mallory);
+    let before: Vec<u64> = ["bad signature", "stale", "replayed", "malformed", "addressed to another node"]
+        .iter()
+        .map(|r| reject_count(&lab, "b", r))
+        .collect();
+    send_discovery(&ns_a, "v-b", vec![forged, stale, valid.clone()]);
+    std::thread::sleep(Duration::from_millis(300));
+    send_discovery(&ns_a, "v-b", vec![valid, elsewhere, b"definitely not a tollway datagram".to_vec()]);
+
+    wait_for(Duration::from_secs(10), "b to count every rejection", || {
+        let now: Vec<u64> = ["bad signature", "stale", "replayed", "malformed", "addressed to another node"]
+            .iter()
+            .map(|r| reject_count(&lab, "b", r))
+            .collect();
+        now.iter().zip(&before).all(|(n, b)| n > b).then_some(())
+    });
+    let b = status(&lab, "b");
+    assert!(neighbor(&b, &victim.node_id().to_string()).is_none(), "the forged identity was not admitted");
+    assert!(neighbor(&b, &mallory.node_id().to_string()).is_none(), "the stale/misaddressed sender was not admitted");
+    // b's real neighbors are untouched.
+    for real in ["a", "c"] {
+        let id = node_id(&lab, real);
+        assert!(neighbor(&b, &id).is_some_and(|n| n.tunnel_up), "{real} still up");
+    }
+    let _ = b_id;
+}
+
+#[test]
+fn a_flood_of_announcements_from_fake_identities_stays_bounded() {
+    if !can_run("announcement flood") {
+        return;
+    }
+    // b's table holds at most 12 neighbors (2 real ones) and admits 5 new ones per second.
+    let topology = r#"
+[[node]]
+name = "a"
+[[node]]
+name = "b"
+[node.config.discovery]
+max_neighbors = 12
+max_new_neighbors_per_sec = 5
+pending_timeout_secs = 8
+[[node]]
+name = "c"
+[[link]]
+a = "a"
+b = "b"
+[[link]]
+a = "b"
+b = "c"
+"#;
+    let lab = lab_up("fl", topology);
+    let ns_a = lab.node("a").unwrap().namespace.clone();
+    let b_pid = lab.node("b").unwrap().pid.unwrap();
+    let rss_before = rss_kb(b_pid);
+    let (a_id, c_id) = (node_id(&lab, "a"), node_id(&lab, "c"));
+
+    // 3,000 valid announcements from 3,000 distinct identities, sent as fast as possible.
+    let now = unix_ms();
+    let flood: Vec<Vec<u8>> = (0..3000u32)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_be_bytes());
+            seed[4] = 0xf1;
+            let id = Identity::from_seed(&seed);
+            Discovery::Announce(Announce { node: id.node_id(), wg_key: id.wg_public(), unix_ms: now }).encode_signed(&id)
+        })
+        .collect();
+    let t = Instant::now();
+    for chunk in flood.chunks(300) {
+        send_discovery(&ns_a, "v-b", chunk.to_vec());
+    }
+    eprintln!("sent 3000 announcements in {:?}", t.elapsed());
+
+    // For the next 10 s the table and the interfaces stay within the cap, and the real
+    // neighbors stay up.
+    let mut max_seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let b = status(&lab, "b");
+        max_seen = max_seen.max(b.neighbors.len());
+        assert!(b.neighbors.len() <= 12, "neighbor table over the cap: {}", b.neighbors.len());
+        let tunnels = interfaces(&lab, "b", "tw");
+        assert!(tunnels.len() <= 12, "tunnel interfaces over the cap: {}", tunnels.len());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let b = status(&lab, "b");
+    for (name, id) in [("a", &a_id), ("c", &c_id)] {
+        assert!(neighbor(&b, id).is_some_and(|n| n.tunnel_up), "real neighbor {name} survived the flood");
+    }
+    let refused: u64 = b.discovery_rejected.values().sum();
+    assert!(refused > 2000, "most of the flood was refused before any tunnel was made: {:?}", b.discovery_rejected);
+    let rss_after = rss_kb(b_pid);
+    eprintln!("b: at most {max_seen} neighbors; RSS {rss_before} kB → {rss_after} kB");
+    assert!(rss_after < rss_before + 64 * 1024, "memory stayed bounded: {rss_before} → {rss_after} kB");
+}
