@@ -42,7 +42,7 @@ fn tick(records: &mut [NeighborRecord], t: u64, now: u64) -> Batch {
             earned: Amount(5),
             spent: Amount(4),
         });
-        if (t + i as u64) % 10 == 0 {
+        if (t + i as u64) % 10 == 9 {
             let before = r.ledger.paid;
             r.ledger.paid = Amount(before.0 + 20);
             r.payment.issued =
@@ -127,10 +127,10 @@ fn day(store: &mut Store, records: &mut [NeighborRecord], day: u64) {
                 });
             }
             // And its bid or ask moves once an hour.
-            if (m + i as u64) % 60 == 0 {
+            if (m + i as u64) % 60 == 59 {
                 b.price_change(PriceChange {
                     at_ms: now,
-                    subject: if m % 120 == 0 { PriceSubject::TheirAsk(r.node) } else { PriceSubject::OurBid(r.node) },
+                    subject: if m % 120 < 60 { PriceSubject::TheirAsk(r.node) } else { PriceSubject::OurBid(r.node) },
                     old: Some(Price(2000 + m)),
                     new: Price(2001 + m),
                     by: ChangedBy::Automatic,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use tollway_core::NodeId;
 
 /// Why a store operation failed.
+#[allow(missing_docs)] // fields: the operation, the database file, the cause
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A filesystem operation on the database file or its directory failed.

@@ -17,7 +17,9 @@ pub const MAX_RAIL_LEN: usize = 64;
 /// contains `at_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageRecord {
+    /// When the tick was sampled (Unix ms).
     pub at_ms: u64,
+    /// The neighbor; it must be stored, or upserted in the same batch.
     pub node: NodeId,
     /// Bytes received from the neighbor.
     pub bytes_in: u64,
@@ -34,10 +36,15 @@ pub struct UsageRecord {
 pub struct UsageMinute {
     /// Start of the minute (Unix ms, a multiple of [`MINUTE_MS`]).
     pub minute_ms: u64,
+    /// The neighbor.
     pub node: NodeId,
+    /// Bytes received from the neighbor.
     pub bytes_in: u64,
+    /// Bytes sent to the neighbor.
     pub bytes_out: u64,
+    /// What the neighbor came to owe us, in smallest units.
     pub earned: Amount,
+    /// What we came to owe the neighbor, in smallest units.
     pub spent: Amount,
 }
 
@@ -45,15 +52,20 @@ pub struct UsageMinute {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentDirection {
+    /// We issued a note to the neighbor.
     Sent,
+    /// The neighbor issued a valid note to us.
     Received,
 }
 
 /// One payment: a note issued to a neighbor, or a valid note received from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRecord {
+    /// When the note was issued or accepted (Unix ms).
     pub at_ms: u64,
+    /// The neighbor; it must be stored, or upserted in the same batch.
     pub node: NodeId,
+    /// Whether we paid or were paid.
     pub direction: PaymentDirection,
     /// Cumulative amount on the channel before this payment.
     pub cumulative_before: Amount,
@@ -139,11 +151,15 @@ impl ChangedBy {
 /// One price change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PriceChange {
+    /// When the price changed (Unix ms).
     pub at_ms: u64,
+    /// Which price; a neighbor it names must be stored, or upserted in the same batch.
     pub subject: PriceSubject,
     /// The price before, `None` if there was none (first advertisement).
     pub old: Option<Price>,
+    /// The price after.
     pub new: Price,
+    /// Who changed it.
     pub by: ChangedBy,
 }
 
@@ -157,7 +173,9 @@ pub struct HistoryQuery {
     pub from_ms: u64,
     /// First time excluded (Unix ms).
     pub until_ms: u64,
+    /// Only rows of this neighbor.
     pub node: Option<NodeId>,
+    /// At most this many rows.
     pub limit: u32,
 }
 

@@ -78,6 +78,7 @@ pub struct PaymentState {
 /// channel id (which must not change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighborRecord {
+    /// The neighbor: the key of the record.
     pub node: NodeId,
     /// When we first stored this neighbor (Unix ms); kept from the first insert.
     pub first_seen_ms: u64,
@@ -89,6 +90,7 @@ pub struct NeighborRecord {
     pub rx_counter: CounterBaseline,
     /// Baseline of the tunnel interface's tx byte counter.
     pub tx_counter: CounterBaseline,
+    /// Our channel and the latest notes both ways.
     pub payment: PaymentState,
 }
 

@@ -5,6 +5,10 @@
 //! one transaction together with the version bump, so a crash mid-migration leaves the old
 //! version intact and the next open runs it again. Migrations are only ever appended; a shipped
 //! one is never edited. A database whose version is newer than [`SCHEMA_VERSION`] is refused.
+//!
+//! Foreign keys are enforced during migrations: a migration that rebuilds a table (SQLite's
+//! create-copy-drop-rename) must start with `PRAGMA defer_foreign_keys = ON` so the checks run at
+//! its commit.
 
 use crate::error::StoreError;
 use rusqlite::{Connection, TransactionBehavior};

@@ -41,6 +41,7 @@ impl Default for StoreOptions {
 /// Every neighbor's stored state, as [`Store::load`] found it, ordered by node id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
+    /// One record per stored neighbor, in node id order.
     pub neighbors: Vec<NeighborRecord>,
 }
 
@@ -61,9 +62,13 @@ pub struct Batch {
     /// The wall clock (Unix ms) at this commit; history older than `now_ms` minus the retention
     /// is pruned. Zero prunes nothing.
     pub now_ms: u64,
+    /// Neighbor states to insert or replace.
     pub neighbors: Vec<NeighborRecord>,
+    /// Usage to add to the per-minute sums.
     pub usage: Vec<UsageRecord>,
+    /// Payments to append.
     pub payments: Vec<PaymentRecord>,
+    /// Price changes to append.
     pub price_changes: Vec<PriceChange>,
 }
 
@@ -73,26 +78,31 @@ impl Batch {
         Batch { now_ms, ..Default::default() }
     }
 
+    /// Add a neighbor state to insert or replace.
     pub fn upsert(&mut self, record: NeighborRecord) -> &mut Batch {
         self.neighbors.push(record);
         self
     }
 
+    /// Add usage of one tick.
     pub fn usage(&mut self, record: UsageRecord) -> &mut Batch {
         self.usage.push(record);
         self
     }
 
+    /// Add a payment.
     pub fn payment(&mut self, record: PaymentRecord) -> &mut Batch {
         self.payments.push(record);
         self
     }
 
+    /// Add a price change.
     pub fn price_change(&mut self, record: PriceChange) -> &mut Batch {
         self.price_changes.push(record);
         self
     }
 
+    /// Whether the batch changes nothing (it may still prune).
     pub fn is_empty(&self) -> bool {
         self.neighbors.is_empty() && self.usage.is_empty() && self.payments.is_empty() && self.price_changes.is_empty()
     }
@@ -163,8 +173,11 @@ impl Store {
                 why: format!("SQLite kept journal mode {mode:?}"),
             });
         }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;")
-            .map_err(err("setting pragmas on"))?;
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF; \
+             PRAGMA journal_size_limit = 16777216;",
+        )
+        .map_err(err("setting pragmas on"))?;
         let (sync, fk): (i64, i64) = conn
             .query_row("SELECT * FROM pragma_synchronous, pragma_foreign_keys", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(err("reading pragmas of"))?;
@@ -187,6 +200,7 @@ impl Store {
         &self.path
     }
 
+    /// The options the store was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.options
     }
