@@ -353,3 +353,61 @@ fn client_reports_a_closed_device() {
     let mut c = UapiClient::new(ours, Duration::from_millis(100)).unwrap();
     assert!(matches!(c.get(), Err(UapiError::Closed) | Err(UapiError::Io(_))));
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "private_key",
+        "own_public_key",
+        "listen_port",
+        "fwmark",
+        "public_key",
+        "preshared_key",
+        "endpoint",
+        "persistent_keepalive_interval",
+        "allowed_ip",
+        "last_handshake_time_sec",
+        "last_handshake_time_nsec",
+        "rx_bytes",
+        "tx_bytes",
+        "protocol_version",
+        "errno",
+    ];
+
+    fn line() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            "[0-9a-f]{64}",
+            "[0-9]{1,12}",
+            "-?[0-9]{1,3}",
+            "\\[[0-9a-f:]{2,12}(%[a-z0-9]{1,4})?\\]:[0-9]{1,6}",
+            "[0-9a-f:.]{1,16}/[0-9]{1,3}",
+            ".{0,20}",
+        ];
+        (prop::sample::select(KEYS), value).prop_map(|(k, v)| format!("{k}={v}"))
+    }
+
+    proptest! {
+        /// The parser never panics, whatever the device says.
+        #[test]
+        fn parse_never_panics(lines in prop::collection::vec(line(), 0..30), junk in ".{0,40}") {
+            let mut reply = lines.join("\n");
+            reply.push_str(&junk);
+            let _ = DeviceState::parse(&reply);
+            reply.push_str("\nerrno=0\n\n");
+            let _ = DeviceState::parse(&reply);
+            let _ = parse_errno(&reply);
+        }
+
+        /// Whatever parses renders back to the same state.
+        #[test]
+        fn parsed_states_round_trip(lines in prop::collection::vec(line(), 0..30)) {
+            let reply = format!("{}\nerrno=0\n\n", lines.join("\n"));
+            if let Ok(d) = DeviceState::parse_as(&reply, Dialect::Boringtun) {
+                let again = DeviceState::parse_as(&render(&d, Dialect::Boringtun), Dialect::Boringtun).unwrap();
+                prop_assert_eq!(again, d);
+            }
+        }
+    }
+}
