@@ -1,7 +1,7 @@
 //! Handling discovery datagrams: admission, replay and freshness checks, and tunnel requests.
 
 use super::neighbor::{Neighbor, Session, TunnelStats};
-use super::{Node, DISCOVERY_GROUP};
+use super::{Node, DISCOVERY_GROUP, MAX_PENDING_PER_ADDRESS};
 use crate::action::Action;
 use crate::ids::{IfName, NodeId};
 use crate::time::{Millis, Now};
@@ -68,6 +68,23 @@ impl Node {
                             format_args!("{} never completed a tunnel", sender.short()),
                         );
                     }
+                }
+                // Before the table-full check and the budgets: a flooding address must not
+                // consume what other senders need.
+                let from_there = self
+                    .neighbors
+                    .values()
+                    .filter(|n| !n.tunnel_seen_up && n.underlay_addr == src && &n.underlay == iface)
+                    .count();
+                if from_there >= MAX_PENDING_PER_ADDRESS {
+                    return self.rejects.record(
+                        t,
+                        "too many pending from one address",
+                        format_args!(
+                            "{} ignored: {from_there} pending neighbors already at {src}%{iface}",
+                            sender.short()
+                        ),
+                    );
                 }
                 if self.neighbors.len() >= self.config.max_neighbors {
                     return self.rejects.record(

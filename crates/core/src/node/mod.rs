@@ -26,6 +26,12 @@ pub const DISCOVERY_GROUP: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x747
 
 /// Most penalized identities remembered at once (oldest forgotten first).
 const MAX_PENALIZED: usize = 1024;
+/// Most neighbors whose tunnel is not up yet that one source address (interface and link-local
+/// address) may hold. A real node has one identity per link-local address, so this never holds
+/// one back; it stops a single host announcing many identities from filling the table and
+/// eating the admission budgets, which otherwise lets it lock new real neighbors out for as long
+/// as it keeps flooding. (A flooder that forges many source addresses is not stopped by this.)
+pub const MAX_PENDING_PER_ADDRESS: usize = 2;
 /// How long after a failed tunnel operation it is retried.
 const TUNNEL_RETRY: Millis = Millis(5000);
 

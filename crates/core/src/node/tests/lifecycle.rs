@@ -119,13 +119,14 @@ fn flood_of_new_identities_is_bounded_and_rate_limited() {
     let mut n = started(&us, cfg);
     let flood: Vec<Identity> = (0..1000).map(|i| identity(1000 + i)).collect();
 
-    // 1,000 distinct valid identities, one every 10 ms, for 10 s (all within pending_timeout).
+    // 1,000 distinct valid identities, one every 10 ms, for 10 s (all within pending_timeout),
+    // each from its own (forged) source address so that only the global limits apply.
     let mut admitted_at = Vec::new();
     let mut ensures = 0;
     for (i, id) in flood.iter().enumerate() {
         let t = 1000 + 10 * i as u64;
         let before = n.neighbors().count();
-        let acts = hear_announce(&mut n, at(t), id);
+        let acts = hear_announce_from(&mut n, at(t), id, forged_addr(i));
         ensures += ensured(&acts).len();
         if n.neighbors().count() > before {
             admitted_at.push(t);
@@ -153,12 +154,45 @@ fn flood_of_new_identities_is_bounded_and_rate_limited() {
     let mut ensures = 0;
     for (i, id) in flood.iter().enumerate() {
         let t = t0 + 10 * i as u64;
-        ensures += ensured(&hear_announce(&mut n, at(t), id)).len();
+        ensures += ensured(&hear_announce_from(&mut n, at(t), id, forged_addr(i))).len();
         assert!(n.neighbors().count() <= max);
     }
     assert_eq!(rejects(&n, "penalized"), max as u64);
     assert!(ensures <= max);
     assert!(n.neighbors().count() <= max);
+}
+
+fn forged_addr(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, i as u16)
+}
+
+fn hear_announce_from(n: &mut Node, now: Now, id: &Identity, src: Ipv6Addr) -> Vec<Action> {
+    n.handle_discovery(now, &eth0(), src, &announce(id, now.unix_ms));
+    drain(n)
+}
+
+#[test]
+fn one_address_cannot_hold_more_than_a_few_pending_neighbors() {
+    let us = identity(1);
+    let mut n = started(&us, config());
+    let flood: Vec<Identity> = (0..50).map(|i| identity(1000 + i)).collect();
+    for id in &flood {
+        hear_announce(&mut n, at(1000), id);
+    }
+    let cap = MAX_PENDING_PER_ADDRESS;
+    assert_eq!(n.neighbors().count(), cap);
+    assert_eq!(rejects(&n, "too many pending from one address"), (flood.len() - cap) as u64);
+    assert_eq!(rejects(&n, "rate limited"), 0, "refused before spending the budgets");
+    // Other addresses are not affected ...
+    let real = identity(2);
+    hear_announce_from(&mut n, at(1000), &real, forged_addr(7));
+    assert!(n.neighbor(&real.node_id()).is_some());
+    // ... and once a neighbor from that address has its tunnel up, it no longer counts.
+    let first = n.neighbors().find(|nb| nb.underlay_addr == PEER_LL).unwrap().ifname.clone();
+    n.handle_tunnel_stats(at(1100), &first, fresh_handshake());
+    hear_announce(&mut n, at(1200), &flood[cap + 1]);
+    assert!(n.neighbor(&flood[cap + 1].node_id()).is_some());
+    assert_eq!(n.neighbors().count(), cap + 2);
 }
 
 #[test]
