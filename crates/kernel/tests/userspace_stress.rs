@@ -91,6 +91,16 @@ fn throughput_one_hop() {
         return;
     }
     let (a, b) = two_sides();
+    let iperf = |over: &tollway_core::IfName, to: std::net::Ipv6Addr| {
+        let server = b.ns.spawn("iperf3", &["-s", "-1"]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let target = format!("{to}%{over}");
+        let out = a.ns.exec("iperf3", &["-c", &target, "-t", "5", "-J"]).unwrap();
+        b.ns.kill(server);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e6
+    };
+    eprintln!("veth baseline (same machine load): {:.0} Mbit/s", iperf(&a.veth, b.veth_ll));
     for connected in [true, false] {
         let opts = UserspaceOptions { use_connected_socket: connected, ..UserspaceOptions::default() };
         let mut ta = UserspaceTunnels::new(opts.clone());
@@ -100,14 +110,7 @@ fn throughput_one_hop() {
         a.configure_tunnel_link();
         b.configure_tunnel_link();
         assert!(a.ping(b.tun_ll, &a.tun));
-        let server = b.ns.spawn("iperf3", &["-s", "-1"]).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let target = format!("{}%{}", b.tun_ll, a.tun);
-        let out = a.ns.exec("iperf3", &["-c", &target, "-t", "5", "-J"]).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
-        eprintln!("use_connected_socket={connected}: {:.0} Mbit/s", bps / 1e6);
-        b.ns.kill(server);
+        eprintln!("use_connected_socket={connected}: {:.0} Mbit/s", iperf(&a.tun, b.tun_ll));
         a.ns.run(|| ta.remove(&a.tun)).unwrap().unwrap();
         b.ns.run(|| tb.remove(&b.tun)).unwrap().unwrap();
     }
