@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::Duration;
 use tollway_traffic::*;
 
@@ -33,7 +34,7 @@ fn a_throttled_neighbor_gets_its_floor_both_ways_and_control_stays_fast() {
     in_ns(&s, || fw.apply(&p)).unwrap();
     in_ns(&s, || sh.apply(&p)).unwrap();
     lab.iperf_server(&s, 5201);
-    let ctl = control_server(&s, t.a_ip, CTRL, REPLY);
+    let ctl = control_server(&s, (t.a_ip, CTRL), REPLY);
     let server = t.a_ip.to_string();
 
     for (dir, reverse) in [("S→B (HTB class at the floor)", true), ("B→S (policed at S's ingress)", false)] {
@@ -50,7 +51,7 @@ fn a_throttled_neighbor_gets_its_floor_both_ways_and_control_stays_fast() {
             });
             // Let the bulk flow fill the throttled class (or the policer) first.
             std::thread::sleep(Duration::from_secs(3));
-            let c = control_request(&b, t.a_ip, CTRL, Duration::from_secs(10));
+            let c = control_request(&b, (t.a_ip, CTRL), Duration::from_secs(10));
             (h.join().unwrap(), c)
         });
         let (got, took) = control.unwrap_or_else(|e| panic!("{dir}: control request failed: {e}"));
@@ -72,7 +73,7 @@ fn a_throttled_neighbor_gets_its_floor_both_ways_and_control_stays_fast() {
     eprintln!("debtor's counter at S: {} bytes, {} packets", c.bytes, c.packets);
     assert!(c.bytes < 6 * 2 * FLOOR.bytes_per_sec() + 200_000, "{c:?}");
 
-    stop_control_server(&s, t.a_ip, CTRL, ctl);
+    stop_control_server(&s, (t.a_ip, CTRL), ctl);
     in_ns(&s, || sh.remove_all()).unwrap();
     in_ns(&s, || fw.remove_all()).unwrap();
     assert_clean(&s);
@@ -108,21 +109,40 @@ fn a_cut_off_neighbor_keeps_only_its_control_sessions() {
     let after = in_ns(&s, || fw.read_counters()).unwrap()[&key("debtor")];
     assert_eq!(after, before, "dropped traffic is not counted");
     // A port other than the control port: no connection.
-    let other = control_request(&b, t.a_ip, CTRL + 1, Duration::from_secs(1));
+    let other = control_request(&b, (t.a_ip, CTRL + 1), Duration::from_secs(1));
     assert!(other.is_err(), "{other:?}");
 
     // Control sessions in both directions: the neighbor's to us, and ours to it.
-    let at_s = control_server(&s, t.a_ip, CTRL, REPLY);
-    let at_b = control_server(&b, t.b_ip, CTRL, REPLY);
-    let (n, took) = control_request(&b, t.a_ip, CTRL, Duration::from_secs(5)).expect("B→S control");
+    let at_s = control_server(&s, (t.a_ip, CTRL), REPLY);
+    let at_b = control_server(&b, (t.b_ip, CTRL), REPLY);
+    let (n, took) = control_request(&b, (t.a_ip, CTRL), Duration::from_secs(5)).expect("B→S control");
     assert_eq!(n, REPLY);
-    let (n2, took2) = control_request(&s, t.b_ip, CTRL, Duration::from_secs(5)).expect("S→B control");
+    let (n2, took2) = control_request(&s, (t.b_ip, CTRL), Duration::from_secs(5)).expect("S→B control");
     assert_eq!(n2, REPLY);
     eprintln!("cut off: control B→S in {} ms, S→B in {} ms", took.as_millis(), took2.as_millis());
     let counted = in_ns(&s, || fw.read_counters()).unwrap()[&key("debtor")];
     assert!(counted.bytes > after.bytes, "control traffic is counted");
-    stop_control_server(&s, t.a_ip, CTRL, at_s);
-    stop_control_server(&b, t.b_ip, CTRL, at_b);
+    stop_control_server(&s, (t.a_ip, CTRL), at_s);
+    stop_control_server(&b, (t.b_ip, CTRL), at_b);
+
+    // The same over IPv6 link-local addresses on the tunnel (what neighbors' control sessions
+    // use): `fib daddr type local` recognises them as ours.
+    let (ll_s, ll_b): (Ipv6Addr, Ipv6Addr) = ("fe80::5:1".parse().unwrap(), "fe80::5:2".parse().unwrap());
+    must(&["ip", "-n", &s, "addr", "add", "fe80::5:1/64", "dev", t.a_if.as_str()]);
+    must(&["ip", "-n", &b, "addr", "add", "fe80::5:2/64", "dev", t.b_if.as_str()]);
+    let index = |ns: &str, i: &tollway_core::IfName| in_ns(ns, || link_counters(i)).unwrap().unwrap().ifindex;
+    let at_s6 = SocketAddrV6::new(ll_s, CTRL, 0, index(&s, &t.a_if));
+    let at_b6 = SocketAddrV6::new(ll_b, CTRL, 0, index(&b, &t.b_if));
+    let srv = control_server(&s, at_s6, REPLY);
+    let from_b = SocketAddrV6::new(ll_s, CTRL, 0, index(&b, &t.b_if));
+    assert_eq!(control_request(&b, from_b, Duration::from_secs(5)).expect("B→S control over IPv6").0, REPLY);
+    let other = SocketAddrV6::new(ll_s, CTRL + 1, 0, index(&b, &t.b_if));
+    assert!(control_request(&b, other, Duration::from_secs(1)).is_err(), "other ports stay cut off over IPv6");
+    stop_control_server(&s, at_s6, srv);
+    let srv = control_server(&b, at_b6, REPLY);
+    let from_s = SocketAddrV6::new(ll_b, CTRL, 0, index(&s, &t.a_if));
+    assert_eq!(control_request(&s, from_s, Duration::from_secs(5)).expect("S→B control over IPv6").0, REPLY);
+    stop_control_server(&b, at_b6, srv);
 
     // Lifting the cut-off restores data.
     in_ns(&s, || fw.apply(&p_open)).unwrap();

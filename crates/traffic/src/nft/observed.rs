@@ -28,17 +28,24 @@ pub(crate) struct ObservedTable {
     pub chains: BTreeMap<String, ObservedChain>,
 }
 
-/// Parse the output of `nft -j list table inet tollway`.
+/// Parse the output of `nft -j list table inet tollway`, or of several list commands (one JSON
+/// document each, e.g. `list tables` then `list counters table inet tollway`).
 pub(crate) fn parse(json: &[u8]) -> Result<ObservedTable, String> {
-    let v: Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
-    let items = v.get("nftables").and_then(Value::as_array).ok_or("no \"nftables\" array")?;
+    let mut items = Vec::new();
+    for doc in serde_json::Deserializer::from_slice(json).into_iter::<Value>() {
+        let mut v = doc.map_err(|e| format!("not JSON: {e}"))?;
+        match v.get_mut("nftables").map(Value::take) {
+            Some(Value::Array(a)) => items.extend(a),
+            _ => return Err("no \"nftables\" array".into()),
+        }
+    }
     let mut t = ObservedTable::default();
     let ours = |o: &Value, table_key: &str| {
         o.get("family").and_then(Value::as_str) == Some(FAMILY)
             && o.get(table_key).and_then(Value::as_str) == Some(TABLE)
     };
     let mut found_table = false;
-    for item in items {
+    for item in &items {
         if let Some(o) = item.get("table") {
             if ours(o, "name") {
                 t.handle = field_u64(o, "handle")?;
@@ -117,6 +124,18 @@ mod tests {
         assert_eq!(t.chains["in_k1"].comments, vec![Some("tw:0123456789abcdef".to_string())]);
         assert_eq!(t.chains["pre"].hook, Some(("prerouting".to_string(), -300)));
         assert_eq!(t.chains["pre"].comments, vec![None]);
+    }
+
+    #[test]
+    fn reads_several_documents_as_one_listing() {
+        let tables = r#"{"nftables": [{"metainfo": {}}, {"table": {"family": "ip", "name": "x", "handle": 1}},
+            {"table": {"family": "inet", "name": "tollway", "handle": 4}}]}"#;
+        let counters = r#"{"nftables": [{"metainfo": {}}, {"counter": {"family": "inet", "name": "rx_a",
+            "table": "tollway", "handle": 2, "packets": 1, "bytes": 60}}]}"#;
+        let t = parse(format!("{tables}\n{counters}\n").as_bytes()).unwrap();
+        assert_eq!(t.handle, 4);
+        assert_eq!(t.counters["rx_a"], ObservedCounter { handle: 2, packets: 1, bytes: 60 });
+        assert!(parse(format!("{tables}\nnot json").as_bytes()).is_err());
     }
 
     #[test]

@@ -155,7 +155,7 @@ fn a_ceiling_change_also_resizes_the_fifo() {
     let d = diff(&specs(&after), &o, &ours(), &BTreeSet::new());
     assert_eq!(d.lines.len(), 2, "{:?}", d.lines);
     assert!(d.lines[0].starts_with("class change"));
-    assert!(d.lines[1].ends_with("pfifo limit 8"), "{}", d.lines[1]);
+    assert!(d.lines[1].ends_with("pfifo limit 16"), "{}", d.lines[1]);
 }
 
 #[test]

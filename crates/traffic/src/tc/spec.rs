@@ -7,7 +7,7 @@
 //!       class 1:2  rate control   ceil capacity prio 0            control sessions
 //!       class 1:3  rate 1kbit     ceil capacity prio 7            unclassified
 //!       class 1:N  rate r_i       ceil c_i      prio 1            one per neighbor
-//!     each leaf class: qdisc fq_codel if the kernel has it, else pfifo sized to ~100 ms
+//!     each leaf class: qdisc fq_codel if the kernel has it, else pfifo of ~100 ms (16..1000 packets)
 //! each member tunnel:
 //!   qdisc clsact; egress filter u32 match-all, action mirred egress redirect dev <IFB>
 //! ```
@@ -103,9 +103,11 @@ fn quantum(rate_bytes: u64, r2q: u64) -> u32 {
     (rate_bytes / r2q).clamp(MIN_QUANTUM, MAX_QUANTUM) as u32
 }
 
-/// A FIFO holding ~100 ms at `ceil_bytes`, in 1500-byte packets, between 8 and 1000 packets.
+/// A FIFO holding ~100 ms at `ceil_bytes`, in 1500-byte packets, between 16 and 1000 packets:
+/// at least a TCP initial window (10 packets) and some, or slow classes drop every new flow's
+/// first burst.
 fn fifo_packets(ceil_bytes: u64) -> u32 {
-    (ceil_bytes / 15_000).clamp(8, 1000) as u32
+    (ceil_bytes / 15_000).clamp(16, 1000) as u32
 }
 
 pub(crate) fn group_spec(plan: &TrafficPlan, g: &ShaperGroup, prefix: &str, leaf: LeafKind) -> GroupSpec {
@@ -189,7 +191,7 @@ mod tests {
         assert_eq!(a.leaf, Some(Leaf::Pfifo(166)));
         let b = &s.classes[4];
         assert_eq!((b.rate, b.ceil, b.quantum), (8_000, 8_000, 1_500));
-        assert_eq!(b.leaf, Some(Leaf::Pfifo(8)));
+        assert_eq!(b.leaf, Some(Leaf::Pfifo(16)));
         assert_eq!(s.classes[1].prio, 0);
         assert_eq!(s.classes[2].prio, 7);
         assert_eq!(s.members.len(), 2);
@@ -226,7 +228,7 @@ mod tests {
         assert_eq!(quantum(1_875_000, 13), 144_230);
         assert_eq!(quantum(10, 13), 1_500);
         assert_eq!(quantum(125_000_000, 1), 200_000);
-        assert_eq!(fifo_packets(0), 8);
+        assert_eq!(fifo_packets(0), 16);
         assert_eq!(fifo_packets(125_000_000), 1000);
     }
 }

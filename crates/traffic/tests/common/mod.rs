@@ -260,13 +260,13 @@ pub fn received_bps(report: &Value) -> f64 {
 }
 
 /// A control-port server in `ns`: answers each connection's request (up to `\n`) with
-/// `reply_len` bytes, then closes. Runs until the returned listener address is connected to
-/// with an empty request (`stop_control_server`).
-pub fn control_server(ns: &str, ip: Ipv4Addr, port: u16, reply_len: usize) -> std::thread::JoinHandle<()> {
+/// `reply_len` bytes, then closes. Runs until it gets an empty request (`stop_control_server`).
+pub fn control_server(ns: &str, addr: impl Into<SocketAddr>, reply_len: usize) -> std::thread::JoinHandle<()> {
+    let addr = addr.into();
     let (tx, rx) = std::sync::mpsc::channel();
     let ns = ns.to_string();
     let h = std::thread::spawn(move || {
-        let listener = in_ns(&ns, || TcpListener::bind(SocketAddr::from((ip, port))).expect("bind control port"));
+        let listener = in_ns(&ns, || TcpListener::bind(addr).expect("bind control port"));
         tx.send(()).unwrap();
         for conn in listener.incoming() {
             let Ok(mut c) = conn else { continue };
@@ -285,21 +285,23 @@ pub fn control_server(ns: &str, ip: Ipv4Addr, port: u16, reply_len: usize) -> st
     h
 }
 
-pub fn stop_control_server(ns: &str, ip: Ipv4Addr, port: u16, h: std::thread::JoinHandle<()>) {
+pub fn stop_control_server(ns: &str, addr: impl Into<SocketAddr>, h: std::thread::JoinHandle<()>) {
+    let addr = addr.into();
     in_ns(ns, || {
-        if let Ok(mut c) = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(5)) {
+        if let Ok(mut c) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
             let _ = c.write_all(b"\n");
         }
     });
     let _ = h.join();
 }
 
-/// From `ns`, send a request to `ip:port` and read the whole reply; the time it took, or why
+/// From `ns`, send a request to `addr` and read the whole reply; the time it took, or why
 /// it failed within `timeout`.
-pub fn control_request(ns: &str, ip: Ipv4Addr, port: u16, timeout: Duration) -> Result<(usize, Duration), String> {
+pub fn control_request(ns: &str, addr: impl Into<SocketAddr>, timeout: Duration) -> Result<(usize, Duration), String> {
+    let addr = addr.into();
     in_ns(ns, || {
         let t0 = Instant::now();
-        let mut c = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), timeout).map_err(|e| e.to_string())?;
+        let mut c = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
         c.set_read_timeout(Some(timeout)).unwrap();
         c.write_all(b"hello\n").map_err(|e| e.to_string())?;
         let mut buf = Vec::new();

@@ -1,0 +1,171 @@
+//! Measurements over real userspace WireGuard tunnels (wireguard-go), in throw-away namespaces:
+//!
+//! - `cost`: iperf3 throughput through one tunnel without and with the plan applied
+//!   (firewall and shaper on the sender, firewall on the receiver; the shaper's capacity does
+//!   not limit), alternating runs;
+//! - `shares`: two buyers downloading at once from a 20 Mbit/s seller at several rate ratios;
+//! - `throttle`: throughput of a throttled neighbor at several floor rates, egress (HTB) and
+//!   ingress (policer).
+//!
+//! `cargo run --release -p tollway-traffic --example bench_traffic -- [cost|shares|throttle]...`
+//! (as root; all three without arguments).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use tollway_traffic::*;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn cost() {
+    let mut lab = Lab::new("bc");
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    let t = lab.wg(&a, &b);
+    lab.iperf_server(&b, 5201);
+    let cap = BitRate::mbit(10_000);
+    let p = plan(7000, cap, &[("peer", &t.a_if, cap, cap, IngressPolicy::Open)]);
+    let (mut fa, mut fb) = (NftFirewall::new(), NftFirewall::new());
+    let mut sa = TcShaper::new("bci").unwrap();
+    let server = t.b_ip.to_string();
+    for window in [None, Some("64K")] {
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for round in 0..6 {
+            let on = round % 2 == 1;
+            if on {
+                in_ns(&a, || fa.apply(&p)).unwrap();
+                in_ns(&a, || sa.apply(&p)).unwrap();
+                in_ns(&b, || fb.apply(&p)).unwrap();
+            } else {
+                in_ns(&a, || sa.remove_all()).unwrap();
+                in_ns(&a, || fa.remove_all()).unwrap();
+                in_ns(&b, || fb.remove_all()).unwrap();
+            }
+            let mut args = vec!["-c", server.as_str(), "-p", "5201", "-t", "5", "-O", "1"];
+            if let Some(w) = window {
+                args.extend(["-w", w]);
+            }
+            let r = iperf(&a, &args);
+            let mbps = received_bps(&r) / 1e6;
+            let retr = r["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+            println!(
+                "  window {:<8} plan {:<4} {mbps:7.1} Mbit/s  {retr} retransmits",
+                window.unwrap_or("default"),
+                if on { "on" } else { "off" }
+            );
+            if on {
+                with.push(mbps)
+            } else {
+                without.push(mbps)
+            }
+        }
+        let (w0, w1) = (median(without), median(with));
+        println!(
+            "cost, window {}: median without plan {w0:.1} Mbit/s, with plan {w1:.1} Mbit/s ({:+.1} %)",
+            window.unwrap_or("default"),
+            (w1 - w0) / w0 * 100.0
+        );
+    }
+    in_ns(&a, || sa.remove_all()).unwrap();
+    in_ns(&a, || fa.remove_all()).unwrap();
+    in_ns(&b, || fb.remove_all()).unwrap();
+}
+
+fn shares() {
+    let mut lab = Lab::new("bs");
+    let (s, b1, b2) = (lab.netns("s"), lab.netns("b1"), lab.netns("b2"));
+    let (t1, t2) = (lab.wg(&s, &b1), lab.wg(&s, &b2));
+    lab.iperf_server(&s, 5201);
+    lab.iperf_server(&s, 5202);
+    let mut fw = NftFirewall::new();
+    let mut sh = TcShaper::new("bsi").unwrap();
+    let download = |ns: &str, ip: std::net::Ipv4Addr, port: &str| {
+        received_bps(&iperf(ns, &["-c", &ip.to_string(), "-p", port, "-R", "-t", "7", "-O", "1"]))
+    };
+    for (cap_mbit, r1, r2) in [(20, 15, 5), (20, 10, 10), (20, 18, 2), (100, 75, 25)] {
+        let cap = BitRate::mbit(cap_mbit);
+        let open = IngressPolicy::Open;
+        let p = plan(
+            7000,
+            cap,
+            &[("b1", &t1.a_if, BitRate::mbit(r1), cap, open), ("b2", &t2.a_if, BitRate::mbit(r2), cap, open)],
+        );
+        in_ns(&s, || fw.apply(&p)).unwrap();
+        in_ns(&s, || sh.apply(&p)).unwrap();
+        let (g1, g2) = std::thread::scope(|sc| {
+            let h1 = sc.spawn(|| download(&b1, t1.a_ip, "5201"));
+            let h2 = sc.spawn(|| download(&b2, t2.a_ip, "5202"));
+            (h1.join().unwrap(), h2.join().unwrap())
+        });
+        let want = r1 as f64 / r2 as f64;
+        let got = g1 / g2;
+        println!(
+            "shares, capacity {cap_mbit} Mbit/s, rates {r1}:{r2}: got {:.2} + {:.2} = {:.2} Mbit/s, ratio {got:.3} (want {want:.3}, error {:+.1} %)",
+            g1 / 1e6,
+            g2 / 1e6,
+            (g1 + g2) / 1e6,
+            (got - want) / want * 100.0
+        );
+    }
+    let alone = download(&b2, t2.a_ip, "5202");
+    println!("shares, capacity 100 Mbit/s, buyer with rate 25 alone: {:.2} Mbit/s", alone / 1e6);
+    in_ns(&s, || sh.remove_all()).unwrap();
+    in_ns(&s, || fw.remove_all()).unwrap();
+}
+
+fn throttle() {
+    let mut lab = Lab::new("bt");
+    let (s, b) = (lab.netns("s"), lab.netns("b"));
+    let t = lab.wg(&s, &b);
+    lab.iperf_server(&s, 5201);
+    let mut fw = NftFirewall::new();
+    let mut sh = TcShaper::new("bti").unwrap();
+    let server = t.a_ip.to_string();
+    for kbit in [64, 256, 1024] {
+        let floor = BitRate::kbit(kbit);
+        let police = IngressPolicy::Police { bits_per_sec: floor };
+        let p = plan(7000, BitRate::mbit(20), &[("debtor", &t.a_if, floor, floor, police)]);
+        in_ns(&s, || fw.apply(&p)).unwrap();
+        in_ns(&s, || sh.apply(&p)).unwrap();
+        // A socket buffer of ~2 s of the floor: larger ones only delay iperf3's ending.
+        let w = format!("{}K", (kbit / 4).max(16));
+        for (what, reverse) in [("egress (HTB)", true), ("ingress (police)", false)] {
+            let mut args = vec!["-c", server.as_str(), "-p", "5201", "-t", "10", "-w", w.as_str()];
+            if reverse {
+                args.push("-R");
+            }
+            let class = p.groups[0].classes()[&NeighborKey::new("debtor").unwrap()];
+            let drops = || in_ns(&s, || sh.inspect()).unwrap()[0].classes.iter().find(|c| c.id == class).unwrap().drops;
+            let d0 = drops();
+            let got = received_bps(&iperf(&b, &args));
+            println!(
+                "throttle, floor {kbit} kbit/s, {what:<16}: {:.1} kbit/s TCP goodput ({:.0} % of the floor), {} drops in the class",
+                got / 1e3,
+                got / floor.bits_per_sec() as f64 * 100.0,
+                drops() - d0
+            );
+        }
+    }
+    in_ns(&s, || sh.remove_all()).unwrap();
+    in_ns(&s, || fw.remove_all()).unwrap();
+}
+
+fn main() {
+    if skip("bench_traffic", &["wireguard-go", "wg", "iperf3"]) {
+        return;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let want = |what: &str| args.is_empty() || args.iter().any(|a| a == what);
+    if want("cost") {
+        cost();
+    }
+    if want("shares") {
+        shares();
+    }
+    if want("throttle") {
+        throttle();
+    }
+}
