@@ -97,6 +97,26 @@ fn builds_htb_per_group_and_reconciles_minimally() {
     assert_eq!(class(&s[0], class_of(&p1, "nb")).sent_bytes, nb_bytes, "b's class was not re-created");
     assert_eq!(class(&s[0], class_of(&p1, "nc")).rate, BitRate::mbit(10));
 
+    // The capacity shrinks: the parent class and every ceiling change in place (and every
+    // quantum, which follows rate / capacity), FIFOs resize, classes keep their statistics.
+    let cap2 = BitRate::mbit(80);
+    let mut p_cap = p2.clone();
+    p_cap.groups[0].capacity = cap2;
+    for n in &mut p_cap.groups[0].neighbors[..2] {
+        n.ceil = cap2;
+    }
+    let r = in_ns(&a, || sh.apply(&p_cap)).unwrap();
+    let changes = r.tc_commands.iter().filter(|c| c.starts_with("class change")).count();
+    let fifos = r.tc_commands.iter().filter(|c| c.starts_with("qdisc replace") && c.contains("pfifo")).count();
+    assert_eq!((changes, fifos, r.tc_commands.len()), (6, 4, 10), "{:#?}", r.tc_commands);
+    let s = state(&a, &sh);
+    assert_eq!(class(&s[0], ClassId::htb(1)).rate, cap2);
+    assert_eq!(class(&s[0], ClassId::control()).ceil, cap2);
+    assert_eq!(class(&s[0], class_of(&p1, "nb")).sent_bytes, nb_bytes);
+    let r = in_ns(&a, || sh.apply(&p_cap)).unwrap();
+    assert!(r.is_noop(), "{r:#?}");
+    let p2 = p_cap;
+
     // b's tunnel is re-created (it loses its clsact): the next apply redirects it again.
     must(&["ip", "-n", &a, "link", "del", lb.a_if.as_str()]);
     let lb2 = lab.veth(&a, &b);

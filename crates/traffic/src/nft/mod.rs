@@ -140,3 +140,22 @@ impl Firewall for NftFirewall {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{BitRate, ControlTraffic};
+
+    #[test]
+    fn failures_to_run_nft_are_reported_with_the_command() {
+        let mut fw = NftFirewall::with_program("/nonexistent/nft");
+        let plan = TrafficPlan::empty(ControlTraffic { tcp_port: 7000, rate: BitRate::MIN });
+        let e = fw.apply(&plan).unwrap_err();
+        assert!(
+            matches!(&e, FirewallApplyError::Read(CommandError::Spawn { argv, .. }) if argv[0] == "/nonexistent/nft"),
+            "{e:?}"
+        );
+        assert!(matches!(fw.read_counters(), Err(ReadCountersError::Command(_))));
+        assert!(matches!(fw.remove_all(), Err(FirewallRemoveError::Command(_))));
+    }
+}

@@ -63,11 +63,12 @@ fn leaf_line(ifb: &str, id: ClassId, leaf: Leaf) -> String {
 
 fn class_matches(want: &ClassSpec, got: &ClassObs) -> bool {
     let parent = want.parent.map_or(TC_H_ROOT, ClassId::raw);
+    // HTB ignores (and does not update) the quantum and priority of an inner class.
+    let inner = want.leaf.is_none();
     got.parent == parent
         && got.rate == want.rate
         && got.ceil == want.ceil
-        && got.prio == want.prio
-        && got.quantum == want.quantum
+        && (inner || (got.prio == want.prio && got.quantum == want.quantum))
 }
 
 /// The filter every member tunnel must have: one u32 entry set with a single mirred redirect.

@@ -136,6 +136,18 @@ fn nothing_changed_means_no_commands() {
 }
 
 #[test]
+fn the_parent_class_quantum_is_not_compared() {
+    // HTB keeps an inner class's quantum from when it was a leaf; `class change` does not update it.
+    let s = specs(&plan(&[("a", 15_000_000)]));
+    let mut o = applied(&s, &["twa"]);
+    o.classes.get_mut(&100).unwrap()[0].quantum = 12_345;
+    o.classes.get_mut(&100).unwrap()[0].prio = 3;
+    assert_eq!(diff(&s, &o, &ours(), &BTreeSet::new()), TcDiff::default());
+    o.classes.get_mut(&100).unwrap()[1].quantum = 12_345;
+    assert_eq!(diff(&s, &o, &ours(), &BTreeSet::new()).lines.len(), 1, "a leaf's quantum is");
+}
+
+#[test]
 fn a_rate_change_changes_that_class_only() {
     let before = specs(&plan(&[("a", 15_000_000), ("b", 5_000_000)]));
     let o = applied(&before, &["twa", "twb"]);

@@ -255,3 +255,20 @@ impl Shaper for TcShaper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_leave_room_for_the_group_id() {
+        assert!(TcShaper::new("tw").is_ok());
+        assert!(TcShaper::new("abcdefghij").is_ok());
+        assert_eq!(TcShaper::new("abcdefghijk").unwrap_err(), IfbPrefixError("abcdefghijk".into()));
+        assert!(TcShaper::new("").is_err());
+        assert!(TcShaper::new("a b").is_err());
+        let s = TcShaper::new("twi").unwrap();
+        assert_eq!(s.ifb_name(GroupId(65535)).as_str(), "twi65535");
+        assert_eq!(s.uses_fq_codel(), None);
+    }
+}
