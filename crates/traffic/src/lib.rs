@@ -23,6 +23,25 @@
 //! The sender's tunnel link counter ([`link_counters`], `tx_bytes`) counts after segmentation
 //! and serves as a cross-check. A counter is identified by a [`CounterHandle`]: when it
 //! changes, the counter restarted from zero.
+//!
+//! ## Limitations
+//! - Inbound traffic can only be policed (dropped above the rate), not shaped: a throttled
+//!   neighbor's uploads lose packets at our ingress instead of queueing. Its own node shapes
+//!   them properly when it applies the same plan to its egress.
+//! - Exact counts need the receiver to see packets as they were sent. Userspace tunnels that
+//!   write one packet at a time to the TUN device (boringtun, wireguard-go 0.0.20220316) give
+//!   that; kernel WireGuard merges TCP segments with GRO unless GRO is off on the tunnel
+//!   (`ethtool -K <tunnel> gro off`), and wireguard-go with TUN offloads hands the kernel GSO
+//!   super-packets: a merged packet counts its headers once. Such super-packets larger than
+//!   the policer's bucket (one second of the rate plus [`police_burst_bytes`]) are dropped
+//!   whole.
+//! - Control traffic is recognised by TCP port and by being addressed to (from) one of this
+//!   node's own addresses, with `fib daddr (saddr) type local`: the kernel needs nft_fib.
+//! - HTB classifies by `skb->priority`: anything that rewrites it after our postrouting chain
+//!   (another table at a later priority, a qdisc action) moves the packet to another class, and
+//!   a root HTB of someone else's on a tunnel would see our class ids as its own.
+//! - The tc batch is not atomic: if one command fails, those before it stay applied; the next
+//!   apply reconciles from there.
 
 pub mod command;
 pub mod fake;

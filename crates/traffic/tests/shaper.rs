@@ -220,6 +220,14 @@ fn the_priority_survives_the_ifb_round_trip() {
     let s = state(&a, &sh);
     let c = class(&s[0], id);
     assert!((4..100).contains(&c.sent_packets), "{c:?}");
+    // The redirect ran once per packet: on the way back from the IFB the tunnel's egress
+    // filter is skipped (its mirred action counted exactly what the IFB's classes sent).
+    let f: Value =
+        serde_json::from_str(&must(&ns_exec(&a, &["tc", "-s", "-j", "filter", "show", "dev", dev, "egress"]))).unwrap();
+    let redirected: u64 =
+        f.as_array().unwrap().iter().filter_map(|e| e["options"]["actions"][0]["stats"]["packets"].as_u64()).sum();
+    let through_ifb: u64 = s[0].classes.iter().filter(|c| c.id.minor != 1).map(|c| c.sent_packets).sum();
+    assert_eq!(redirected, through_ifb);
     in_ns(&a, || sh.remove_all()).unwrap();
     in_ns(&a, || fw.remove_all()).unwrap();
 }
