@@ -78,7 +78,9 @@ pub enum Backend {
 pub struct Tunnel {
     /// `auto`, `kernel` or `userspace`.
     pub backend: Backend,
-    /// The tunnel for the neighbor in table slot i listens on UDP port_base + i.
+    /// The tunnel for the neighbor in table slot i listens on UDP port_base + i. The default
+    /// range (31000–31063) is below Linux's ephemeral ports (32768–60999), so outgoing
+    /// connections never take a tunnel's port.
     pub port_base: u16,
     /// MTU of tunnel interfaces: keep it at least 80 below the physical interfaces' MTU.
     pub mtu: u32,
@@ -90,7 +92,7 @@ pub struct Tunnel {
 
 impl Default for Tunnel {
     fn default() -> Self {
-        Tunnel { backend: Backend::Auto, port_base: 51900, mtu: 1420, keepalive_secs: 15, userspace_threads: 1 }
+        Tunnel { backend: Backend::Auto, port_base: 31000, mtu: 1420, keepalive_secs: 15, userspace_threads: 1 }
     }
 }
 

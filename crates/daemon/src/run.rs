@@ -21,6 +21,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let id = identity.node_id();
     tracing::info!(node = %id, mesh_ip = %id.mesh_ip(), new_key = created, "tollway starting");
 
+    raise_fd_limit();
     let (tunnels, links) = open_backends(&cfg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -72,6 +73,21 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Userspace tunnels hold several descriptors each (and boringtun 0.7 leaks four per device it
+/// creates): lift the soft limit on open files to the hard limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!(soft = lim.rlim_cur, "could not raise the open-file limit");
+            }
+        }
+    }
 }
 
 fn init_logging(level: &str) {
