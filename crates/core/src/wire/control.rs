@@ -14,6 +14,7 @@
 //! `transcript` = `tollway/control/v1` ‖ role tag ‖ connector key ‖ acceptor key ‖ nonce_c ‖
 //! nonce_s ‖ version, so a signature can't be replayed in another session or role.
 
+use super::market::MarketMessage;
 use super::reader::{DecodeError, Reader, Writer};
 use crate::ids::NodeId;
 
@@ -34,12 +35,32 @@ const T_CLOSE: u8 = 0x1f;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlMessage {
-    ClientHello { version_min: u16, version_max: u16, node: NodeId, nonce: [u8; 32] },
-    ServerHello { version: u16, node: NodeId, nonce: [u8; 32], sig: [u8; 64] },
-    ClientAuth { sig: [u8; 64] },
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
-    Close { reason: String },
+    ClientHello {
+        version_min: u16,
+        version_max: u16,
+        node: NodeId,
+        nonce: [u8; 32],
+    },
+    ServerHello {
+        version: u16,
+        node: NodeId,
+        nonce: [u8; 32],
+        sig: [u8; 64],
+    },
+    ClientAuth {
+        sig: [u8; 64],
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Close {
+        reason: String,
+    },
+    /// Prices, statements and payments (types 0x20–0x4f, see `wire::market`).
+    Market(MarketMessage),
 }
 
 impl ControlMessage {
@@ -51,6 +72,7 @@ impl ControlMessage {
             ControlMessage::Ping { .. } => "ping",
             ControlMessage::Pong { .. } => "pong",
             ControlMessage::Close { .. } => "close",
+            ControlMessage::Market(m) => m.name(),
         }
     }
 
@@ -80,6 +102,7 @@ impl ControlMessage {
                 }
                 w.u8(T_CLOSE).short_str(&reason[..end]);
             }
+            ControlMessage::Market(m) => m.encode(&mut w),
         }
         w.buf
     }
@@ -121,6 +144,7 @@ impl ControlMessage {
             T_PING => ControlMessage::Ping { nonce: r.u64()? },
             T_PONG => ControlMessage::Pong { nonce: r.u64()? },
             T_CLOSE => ControlMessage::Close { reason: r.short_str("reason", MAX_TEXT)? },
+            t if MarketMessage::is_market_type(t) => ControlMessage::Market(MarketMessage::decode(t, &mut r)?),
             other => return Err(DecodeError::UnknownType(other)),
         };
         r.finish()?;

@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod discovery;
+pub mod market;
 mod reader;
 
 pub use reader::{DecodeError, Reader, Writer};
