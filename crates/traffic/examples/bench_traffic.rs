@@ -1,8 +1,8 @@
 //! Measurements over real userspace WireGuard tunnels (wireguard-go), in throw-away namespaces:
 //!
-//! - `cost`: iperf3 throughput through one tunnel without and with the plan applied
-//!   (firewall and shaper on the sender, firewall on the receiver; the shaper's capacity does
-//!   not limit), alternating runs;
+//! - `cost`: iperf3 throughput through one tunnel without the plan, with the firewall only
+//!   (sender and receiver), and with firewall and shaper (the shaper's capacity does not
+//!   limit), in alternating runs;
 //! - `shares`: two buyers downloading at once from a 20 Mbit/s seller at several rate ratios;
 //! - `throttle`: throughput of a throttled neighbor at several floor rates, egress (HTB) and
 //!   ingress (policer).
@@ -31,18 +31,20 @@ fn cost() {
     let (mut fa, mut fb) = (NftFirewall::new(), NftFirewall::new());
     let mut sa = TcShaper::new("bci").unwrap();
     let server = t.b_ip.to_string();
+    const MODES: [&str; 3] = ["no plan", "firewall only", "firewall + shaper"];
     for window in [None, Some("64K")] {
-        let (mut without, mut with) = (Vec::new(), Vec::new());
-        for round in 0..6 {
-            let on = round % 2 == 1;
-            if on {
+        let mut results: [Vec<f64>; 3] = Default::default();
+        for round in 0..9 {
+            let mode = round % 3;
+            in_ns(&a, || sa.remove_all()).unwrap();
+            in_ns(&a, || fa.remove_all()).unwrap();
+            in_ns(&b, || fb.remove_all()).unwrap();
+            if mode >= 1 {
                 in_ns(&a, || fa.apply(&p)).unwrap();
-                in_ns(&a, || sa.apply(&p)).unwrap();
                 in_ns(&b, || fb.apply(&p)).unwrap();
-            } else {
-                in_ns(&a, || sa.remove_all()).unwrap();
-                in_ns(&a, || fa.remove_all()).unwrap();
-                in_ns(&b, || fb.remove_all()).unwrap();
+            }
+            if mode == 2 {
+                in_ns(&a, || sa.apply(&p)).unwrap();
             }
             let mut args = vec!["-c", server.as_str(), "-p", "5201", "-t", "5", "-O", "1"];
             if let Some(w) = window {
@@ -51,22 +53,19 @@ fn cost() {
             let r = iperf(&a, &args);
             let mbps = received_bps(&r) / 1e6;
             let retr = r["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
-            println!(
-                "  window {:<8} plan {:<4} {mbps:7.1} Mbit/s  {retr} retransmits",
-                window.unwrap_or("default"),
-                if on { "on" } else { "off" }
-            );
-            if on {
-                with.push(mbps)
-            } else {
-                without.push(mbps)
-            }
+            let w = window.unwrap_or("default");
+            println!("  window {w:<8} {:<18} {mbps:7.1} Mbit/s  {retr} retransmits", MODES[mode]);
+            results[mode].push(mbps);
         }
-        let (w0, w1) = (median(without), median(with));
+        let m: Vec<f64> = results.into_iter().map(median).collect();
         println!(
-            "cost, window {}: median without plan {w0:.1} Mbit/s, with plan {w1:.1} Mbit/s ({:+.1} %)",
+            "cost, window {}: median {:.1} Mbit/s without plan, {:.1} ({:+.1} %) with the firewall, {:.1} ({:+.1} %) with firewall and shaper",
             window.unwrap_or("default"),
-            (w1 - w0) / w0 * 100.0
+            m[0],
+            m[1],
+            (m[1] - m[0]) / m[0] * 100.0,
+            m[2],
+            (m[2] - m[0]) / m[0] * 100.0
         );
     }
     in_ns(&a, || sa.remove_all()).unwrap();
