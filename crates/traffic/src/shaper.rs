@@ -6,6 +6,14 @@ use crate::plan::{BitRate, ClassId, GroupId, PlanError, TrafficPlan};
 use std::io;
 use tollway_core::IfName;
 
+fn on(ifname: &str) -> String {
+    if ifname.is_empty() {
+        String::new()
+    } else {
+        format!(" {ifname}")
+    }
+}
+
 /// What one [`Shaper::apply`] changed. All empty when the kernel already matched the plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShaperReport {
@@ -29,7 +37,8 @@ impl ShaperReport {
 pub enum ShaperApplyError {
     #[error("invalid plan: {0}")]
     Plan(#[from] PlanError),
-    #[error("{op} {ifname}: {source}")]
+    /// `ifname` is empty for operations on no interface in particular (listing, reading).
+    #[error("{op}{}: {source}", on(.ifname))]
     Netlink { op: &'static str, ifname: String, source: io::Error },
     /// tc stopped at the failing command (`failed_input`); the ones before it were applied.
     #[error("tc: {0}")]
@@ -39,7 +48,7 @@ pub enum ShaperApplyError {
 /// One thing [`Shaper::remove_all`] could not undo.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoveFailure {
-    #[error("{op} {ifname}: {source}")]
+    #[error("{op}{}: {source}", on(.ifname))]
     Netlink { op: &'static str, ifname: String, source: io::Error },
     #[error("tc: {0}")]
     Tc(CommandError),
