@@ -2,6 +2,7 @@
 //! outcome back through the core's `handle_*` inputs.
 
 use crate::ids::{IfName, NodeId, WgPublicKey};
+use crate::market::{MarketRecord, Price, TrafficPolicy, UsageDelta};
 use crate::wire::control::ControlMessage;
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -76,5 +77,58 @@ pub enum Action {
     /// Close the connection (after sending anything queued before this action).
     CloseControl {
         session: SessionId,
+    },
+    /// Make the kernel's counters, policing and shaping match this policy.
+    ApplyTraffic(TrafficPolicy),
+    /// Store these records and history durably, in one transaction, before executing any later
+    /// action (a payment is stored before it is sent).
+    Persist(PersistBatch),
+}
+
+/// One durable write: the changed neighbors' records and the history since the last write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersistBatch {
+    pub unix_ms: u64,
+    pub records: Vec<(NodeId, MarketRecord)>,
+    pub usage: Vec<(NodeId, UsageDelta)>,
+    pub events: Vec<MarketEvent>,
+}
+
+impl PersistBatch {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.usage.is_empty() && self.events.is_empty()
+    }
+}
+
+/// Whose price changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSubject {
+    OurAsk,
+    OurBid(NodeId),
+    TheirAsk(NodeId),
+    TheirBid(NodeId),
+}
+
+/// Something the operator's history should show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarketEvent {
+    PaymentSent {
+        neighbor: NodeId,
+        before: u64,
+        after: u64,
+        rail: &'static str,
+    },
+    PaymentReceived {
+        neighbor: NodeId,
+        before: u64,
+        after: u64,
+        rail: &'static str,
+    },
+    /// `by_operator`: changed through the API (else by the neighbor or automatically).
+    PriceChange {
+        subject: PriceSubject,
+        old: Option<Price>,
+        new: Price,
+        by_operator: bool,
     },
 }

@@ -1,6 +1,7 @@
 //! The settings the core needs, already validated by the daemon's config loader.
 
 use crate::ids::IfName;
+use crate::market::MarketConfig;
 use crate::time::Millis;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,8 @@ pub struct CoreConfig {
     pub handshake_timeout: Millis,
     /// How often kernel tunnel state is sampled.
     pub sample_interval: Millis,
+    /// Prices, payments and enforcement.
+    pub market: MarketConfig,
 }
 
 impl Default for CoreConfig {
@@ -48,7 +51,7 @@ impl Default for CoreConfig {
             max_neighbors: 64,
             max_new_neighbors_per_sec: 10,
             max_clock_skew: Millis::from_secs(300),
-            tunnel_port_base: 51900,
+            tunnel_port_base: 31000,
             tunnel_mtu: 1320,
             tunnel_keepalive_secs: 15,
             control_port: 7478,
@@ -56,6 +59,7 @@ impl Default for CoreConfig {
             session_timeout: Millis::from_secs(20),
             handshake_timeout: Millis::from_secs(10),
             sample_interval: Millis(1000),
+            market: MarketConfig::default(),
         }
     }
 }

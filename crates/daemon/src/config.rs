@@ -149,7 +149,11 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        fn check(ok: bool, field: &'static str, problem: impl FnOnce() -> String) -> Result<(), (&'static str, String)> {
+        fn check(
+            ok: bool,
+            field: &'static str,
+            problem: impl FnOnce() -> String,
+        ) -> Result<(), (&'static str, String)> {
             if ok {
                 Ok(())
             } else {
@@ -173,7 +177,9 @@ impl Config {
             format!("must be at least twice announce_interval_secs ({})", d.announce_interval_secs)
         })?;
         check(d.pending_timeout_secs >= 1, "discovery.pending_timeout_secs", || "must be at least 1".into())?;
-        check((1..=1024).contains(&d.max_neighbors), "discovery.max_neighbors", || "must be between 1 and 1024".into())?;
+        check((1..=1024).contains(&d.max_neighbors), "discovery.max_neighbors", || {
+            "must be between 1 and 1024".into()
+        })?;
         check(d.max_new_neighbors_per_sec >= 1, "discovery.max_new_neighbors_per_sec", || "must be at least 1".into())?;
         check(d.max_clock_skew_secs >= 1, "discovery.max_clock_skew_secs", || "must be at least 1".into())?;
 
@@ -183,7 +189,9 @@ impl Config {
             format!("port_base + discovery.max_neighbors ({}) exceeds 65535", d.max_neighbors)
         })?;
         check((1280..=9000).contains(&t.mtu), "tunnel.mtu", || "must be between 1280 (IPv6 minimum) and 9000".into())?;
-        check((1..=16).contains(&t.userspace_threads), "tunnel.userspace_threads", || "must be between 1 and 16".into())?;
+        check((1..=16).contains(&t.userspace_threads), "tunnel.userspace_threads", || {
+            "must be between 1 and 16".into()
+        })?;
         let tunnel_ports = t.port_base as usize..t.port_base as usize + d.max_neighbors;
         check(!tunnel_ports.contains(&(d.port as usize)), "discovery.port", || {
             format!("collides with the tunnel ports {}..{}", tunnel_ports.start, tunnel_ports.end)
@@ -222,6 +230,7 @@ impl Config {
             session_timeout: Millis::from_secs(self.control.session_timeout_secs),
             handshake_timeout: Millis::from_secs(self.control.handshake_timeout_secs),
             sample_interval: Millis(1000),
+            market: Default::default(),
         }
     }
 }

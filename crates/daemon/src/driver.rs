@@ -231,6 +231,7 @@ impl Driver {
                     let _ = tx.send(Outbound::Close);
                 }
             }
+            Action::ApplyTraffic(_) | Action::Persist(_) => {}
         }
     }
 

@@ -160,6 +160,7 @@ impl Node {
             session: Session::Idle { retry_at: now.mono },
             backoff: Millis(1000),
             last_session_close: None,
+            market: self.market_for(now.mono, &id),
         };
         n.set_last_accepted_ms(msg);
         tracing::info!(

@@ -2,6 +2,7 @@
 //! by inputs (`handle_*`) and drained through outputs (`poll_action`, `poll_timeout`).
 
 mod discovery;
+mod market;
 mod neighbor;
 mod session;
 #[cfg(test)]
@@ -52,6 +53,7 @@ pub struct Node {
     admit_budget: TokenBucket,
     rejects: RejectLog,
     last_now: Now,
+    market: market::MarketState,
 }
 
 impl Node {
@@ -62,6 +64,7 @@ impl Node {
         timers.set(Timer::Announce, now.mono);
         timers.set(Timer::Sample, now.mono);
         let per_sec = config.max_new_neighbors_per_sec.max(1);
+        let rail: Box<dyn crate::market::PaymentRail> = Box::new(crate::market::NotesRail::new(identity.clone()));
         Node {
             slots: vec![None; config.max_neighbors],
             verify_budget: TokenBucket::new(per_sec.saturating_mul(10), now.mono),
@@ -76,6 +79,7 @@ impl Node {
             next_session: 1,
             rejects: RejectLog::default(),
             last_now: now,
+            market: market::MarketState::new(rail),
         }
     }
 
@@ -182,6 +186,7 @@ impl Node {
         for id in ids {
             self.remove_neighbor(&id, "daemon stopping", false);
         }
+        self.persist(self.last_now);
     }
 
     // ----- internals shared by the submodules -----
@@ -230,6 +235,7 @@ impl Node {
         }
         self.actions.push_back(Action::RemoveTunnel { ifname: n.ifname.clone(), neighbor: n.id });
         self.slots[n.slot] = None;
+        self.market_neighbor_removed(n);
         if penalize {
             if self.penalized.len() >= MAX_PENALIZED {
                 if let Some(oldest) = self.penalized.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {

@@ -2,6 +2,7 @@
 
 use crate::action::{Endpoint, SessionId, TunnelSpec};
 use crate::ids::{IfName, NodeId, WgPublicKey};
+use crate::market::NeighborMarket;
 use crate::time::Millis;
 use crate::wire::discovery::Discovery;
 use std::net::Ipv6Addr;
@@ -140,6 +141,8 @@ pub struct Neighbor {
     /// Delay before the next connect attempt after a failed one (doubles up to 30 s).
     pub(crate) backoff: Millis,
     pub last_session_close: Option<String>,
+    /// Prices, ledger, payments and enforcement with this neighbor.
+    pub market: NeighborMarket,
 }
 
 impl Neighbor {

@@ -145,6 +145,7 @@ impl Node {
                         Ok(())
                     }
                     ControlMessage::Pong { .. } => Ok(()),
+                    ControlMessage::Market(m) => self.on_market_message(now, id, session, m),
                     other => Err(format!("unexpected {} after the handshake", other.name())),
                 }
             }
@@ -166,6 +167,7 @@ impl Node {
         n.last_session_close = None;
         n.backoff = Millis(1000);
         tracing::info!(neighbor = %id.short(), version, "control session established");
+        self.market_session_up(now, id, session);
     }
 
     /// Close the neighbor's session (telling the peer why if `tell_peer`) and go back to idle.

@@ -30,7 +30,8 @@ pub enum Outbound {
 
 /// Accept control connections on `port` for as long as the driver lives.
 pub async fn listen(port: u16, to_driver: Sender<Input>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(SocketAddr::from(SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0))).await?;
+    let listener =
+        TcpListener::bind(SocketAddr::from(SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0))).await?;
     tracing::info!(port, "control sessions listening");
     let next = Arc::new(AtomicU64::new(1));
     tokio::spawn(async move {
@@ -71,7 +72,8 @@ pub fn connect(
 ) {
     tokio::spawn(async move {
         let Some(scope) = super::if_index(&ifname) else {
-            let _ = to_driver.send(Input::ControlClosed { session, reason: format!("tunnel interface {ifname} missing") });
+            let _ =
+                to_driver.send(Input::ControlClosed { session, reason: format!("tunnel interface {ifname} missing") });
             return;
         };
         let addr = SocketAddrV6::new(*peer.ip(), peer.port(), 0, scope);
@@ -85,13 +87,19 @@ pub fn connect(
                 let _ = to_driver.send(Input::ControlClosed { session, reason: format!("connect to {addr}: {e}") });
             }
             Err(_) => {
-                let _ = to_driver.send(Input::ControlClosed { session, reason: format!("connect to {addr}: timed out") });
+                let _ =
+                    to_driver.send(Input::ControlClosed { session, reason: format!("connect to {addr}: timed out") });
             }
         }
     });
 }
 
-async fn run_session(stream: TcpStream, session: SessionId, to_driver: Sender<Input>, mut rx: UnboundedReceiver<Outbound>) {
+async fn run_session(
+    stream: TcpStream,
+    session: SessionId,
+    to_driver: Sender<Input>,
+    mut rx: UnboundedReceiver<Outbound>,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let inbound = {

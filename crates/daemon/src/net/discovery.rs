@@ -21,8 +21,8 @@ pub struct Outgoing {
 }
 
 fn open(iface: &IfName, port: u16) -> std::io::Result<UdpSocket> {
-    let idx = super::if_index(iface)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such interface"))?;
+    let idx =
+        super::if_index(iface).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such interface"))?;
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_only_v6(true)?;
     s.set_reuse_address(true)?;

@@ -194,6 +194,8 @@ impl Pair {
                     }
                 }
             }
+            // Market effects are not modelled by the pair driver (see the simulator).
+            Action::ApplyTraffic(_) | Action::Persist(_) => {}
             Action::CloseControl { session } => {
                 if let Some((o, s)) = self.conns.remove(&(side, session)) {
                     self.conns.remove(&(o, s));

@@ -1,0 +1,540 @@
+//! One neighbor's market state: the negotiated prices both ways, the ledger and the counters it
+//! is computed from, the payment notes, and the enforcement decision.
+
+use super::config::MarketConfig;
+use super::ledger::{CounterBaseline, LinkLedger, Statement};
+use super::money::{Accrual, Amount, Balance, Price, BYTES_PER_MB};
+use super::notes::ChannelId;
+use crate::time::Millis;
+
+/// A payment we issued (the latest; notes are cumulative).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedNote {
+    pub cumulative: Amount,
+    pub proof: Vec<u8>,
+    /// The payee confirmed it holds this note.
+    pub acked: bool,
+}
+
+/// The highest valid payment the neighbor gave us: the proof of what it paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedNote {
+    pub channel: ChannelId,
+    pub cumulative: Amount,
+    pub proof: Vec<u8>,
+}
+
+/// What must survive a crash for one neighbor: stored after every change, in one transaction
+/// with the counter baselines it was computed from, so a restart never counts a byte twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarketRecord {
+    pub ledger: LinkLedger,
+    /// The nftables counter of bytes received from the neighbor.
+    pub rx_baseline: Option<CounterBaseline>,
+    /// The tunnel's transmit counter (bytes sent to the neighbor; used for checks only).
+    pub tx_baseline: Option<CounterBaseline>,
+    /// Our payment channel to this neighbor.
+    pub channel: ChannelId,
+    pub issued: Option<IssuedNote>,
+    pub received: Option<ReceivedNote>,
+}
+
+impl MarketRecord {
+    pub fn new(channel: ChannelId) -> MarketRecord {
+        MarketRecord {
+            ledger: LinkLedger::default(),
+            rx_baseline: None,
+            tx_baseline: None,
+            channel,
+            issued: None,
+            received: None,
+        }
+    }
+}
+
+/// Our answer to the neighbor's ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OurBid {
+    /// We have not heard its ask yet.
+    NoAsk,
+    Bid(Price),
+    Declined(String),
+}
+
+/// The neighbor's answer to our ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TheirBid {
+    Unanswered { since: Millis },
+    Accepted(Price),
+    Declined(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforcement {
+    None,
+    Throttled,
+    CutOff,
+}
+
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::None => "none",
+            Enforcement::Throttled => "throttled",
+            Enforcement::CutOff => "cut_off",
+        }
+    }
+}
+
+/// History not yet written to the store: usage since the last write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageDelta {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub earned: u64,
+    pub spent: u64,
+}
+
+impl UsageDelta {
+    pub fn is_zero(&self) -> bool {
+        *self == UsageDelta::default()
+    }
+}
+
+/// The prices a side bid over the last minute: a statement may price bytes counted just before
+/// a change at the old price.
+#[derive(Debug, Clone, Default)]
+struct BidHistory {
+    /// (price, in effect until); the current price has `until = None`.
+    spans: Vec<(Price, Option<Millis>)>,
+}
+
+const BID_MEMORY: Millis = Millis(60_000);
+
+impl BidHistory {
+    fn set(&mut self, now: Millis, price: Price) {
+        if self.spans.last().is_some_and(|(p, until)| *p == price && until.is_none()) {
+            return;
+        }
+        if let Some(last) = self.spans.last_mut() {
+            last.1.get_or_insert(now);
+        }
+        self.spans.push((price, None));
+        self.spans.retain(|(_, until)| until.is_none_or(|u| now.since(u) < BID_MEMORY));
+    }
+
+    /// Lowest and highest price in effect at any time since `since` (within the last minute).
+    fn range_since(&self, since: Millis) -> (Price, Price) {
+        let live = || self.spans.iter().filter(|(_, until)| until.is_none_or(|u| u >= since)).map(|s| s.0);
+        (live().min().unwrap_or(Price(0)), live().max().unwrap_or(Price(0)))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NeighborMarket {
+    pub record: MarketRecord,
+    /// The neighbor's ask: (its version, price).
+    pub their_ask: Option<(u64, Price)>,
+    pub our_bid: OurBid,
+    pub their_bid: TheirBid,
+    our_bids: BidHistory,
+    their_bids: BidHistory,
+    pub enforcement: Enforcement,
+    pub enforcement_reason: Option<String>,
+    /// Bytes sent since the neighbor's last accepted statement: service it has not confirmed.
+    pub unconfirmed_tx: u64,
+    /// Bytes the neighbor claimed beyond what we sent (clamped below at -slack).
+    overclaim: i128,
+    overclaim_ticks: u32,
+    /// Loss seen over the last statements: (bytes sent, bytes confirmed).
+    pub recent_sent: u64,
+    pub recent_confirmed: u64,
+    /// When the neighbor's last statement was accepted: a statement prices only the bytes
+    /// counted since its previous one, so only bids in effect since then can appear in it.
+    last_statement_at: Option<Millis>,
+    /// The inbound statement's seq last sent to the neighbor.
+    pub statement_sent_seq: u64,
+    pub disputes: u64,
+    pub last_dispute: Option<String>,
+    /// The record changed since it was last stored.
+    pub dirty: bool,
+    pub usage: UsageDelta,
+    pub note_sent_at: Option<Millis>,
+    /// We sent a new ask and the neighbor has not answered it yet.
+    pub awaiting_answer_since: Option<Millis>,
+    /// It had an established session at least once (only those are stored).
+    pub known: bool,
+}
+
+impl NeighborMarket {
+    pub fn new(now: Millis, record: MarketRecord) -> NeighborMarket {
+        let mut our_bids = BidHistory::default();
+        our_bids.set(now, Price(0));
+        let mut their_bids = BidHistory::default();
+        their_bids.set(now, Price(0));
+        NeighborMarket {
+            record,
+            their_ask: None,
+            our_bid: OurBid::NoAsk,
+            their_bid: TheirBid::Unanswered { since: now },
+            our_bids,
+            their_bids,
+            enforcement: Enforcement::None,
+            enforcement_reason: None,
+            unconfirmed_tx: 0,
+            overclaim: 0,
+            overclaim_ticks: 0,
+            recent_sent: 0,
+            recent_confirmed: 0,
+            last_statement_at: None,
+            statement_sent_seq: 0,
+            disputes: 0,
+            last_dispute: None,
+            dirty: false,
+            usage: UsageDelta::default(),
+            note_sent_at: None,
+            awaiting_answer_since: None,
+            known: false,
+        }
+    }
+
+    /// What we pay this neighbor per MB now (0 without an agreement).
+    pub fn our_price(&self) -> Price {
+        match self.our_bid {
+            OurBid::Bid(p) => p,
+            _ => Price(0),
+        }
+    }
+
+    /// What this neighbor pays us per MB now (0 without an agreement).
+    pub fn their_price(&self) -> Price {
+        match self.their_bid {
+            TheirBid::Accepted(p) => p,
+            _ => Price(0),
+        }
+    }
+
+    pub fn set_our_bid(&mut self, now: Millis, bid: OurBid) {
+        self.our_bid = bid;
+        self.our_bids.set(now, self.our_price());
+    }
+
+    pub fn set_their_bid(&mut self, now: Millis, bid: TheirBid) {
+        self.their_bid = bid;
+        self.their_bids.set(now, self.their_price());
+    }
+
+    pub fn balance(&self) -> Balance {
+        self.record.ledger.balance()
+    }
+
+    /// What the neighbor would owe for the bytes we sent that it has not confirmed yet.
+    pub fn exposure(&self) -> Balance {
+        let net = self.their_price().0.saturating_sub(self.our_price().0);
+        let mut a = Accrual::default();
+        a.add(Price(net), self.unconfirmed_tx);
+        Balance(a.units as i128 + (a.micros > 0) as i128)
+    }
+
+    /// Count bytes received from the neighbor (our own, exact ingress counter).
+    pub fn count_rx(&mut self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let before = self.record.ledger;
+        self.record.ledger.inbound.add(bytes, self.our_price(), self.their_price());
+        self.usage.bytes_in += bytes;
+        self.note_usage(&before);
+    }
+
+    /// Count bytes sent to the neighbor (our tunnel's transmit counter).
+    pub fn count_tx(&mut self, bytes: u64) {
+        self.unconfirmed_tx = self.unconfirmed_tx.saturating_add(bytes);
+        self.overclaim -= bytes as i128;
+        self.recent_sent = self.recent_sent.saturating_add(bytes);
+    }
+
+    fn note_usage(&mut self, before: &LinkLedger) {
+        let after = &self.record.ledger;
+        self.usage.earned += (after.earned().0 - before.earned().0).max(0) as u64;
+        self.usage.spent += (after.spent().0 - before.spent().0).max(0) as u64;
+        self.dirty = true;
+    }
+
+    /// Apply the neighbor's statement of the bytes it received from us. Returns Ok(false) for a
+    /// stale copy, Err(reason) for one that cannot be right (not applied).
+    pub fn accept_statement(&mut self, now: Millis, st: &Statement) -> Result<bool, String> {
+        let prev = self.record.ledger.outbound;
+        if st.seq <= prev.seq {
+            return Ok(false);
+        }
+        if st.bytes < prev.bytes
+            || st.receiver_owes.as_micros() < prev.receiver_owes.as_micros()
+            || st.sender_owes.as_micros() < prev.sender_owes.as_micros()
+        {
+            return Err(format!("statement {} goes backwards ({} bytes after {})", st.seq, st.bytes, prev.bytes));
+        }
+        let bytes = (st.bytes - prev.bytes) as u128;
+        // Bytes counted just before a price change may still carry the old price: allow the bids
+        // in effect since shortly before the previous statement (all remembered ones for the
+        // first statement after a start).
+        let since = self.last_statement_at.map(|t| Millis(t.0.saturating_sub(2_000))).unwrap_or(Millis::ZERO);
+        let check = |what: &str, delta: u128, (lo, hi): (Price, Price)| {
+            if delta < lo.0 as u128 * bytes || delta > hi.0 as u128 * bytes {
+                Err(format!(
+                    "statement {} prices {} bytes at {:.3} units/MB {what}, but the agreed prices were {}..={}",
+                    st.seq,
+                    bytes,
+                    delta as f64 / bytes.max(1) as f64,
+                    lo.0,
+                    hi.0
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        check(
+            "for what it owes us",
+            st.receiver_owes.as_micros() - prev.receiver_owes.as_micros(),
+            self.their_bids.range_since(since),
+        )?;
+        check(
+            "for what we owe it",
+            st.sender_owes.as_micros() - prev.sender_owes.as_micros(),
+            self.our_bids.range_since(since),
+        )?;
+        self.last_statement_at = Some(now);
+        let before = self.record.ledger;
+        self.record.ledger.outbound = *st;
+        self.usage.bytes_out += bytes as u64;
+        self.note_usage(&before);
+        self.unconfirmed_tx = 0;
+        self.overclaim += bytes as i128;
+        self.recent_confirmed = self.recent_confirmed.saturating_add(bytes as u64);
+        Ok(true)
+    }
+
+    /// Once per sample: flag a neighbor that keeps claiming more bytes than we sent.
+    pub fn check_overclaim(&mut self, slack: u64) -> Option<String> {
+        self.overclaim = self.overclaim.max(-(slack as i128));
+        if self.overclaim > slack as i128 {
+            self.overclaim_ticks += 1;
+        } else {
+            self.overclaim_ticks = 0;
+        }
+        if self.recent_sent > 1 << 40 {
+            self.recent_sent /= 2;
+            self.recent_confirmed /= 2;
+        }
+        (self.overclaim_ticks == 3).then(|| format!("its statements claim {} bytes more than we sent", self.overclaim))
+    }
+
+    /// Decide whether the neighbor must be restricted, and why.
+    pub fn decide_enforcement(&self, now: Millis, cfg: &MarketConfig) -> (Enforcement, Option<String>) {
+        let restricted = match &self.their_bid {
+            TheirBid::Declined(r) if cfg.ask.0 > 0 => Some(format!("declined our ask: {r}")),
+            TheirBid::Unanswered { since } if cfg.ask.0 > 0 && now.since(*since) >= cfg.negotiation_grace => {
+                Some("has not accepted our ask".to_string())
+            }
+            _ if cfg.ask.0 > 0 && self.awaiting_answer_since.is_some_and(|t| now.since(t) >= cfg.negotiation_grace) => {
+                Some("has not answered our new ask".to_string())
+            }
+            _ => {
+                let owed = self.balance();
+                let exposure = self.exposure();
+                (owed.0 + exposure.0 > cfg.credit_limit.0 as i128).then(|| {
+                    format!(
+                        "owes {} (+{} unconfirmed), more than the credit limit {}",
+                        owed.0, exposure.0, cfg.credit_limit.0
+                    )
+                })
+            }
+        };
+        match restricted {
+            None => (Enforcement::None, None),
+            Some(r) => (
+                match cfg.enforcement {
+                    super::config::EnforcementPolicy::Throttle => Enforcement::Throttled,
+                    super::config::EnforcementPolicy::CutOff => Enforcement::CutOff,
+                },
+                Some(r),
+            ),
+        }
+    }
+
+    /// The cumulative amount to promise now, if we owe at least the threshold.
+    pub fn payment_due(&self, cfg: &MarketConfig) -> Option<Amount> {
+        let owe = -self.balance().0;
+        if cfg.payments_paused || owe <= 0 || owe < cfg.pay_threshold.0 as i128 {
+            return None;
+        }
+        let owe = u64::try_from(owe).ok()?;
+        self.record.ledger.paid.checked_add(Amount(owe))
+    }
+
+    /// Record a payment we issued (before it is sent).
+    pub fn issue(&mut self, cumulative: Amount, proof: Vec<u8>) {
+        self.record.ledger.paid = cumulative;
+        self.record.issued = Some(IssuedNote { cumulative, proof, acked: false });
+        self.dirty = true;
+    }
+
+    /// The rest of the share of bytes it did not confirm, in millionths (for status).
+    pub fn reported_loss_ppm(&self) -> u64 {
+        if self.recent_sent == 0 {
+            return 0;
+        }
+        let lost = self.recent_sent.saturating_sub(self.recent_confirmed);
+        (lost as u128 * 1_000_000 / self.recent_sent as u128) as u64
+    }
+}
+
+/// `bytes` as MB for logs.
+pub fn mb(bytes: u64) -> f64 {
+    bytes as f64 / BYTES_PER_MB as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::config::EnforcementPolicy;
+
+    fn cfg() -> MarketConfig {
+        MarketConfig {
+            ask: Price(1000),
+            max_price: Price(5000),
+            credit_limit: Amount(100),
+            pay_threshold: Amount(10),
+            ..Default::default()
+        }
+    }
+
+    fn agreed(now: Millis, ours: u64, theirs: u64) -> NeighborMarket {
+        let mut m = NeighborMarket::new(now, MarketRecord::new([0; 16]));
+        m.set_our_bid(now, OurBid::Bid(Price(ours)));
+        m.set_their_bid(now, TheirBid::Accepted(Price(theirs)));
+        m
+    }
+
+    #[test]
+    fn statements_priced_at_the_agreed_bids_are_applied() {
+        let mut m = agreed(Millis(0), 1000, 3000);
+        let mut st = Statement::default();
+        st.add(2_000_000, Price(3000), Price(1000)); // they received 2 MB: they owe 3000/MB, we 1000/MB
+        m.count_tx(2_000_000);
+        assert_eq!(m.accept_statement(Millis(1000), &st), Ok(true));
+        assert_eq!(m.balance(), Balance(6000 - 2000));
+        assert_eq!(m.unconfirmed_tx, 0);
+        assert_eq!(m.accept_statement(Millis(2000), &st), Ok(false), "a repeated statement is ignored");
+    }
+
+    #[test]
+    fn statements_at_other_prices_or_going_backwards_are_rejected() {
+        let mut m = agreed(Millis(0), 1000, 3000);
+        let mut good = Statement::default();
+        good.add(2_000_000, Price(3000), Price(1000));
+        m.accept_statement(Millis(10_000), &good).unwrap();
+        let now = Millis(11_000);
+        let mut cheap = good;
+        cheap.add(2_000_000, Price(100), Price(1000)); // claims it pays only 100/MB
+        assert!(m.accept_statement(now, &cheap).unwrap_err().contains("for what it owes us"));
+        let mut greedy = good;
+        greedy.add(2_000_000, Price(3000), Price(4000)); // claims we pay 4000/MB
+        assert!(m.accept_statement(now, &greedy).unwrap_err().contains("for what we owe it"));
+        // Priced at 0 (as before the agreement), long after the agreement: rejected too.
+        let mut free = good;
+        free.add(2_000_000, Price(0), Price(0));
+        assert!(m.accept_statement(now, &free).is_err());
+        assert_eq!(m.balance(), Balance(6000 - 2000), "nothing more applied");
+        let mut back = good;
+        back.seq += 1;
+        back.bytes -= 1;
+        assert!(m.accept_statement(now, &back).unwrap_err().contains("backwards"));
+    }
+
+    #[test]
+    fn a_statement_spanning_a_price_change_is_accepted() {
+        let mut m = agreed(Millis(0), 1000, 3000);
+        let mut st = Statement::default();
+        st.add(1_000_000, Price(3000), Price(1000));
+        m.set_their_bid(Millis(500), TheirBid::Accepted(Price(4000)));
+        st.add(1_000_000, Price(4000), Price(1000));
+        st.seq = 1;
+        assert_eq!(m.accept_statement(Millis(1000), &st), Ok(true));
+    }
+
+    #[test]
+    fn enforcement_follows_agreement_and_credit() {
+        let c = cfg();
+        let mut m = NeighborMarket::new(Millis(0), MarketRecord::new([0; 16]));
+        assert_eq!(m.decide_enforcement(Millis(1000), &c).0, Enforcement::None, "grace period");
+        let (e, why) = m.decide_enforcement(Millis(6000), &c);
+        assert_eq!(e, Enforcement::Throttled);
+        assert!(why.unwrap().contains("not accepted"));
+        m.set_their_bid(Millis(6000), TheirBid::Declined("too dear".into()));
+        assert!(m.decide_enforcement(Millis(6000), &c).1.unwrap().contains("too dear"));
+        m.set_their_bid(Millis(6000), TheirBid::Accepted(Price(1000)));
+        assert_eq!(m.decide_enforcement(Millis(6000), &c).0, Enforcement::None);
+        // It receives 101 units' worth from us: over the credit limit of 100.
+        let mut st = Statement::default();
+        st.add(101_000, Price(1000), Price(0));
+        m.count_tx(101_000);
+        m.accept_statement(Millis(6000), &st).unwrap();
+        assert_eq!(m.balance(), Balance(101));
+        assert_eq!(m.decide_enforcement(Millis(6000), &c).0, Enforcement::Throttled);
+        let cut = MarketConfig { enforcement: EnforcementPolicy::CutOff, ..c.clone() };
+        assert_eq!(m.decide_enforcement(Millis(6000), &cut).0, Enforcement::CutOff);
+        // It pays: received notes reduce what it owes.
+        m.record.ledger.received = Amount(101);
+        assert_eq!(m.decide_enforcement(Millis(6000), &c).0, Enforcement::None);
+        // A free node restricts nobody for not answering.
+        let free = MarketConfig { ask: Price(0), ..c };
+        let fresh = NeighborMarket::new(Millis(0), MarketRecord::new([0; 16]));
+        assert_eq!(fresh.decide_enforcement(Millis(60_000), &free).0, Enforcement::None);
+    }
+
+    #[test]
+    fn unconfirmed_bytes_count_toward_the_credit_limit() {
+        let c = cfg();
+        let mut m = agreed(Millis(0), 0, 1000);
+        m.count_tx(50_000_000); // 50 MB at 1000/MB, never confirmed: 50,000 units exposed
+        assert_eq!(m.exposure(), Balance(50_000));
+        assert_eq!(m.decide_enforcement(Millis(1), &c).0, Enforcement::Throttled);
+    }
+
+    #[test]
+    fn payments_are_due_from_the_threshold_and_not_while_paused() {
+        let mut c = cfg();
+        let mut m = agreed(Millis(0), 1000, 0);
+        m.count_rx(5_000); // we owe 5 units
+        assert_eq!(m.payment_due(&c), None, "below the threshold of 10");
+        m.count_rx(10_000); // 15
+        assert_eq!(m.payment_due(&c), Some(Amount(15)));
+        c.payments_paused = true;
+        assert_eq!(m.payment_due(&c), None);
+        c.payments_paused = false;
+        m.issue(Amount(15), vec![1]);
+        assert_eq!(m.balance(), Balance(0));
+        assert_eq!(m.payment_due(&c), None, "paid up");
+        m.count_rx(20_000);
+        assert_eq!(m.payment_due(&c), Some(Amount(35)), "cumulative");
+    }
+
+    #[test]
+    fn persistent_overclaims_are_flagged_but_timing_noise_is_not() {
+        let mut m = agreed(Millis(0), 0, 0);
+        // Statement arrives before our own sample shows the bytes: transient.
+        let mut st = Statement::default();
+        st.add(3_000_000, Price(0), Price(0));
+        m.accept_statement(Millis(1000), &st).unwrap();
+        assert_eq!(m.check_overclaim(1_000_000), None);
+        m.count_tx(3_000_000);
+        assert_eq!(m.check_overclaim(1_000_000), None);
+        // Claims 5 MB that never left: flagged after three samples.
+        st.add(5_000_000, Price(0), Price(0));
+        m.accept_statement(Millis(2000), &st).unwrap();
+        assert_eq!(m.check_overclaim(1_000_000), None);
+        assert_eq!(m.check_overclaim(1_000_000), None);
+        assert!(m.check_overclaim(1_000_000).unwrap().contains("more than we sent"));
+    }
+}
