@@ -21,6 +21,29 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Change prices at run time (decimal strings in the currency; `bid` may be "ask").
+    PriceSet {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ask: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_price: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bid: Option<String>,
+    },
+    /// Pause or resume outgoing payments.
+    Payments {
+        paused: bool,
+    },
+    /// Ledger history, newest first.
+    Ledger {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        neighbor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// Only history at or after this Unix time (ms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +64,26 @@ pub struct NodeStatus {
     pub tunnel_backend: String,
     pub interfaces: Vec<String>,
     pub uptime_secs: u64,
+    /// The market: our prices and settings, amounts as decimal strings in `currency`.
+    pub market: MarketStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketStatus {
+    pub currency: String,
+    /// Our price per MB.
+    pub ask: String,
+    pub max_price: String,
+    /// "ask" or a fixed decimal amount.
+    pub bid_policy: String,
+    pub pay_threshold: String,
+    pub credit_limit: String,
+    pub floor_rate_kbit: u64,
+    /// "throttle" or "cut_off".
+    pub enforcement_policy: String,
+    pub payments_paused: bool,
+    /// Payments rejected since start (forged, replayed, decreasing, wrongly addressed).
+    pub payments_rejected: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +106,74 @@ pub struct NeighborStatus {
     pub last_heard_secs: u64,
     pub session_secs: Option<u64>,
     pub last_error: Option<String>,
+    /// The neighbor's price per MB (its ask), if it told us.
+    pub ask: Option<String>,
+    /// What we pay it per MB (our bid for its service); null if we declined or have no ask.
+    pub bid: Option<String>,
+    /// What it pays us per MB (its bid for our ask); null until it accepts.
+    pub their_bid: Option<String>,
+    /// Why there is no agreement, when there is none.
+    pub negotiation: String,
+    /// Net money owed: positive when the neighbor owes us.
+    pub balance: String,
+    /// Cumulative amount we have promised it, and it us.
+    pub paid_total: String,
+    pub received_total: String,
+    /// `none`, `throttled` or `cut_off`, and why.
+    pub enforcement: String,
+    pub enforcement_reason: Option<String>,
+    /// Bytes billed: received from it (our counter) and received by it (its statements).
+    pub billed_bytes_in: u64,
+    pub billed_bytes_out: u64,
+    /// Bytes sent since its last statement (not yet confirmed).
+    pub unconfirmed_bytes: u64,
+    /// Share of what we sent that its statements did not confirm, in parts per million.
+    pub reported_loss_ppm: u64,
+    /// Statements rejected or flagged, and the last reason.
+    pub disputes: u64,
+    pub last_dispute: Option<String>,
+}
+
+/// `tollway ledger`: history, newest first, amounts as decimal strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub currency: String,
+    pub usage: Vec<UsageRow>,
+    pub payments: Vec<PaymentRow>,
+    pub prices: Vec<PriceRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRow {
+    pub minute_unix_ms: u64,
+    pub neighbor: String,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub earned: String,
+    pub spent: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRow {
+    pub unix_ms: u64,
+    pub neighbor: String,
+    /// "sent" or "received".
+    pub direction: String,
+    pub amount: String,
+    pub cumulative: String,
+    pub rail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceRow {
+    pub unix_ms: u64,
+    /// "our_ask", "our_bid", "their_ask" or "their_bid".
+    pub what: String,
+    pub neighbor: Option<String>,
+    pub old: Option<String>,
+    pub new: String,
+    /// "operator", "config", "automatic" or "neighbor".
+    pub by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +234,21 @@ impl Client {
     }
 
     pub fn status(&mut self) -> Result<Status, ClientError> {
-        let v = self.call(&Request::Status)?;
+        self.call_typed(&Request::Status)
+    }
+
+    pub fn ledger(
+        &mut self,
+        neighbor: Option<String>,
+        limit: Option<u32>,
+        since_ms: Option<u64>,
+    ) -> Result<Ledger, ClientError> {
+        self.call_typed(&Request::Ledger { neighbor, limit, since_ms })
+    }
+
+    /// Send a request and parse the result as `T`.
+    pub fn call_typed<T: serde::de::DeserializeOwned>(&mut self, req: &Request) -> Result<T, ClientError> {
+        let v = self.call(req)?;
         serde_json::from_value(v).map_err(|e| ClientError::BadReply { path: self.path.clone(), detail: e.to_string() })
     }
 }
@@ -137,5 +262,15 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"cmd":"status"}"#);
         assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(), Request::Status);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"rm -rf"}"#).is_err());
+        let set = Request::PriceSet { ask: Some("0.002".into()), max_price: None, bid: None };
+        assert_eq!(serde_json::to_string(&set).unwrap(), r#"{"cmd":"price_set","ask":"0.002"}"#);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"payments","paused":true}"#).unwrap(),
+            Request::Payments { paused: true }
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"ledger"}"#).unwrap(),
+            Request::Ledger { neighbor: None, limit: None, since_ms: None }
+        );
     }
 }

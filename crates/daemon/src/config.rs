@@ -3,7 +3,9 @@
 //! name the field and the problem.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tollway_core::market::{Amount, BidPolicy, Currency, EnforcementPolicy, MarketConfig, Price};
 use tollway_core::{CoreConfig, IfName, Millis};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +28,128 @@ pub struct Config {
     pub tunnel: Tunnel,
     #[serde(default)]
     pub control: Control,
+    #[serde(default)]
+    pub market: Market,
+}
+
+/// Prices, payments and enforcement. Amounts are decimal strings in the currency, e.g. "0.002".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Market {
+    /// Name of the currency amounts are written in (shown in status and ledger).
+    pub currency: String,
+    /// Decimals of the currency's smallest unit: amounts with more decimals are rejected.
+    pub decimals: u8,
+    /// Our price per MB (10^6 bytes) for carrying a neighbor's traffic, both directions bundled.
+    pub ask: String,
+    /// The most we pay a neighbor per MB; a neighbor asking more is declined.
+    pub max_price: String,
+    /// "ask" to pay what each neighbor asks, or a fixed amount per MB (at least the ask, at
+    /// most max_price) to buy a bigger share of busy neighbors.
+    pub bid: String,
+    /// We pay a neighbor once we owe it at least this.
+    pub pay_threshold: String,
+    /// A neighbor owing us more than this is throttled (or cut off).
+    pub credit_limit: String,
+    /// Rate, in kbit/s, a restricted neighbor keeps in each direction (enough for control and
+    /// payment messages), and the least guaranteed rate of any neighbor.
+    pub floor_rate_kbit: u64,
+    /// "throttle" (to the floor rate, both directions) or "cut_off" (control messages only).
+    pub enforcement: String,
+    /// Capacity this node sells, in Mbit/s, shared by all neighbors in proportion to their bids.
+    pub capacity_mbit: u64,
+    /// Physical interfaces with their own capacity (Mbit/s): neighbors reached through one of
+    /// them share that capacity instead of `capacity_mbit`.
+    pub interface_capacity_mbit: BTreeMap<String, u64>,
+    /// Seconds a neighbor may leave our ask unanswered before it is restricted.
+    pub negotiation_grace_secs: u64,
+    /// Start with outgoing payments paused (`tollway payments resume` to pay).
+    pub payments_paused: bool,
+    /// Days of ledger history (usage per minute, payments, price changes) kept.
+    pub history_days: u32,
+}
+
+impl Default for Market {
+    fn default() -> Self {
+        Market {
+            currency: "XTW".into(),
+            decimals: 6,
+            ask: "0".into(),
+            max_price: "0".into(),
+            bid: "ask".into(),
+            pay_threshold: "0.001".into(),
+            credit_limit: "0.01".into(),
+            floor_rate_kbit: 64,
+            enforcement: "throttle".into(),
+            capacity_mbit: 1000,
+            interface_capacity_mbit: BTreeMap::new(),
+            negotiation_grace_secs: 5,
+            payments_paused: false,
+            history_days: 30,
+        }
+    }
+}
+
+impl Market {
+    pub fn currency(&self) -> Currency {
+        Currency { name: self.currency.clone(), decimals: self.decimals }
+    }
+
+    /// Parse the market settings; errors name the field.
+    pub fn to_core(&self) -> Result<MarketConfig, (&'static str, String)> {
+        let c = self.currency();
+        let amount = |field: &'static str, text: &str| c.parse(text).map_err(|e| (field, e.to_string()));
+        let ask = Price(amount("market.ask", &self.ask)?);
+        let max_price = Price(amount("market.max_price", &self.max_price)?);
+        let bid_policy = match self.bid.trim() {
+            "ask" => BidPolicy::PayAsk,
+            fixed => {
+                let p = Price(amount("market.bid", fixed).map_err(|(f, e)| (f, format!("{e} (or \"ask\")")))?);
+                if p > max_price {
+                    return Err(("market.bid", format!("{fixed} is above market.max_price {}", self.max_price)));
+                }
+                BidPolicy::Fixed(p)
+            }
+        };
+        let pay_threshold = Amount(amount("market.pay_threshold", &self.pay_threshold)?);
+        let credit_limit = Amount(amount("market.credit_limit", &self.credit_limit)?);
+        if credit_limit < pay_threshold {
+            return Err((
+                "market.credit_limit",
+                format!(
+                    "{} is below market.pay_threshold {}: paying neighbors would be throttled before they pay",
+                    self.credit_limit, self.pay_threshold
+                ),
+            ));
+        }
+        let enforcement = match self.enforcement.as_str() {
+            "throttle" => EnforcementPolicy::Throttle,
+            "cut_off" => EnforcementPolicy::CutOff,
+            other => return Err(("market.enforcement", format!("{other:?} is not \"throttle\" or \"cut_off\""))),
+        };
+        let mut interface_capacity_bps = BTreeMap::new();
+        for (name, mbit) in &self.interface_capacity_mbit {
+            let ifname = IfName::new(name.as_str()).map_err(|e| ("market.interface_capacity_mbit", e.to_string()))?;
+            if *mbit == 0 {
+                return Err(("market.interface_capacity_mbit", format!("{name}: must be at least 1")));
+            }
+            interface_capacity_bps.insert(ifname, mbit.saturating_mul(1_000_000));
+        }
+        Ok(MarketConfig {
+            ask,
+            max_price,
+            bid_policy,
+            pay_threshold,
+            credit_limit,
+            floor_bps: self.floor_rate_kbit.saturating_mul(1000),
+            enforcement,
+            capacity_bps: self.capacity_mbit.saturating_mul(1_000_000),
+            interface_capacity_bps,
+            negotiation_grace: Millis::from_secs(self.negotiation_grace_secs),
+            overclaim_slack_bytes: 1_000_000,
+            payments_paused: self.payments_paused,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +328,21 @@ impl Config {
             format!("must be longer than control.keepalive_secs ({})", c.keepalive_secs)
         })?;
         check(c.handshake_timeout_secs >= 1, "control.handshake_timeout_secs", || "must be at least 1".into())?;
+
+        let m = &self.market;
+        check(m.decimals <= Currency::MAX_DECIMALS, "market.decimals", || {
+            format!("must be at most {}", Currency::MAX_DECIMALS)
+        })?;
+        check(!m.currency.is_empty() && m.currency.len() <= 16, "market.currency", || "1 to 16 characters".into())?;
+        check((8..=10_000_000).contains(&m.floor_rate_kbit), "market.floor_rate_kbit", || {
+            "must be between 8 and 10,000,000".into()
+        })?;
+        check(m.capacity_mbit >= 1, "market.capacity_mbit", || "must be at least 1".into())?;
+        check(m.capacity_mbit * 1000 >= m.floor_rate_kbit, "market.capacity_mbit", || {
+            "must be at least the floor rate".into()
+        })?;
+        check(m.history_days >= 1, "market.history_days", || "must be at least 1".into())?;
+        m.to_core()?;
         Ok(())
     }
 
@@ -230,7 +369,7 @@ impl Config {
             session_timeout: Millis::from_secs(self.control.session_timeout_secs),
             handshake_timeout: Millis::from_secs(self.control.handshake_timeout_secs),
             sample_interval: Millis(1000),
-            market: Default::default(),
+            market: self.market.to_core().expect("validated at load"),
         }
     }
 }
@@ -253,6 +392,22 @@ mod tests {
         let core = c.core_config();
         assert_eq!(core.neighbor_timeout, Millis::from_secs(30));
         assert_eq!(core.interfaces, vec![IfName::new("eth0").unwrap()]);
+        assert_eq!(core.market.ask, Price(0));
+        assert_eq!(core.market.floor_bps, 64_000);
+    }
+
+    #[test]
+    fn market_amounts_convert_exactly() {
+        let c = parse(
+            "interfaces = [\"eth0\"]\n[market]\nask = \"0.002\"\nmax_price = \"0.005\"\nbid = \"0.004\"\npay_threshold = \"0.01\"\ncredit_limit = \"0.1\"\nenforcement = \"cut_off\"\ncapacity_mbit = 20\ninterface_capacity_mbit = { eth1 = 5 }",
+        )
+        .unwrap();
+        let m = c.core_config().market;
+        assert_eq!((m.ask, m.max_price, m.bid_policy), (Price(2000), Price(5000), BidPolicy::Fixed(Price(4000))));
+        assert_eq!((m.pay_threshold, m.credit_limit), (Amount(10_000), Amount(100_000)));
+        assert_eq!(m.enforcement, EnforcementPolicy::CutOff);
+        assert_eq!(m.capacity_bps, 20_000_000);
+        assert_eq!(m.interface_capacity_bps[&IfName::new("eth1").unwrap()], 5_000_000);
     }
 
     #[test]
@@ -272,6 +427,22 @@ mod tests {
             ("interfaces = [\"a\"]\n[tunnel]\nport_base = 65500", "field `tunnel.port_base`"),
             ("interfaces = [\"a\"]\n[control]\nsession_timeout_secs = 2", "field `control.session_timeout_secs`"),
             ("interfaces = [\"a\"]\nlog_level = \"=[\"", "field `log_level`"),
+            (
+                "interfaces = [\"a\"]\n[market]\nask = \"0.0000001\"",
+                "field `market.ask`: \"0.0000001\" has more than 6 decimals",
+            ),
+            ("interfaces = [\"a\"]\n[market]\nask = \"-1\"", "field `market.ask`: \"-1\" is negative"),
+            ("interfaces = [\"a\"]\n[market]\nmax_price = \"cheap\"", "field `market.max_price`"),
+            ("interfaces = [\"a\"]\n[market]\nbid = \"lots\"", "field `market.bid`"),
+            ("interfaces = [\"a\"]\n[market]\nbid = \"0.5\"\nmax_price = \"0.1\"", "above market.max_price"),
+            ("interfaces = [\"a\"]\n[market]\ncredit_limit = \"0.0001\"", "below market.pay_threshold"),
+            ("interfaces = [\"a\"]\n[market]\nenforcement = \"shame\"", "field `market.enforcement`"),
+            ("interfaces = [\"a\"]\n[market]\nfloor_rate_kbit = 1", "field `market.floor_rate_kbit`"),
+            (
+                "interfaces = [\"a\"]\n[market]\ninterface_capacity_mbit = { eth0 = 0 }",
+                "field `market.interface_capacity_mbit`",
+            ),
+            ("interfaces = [\"a\"]\n[market]\ncapacity = 5", "unknown field `capacity`"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -2,14 +2,14 @@
 //! the driver thread, signals.
 
 use crate::config::{Backend, Config};
-use crate::driver::{Clock, Driver, Input};
+use crate::driver::{Backends, Clock, Driver, Input};
 use crate::{api, net, storage};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::path::Path;
 use tokio::sync::mpsc::unbounded_channel;
-use tollway_core::Node;
-use tollway_kernel::{Links, Tunnels};
+use tollway_core::{IfName, Node, NodeId};
+use tollway_kernel::Links;
 
 /// Run the daemon with the config at `path` until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> anyhow::Result<()> {
@@ -22,7 +22,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     tracing::info!(node = %id, mesh_ip = %id.mesh_ip(), new_key = created, "tollway starting");
 
     raise_fd_limit();
-    let (tunnels, links) = open_backends(&cfg)?;
+    let backends = open_backends(&cfg, &id)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,19 +60,36 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         });
     }
 
-    let mut driver = Driver::new(node, clock, tunnels, links, discovery, to_driver.clone(), runtime.handle().clone());
-    driver.prepare().map_err(anyhow::Error::msg).context("preparing the kernel state")?;
+    let mut driver = Driver::new(
+        node,
+        clock,
+        backends,
+        cfg.market.currency(),
+        cfg.control.port,
+        discovery,
+        to_driver.clone(),
+        runtime.handle().clone(),
+    );
+    driver.prepare().map_err(anyhow::Error::msg).context("restoring the ledger and preparing the kernel state")?;
     tracing::info!(backend = driver.tunnel_backend(), "ready");
     let handle = std::thread::Builder::new()
         .name("tollway-driver".into())
-        .spawn(move || driver.run(inputs))
+        .spawn(move || {
+            driver.run(inputs);
+            driver.fatal().map(str::to_owned)
+        })
         .context("starting the driver thread")?;
     drop(to_driver);
-    handle.join().map_err(|_| anyhow::anyhow!("the driver thread panicked"))?;
+    let fatal = handle.join().map_err(|_| anyhow::anyhow!("the driver thread panicked"))?;
     let _ = std::fs::remove_file(&cfg.api_socket);
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    tracing::info!("stopped");
-    Ok(())
+    match fatal {
+        Some(why) => Err(anyhow::anyhow!("stopped: {why}")),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
 }
 
 /// Userspace tunnels hold several descriptors each (and boringtun 0.7 leaks four per device it
@@ -96,7 +113,7 @@ fn init_logging(level: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
 }
 
-fn open_backends(cfg: &Config) -> anyhow::Result<(Box<dyn Tunnels>, Box<dyn Links>)> {
+fn open_backends(cfg: &Config, id: &NodeId) -> anyhow::Result<Backends> {
     let backend = match cfg.tunnel.backend {
         Backend::Auto => tollway_kernel::TunnelBackend::Auto,
         Backend::Kernel => tollway_kernel::TunnelBackend::Kernel,
@@ -105,5 +122,20 @@ fn open_backends(cfg: &Config) -> anyhow::Result<(Box<dyn Tunnels>, Box<dyn Link
     let opts = tollway_kernel::UserspaceOptions { threads: cfg.tunnel.userspace_threads, ..Default::default() };
     let tunnels = tollway_kernel::open_tunnels(backend, opts).context("opening the tunnel backend")?;
     let links: Box<dyn Links> = Box::new(tollway_kernel::NetlinkLinks::new());
-    Ok((tunnels, links))
+    // Shaping devices are named after the node (unique host-wide like the tunnels): tq<id6><group>.
+    let ifb_prefix = format!("tq{}", &IfName::tunnel_prefix(id)[2..]);
+    let shaper = tollway_traffic::TcShaper::new(&ifb_prefix).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = cfg.data_dir.join("ledger.db");
+    let options = tollway_store::StoreOptions {
+        retention: Some(std::time::Duration::from_secs(cfg.market.history_days as u64 * 86_400)),
+        ..Default::default()
+    };
+    let store = tollway_store::Store::open_with(&path, options).context("opening the ledger")?;
+    Ok(Backends {
+        tunnels,
+        links,
+        firewall: Box::new(tollway_traffic::NftFirewall::new()),
+        shaper: Box::new(shaper),
+        store,
+    })
 }

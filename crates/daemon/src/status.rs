@@ -1,13 +1,16 @@
 //! The status the API reports, built from the core's getters.
 
 use crate::driver::Driver;
-use tollway_api::{NeighborStatus, NodeStatus, Status};
+use tollway_api::{MarketStatus, NeighborStatus, NodeStatus, Status};
+use tollway_core::market::{BidPolicy, EnforcementPolicy, OurBid, TheirBid};
 
 pub fn build(d: &Driver) -> Status {
     let node = d.node();
     let uptime = d.started.elapsed();
     let now_ms = d.now().mono;
     let id = node.node_id();
+    let c = d.currency();
+    let m = node.market_config();
     Status {
         node: NodeStatus {
             id: id.to_string(),
@@ -16,24 +19,75 @@ pub fn build(d: &Driver) -> Status {
             tunnel_backend: d.tunnel_backend().to_string(),
             interfaces: node.config().interfaces.iter().map(|i| i.to_string()).collect(),
             uptime_secs: uptime.as_secs(),
+            market: MarketStatus {
+                currency: c.name.clone(),
+                ask: c.format(m.ask.0),
+                max_price: c.format(m.max_price.0),
+                bid_policy: match m.bid_policy {
+                    BidPolicy::PayAsk => "ask".into(),
+                    BidPolicy::Fixed(p) => c.format(p.0),
+                },
+                pay_threshold: c.format(m.pay_threshold.0),
+                credit_limit: c.format(m.credit_limit.0),
+                floor_rate_kbit: m.floor_bps / 1000,
+                enforcement_policy: match m.enforcement {
+                    EnforcementPolicy::Throttle => "throttle".into(),
+                    EnforcementPolicy::CutOff => "cut_off".into(),
+                },
+                payments_paused: m.payments_paused,
+                payments_rejected: node.payments_rejected(),
+            },
         },
         neighbors: node
             .neighbors()
-            .map(|n| NeighborStatus {
-                id: n.id.to_string(),
-                mesh_ip: n.id.mesh_ip().to_string(),
-                interface: n.ifname.to_string(),
-                state: n.state().as_str().to_string(),
-                tunnel_up: n.tunnel_up(),
-                last_handshake_secs: n.tunnel.last_handshake_secs,
-                bytes_in: n.tunnel.rx_bytes,
-                bytes_out: n.tunnel.tx_bytes,
-                underlay: format!("{}%{}", n.underlay_addr, n.underlay),
-                listen_port: n.listen_port,
-                peer_port: n.peer_port,
-                last_heard_secs: now_ms.since(n.last_heard).as_secs(),
-                session_secs: n.session_established_since().map(|s| now_ms.since(s).as_secs()),
-                last_error: n.last_tunnel_error.clone().or_else(|| n.last_session_close.clone()),
+            .map(|n| {
+                let mk = &n.market;
+                let l = &mk.record.ledger;
+                let negotiation = match (&mk.our_bid, &mk.their_bid) {
+                    (_, TheirBid::Declined(r)) => format!("it declined our ask: {r}"),
+                    (OurBid::Declined(r), _) => format!("we declined its ask: {r}"),
+                    (_, TheirBid::Unanswered { .. }) => "waiting for its answer to our ask".into(),
+                    (OurBid::NoAsk, _) => "waiting for its ask".into(),
+                    _ if mk.awaiting_answer_since.is_some() => "waiting for its answer to our new ask".into(),
+                    _ => "agreed".into(),
+                };
+                NeighborStatus {
+                    id: n.id.to_string(),
+                    mesh_ip: n.id.mesh_ip().to_string(),
+                    interface: n.ifname.to_string(),
+                    state: n.state().as_str().to_string(),
+                    tunnel_up: n.tunnel_up(),
+                    last_handshake_secs: n.tunnel.last_handshake_secs,
+                    bytes_in: n.tunnel.rx_bytes,
+                    bytes_out: n.tunnel.tx_bytes,
+                    underlay: format!("{}%{}", n.underlay_addr, n.underlay),
+                    listen_port: n.listen_port,
+                    peer_port: n.peer_port,
+                    last_heard_secs: now_ms.since(n.last_heard).as_secs(),
+                    session_secs: n.session_established_since().map(|s| now_ms.since(s).as_secs()),
+                    last_error: n.last_tunnel_error.clone().or_else(|| n.last_session_close.clone()),
+                    ask: mk.their_ask.map(|(_, p)| c.format(p.0)),
+                    bid: match mk.our_bid {
+                        OurBid::Bid(p) => Some(c.format(p.0)),
+                        _ => None,
+                    },
+                    their_bid: match mk.their_bid {
+                        TheirBid::Accepted(p) => Some(c.format(p.0)),
+                        _ => None,
+                    },
+                    negotiation,
+                    balance: c.format_signed(mk.balance().0),
+                    paid_total: c.format(l.paid.0),
+                    received_total: c.format(l.received.0),
+                    enforcement: mk.enforcement.as_str().into(),
+                    enforcement_reason: mk.enforcement_reason.clone(),
+                    billed_bytes_in: l.inbound.bytes,
+                    billed_bytes_out: l.outbound.bytes,
+                    unconfirmed_bytes: mk.unconfirmed_tx,
+                    reported_loss_ppm: mk.reported_loss_ppm(),
+                    disputes: mk.disputes,
+                    last_dispute: mk.last_dispute.clone(),
+                }
             })
             .collect(),
         discovery_rejected: node.reject_counts().iter().map(|(k, v)| (k.to_string(), *v)).collect(),

@@ -68,9 +68,66 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show or change prices at run time (no restart needed).
+    Price {
+        #[command(subcommand)]
+        action: PriceAction,
+    },
+    /// Pause or resume outgoing payments.
+    Payments {
+        #[command(subcommand)]
+        action: PaymentsAction,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Ledger history: usage per minute, payments, price changes (newest first).
+    Ledger {
+        #[command(flatten)]
+        target: Target,
+        /// Only this neighbor (its id, or a unique prefix as shown by `tollway status`).
+        #[arg(long)]
+        neighbor: Option<String>,
+        /// At most this many rows of each kind.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a whole mesh on this machine in network namespaces.
     #[command(subcommand)]
     Lab(tollway_lab::LabCommand),
+}
+
+#[derive(Subcommand)]
+enum PriceAction {
+    /// Our prices and settings.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change our ask, our max price or our bid policy (decimal amounts in the currency).
+    Set {
+        #[command(flatten)]
+        target: Target,
+        /// Our price per MB.
+        #[arg(long)]
+        ask: Option<String>,
+        /// The most we pay per MB.
+        #[arg(long)]
+        max_price: Option<String>,
+        /// "ask" to pay what neighbors ask, or a fixed amount per MB for more priority.
+        #[arg(long)]
+        bid: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PaymentsAction {
+    Pause,
+    Resume,
 }
 
 fn main() -> ExitCode {
@@ -105,6 +162,40 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", output::status_table(&status));
+            }
+            Ok(0)
+        }
+        Command::Price { action: PriceAction::Show { target, json } } => {
+            let m = target.client()?.status()?.node.market;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                print!("{}", output::market_table(&m));
+            }
+            Ok(0)
+        }
+        Command::Price { action: PriceAction::Set { target, ask, max_price, bid } } => {
+            if ask.is_none() && max_price.is_none() && bid.is_none() {
+                anyhow::bail!("nothing to set: give --ask, --max-price and/or --bid");
+            }
+            let m: tollway_api::MarketStatus =
+                target.client()?.call_typed(&tollway_api::Request::PriceSet { ask, max_price, bid })?;
+            print!("{}", output::market_table(&m));
+            Ok(0)
+        }
+        Command::Payments { action, target } => {
+            let paused = matches!(action, PaymentsAction::Pause);
+            let m: tollway_api::MarketStatus =
+                target.client()?.call_typed(&tollway_api::Request::Payments { paused })?;
+            println!("outgoing payments {}", if m.payments_paused { "paused" } else { "running" });
+            Ok(0)
+        }
+        Command::Ledger { target, neighbor, limit, json } => {
+            let l = target.client()?.ledger(neighbor, Some(limit), None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&l)?);
+            } else {
+                print!("{}", output::ledger_tables(&l));
             }
             Ok(0)
         }

@@ -1,6 +1,6 @@
 //! Human-readable tables for the CLI.
 
-use tollway_api::Status;
+use tollway_api::{Ledger, MarketStatus, Status};
 
 /// "1.2 MB"-style byte counts (decimal units, like the per-MB prices).
 pub fn bytes(n: u64) -> String {
@@ -29,6 +29,19 @@ pub fn status_table(s: &Status) -> String {
         n.uptime_secs,
         n.interfaces.join(",")
     );
+    let m = &n.market;
+    out += &format!(
+        "market: ask {} {c}/MB, max price {}, bid {}, pay at {}, credit limit {}, floor {} kbit/s ({}){}\n",
+        m.ask,
+        m.max_price,
+        m.bid_policy,
+        m.pay_threshold,
+        m.credit_limit,
+        m.floor_rate_kbit,
+        m.enforcement_policy,
+        if m.payments_paused { ", PAYMENTS PAUSED" } else { "" },
+        c = m.currency
+    );
     if s.neighbors.is_empty() {
         out += "no neighbors\n";
     } else {
@@ -52,10 +65,116 @@ pub fn status_table(s: &Status) -> String {
                 out += &format!("              last error: {e}\n");
             }
         }
+        out += &format!(
+            "\n{:<12}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}  {:>12}  {:<10}  {}\n",
+            "NEIGHBOR", "ITS ASK", "OUR BID", "ITS BID", "BALANCE", "PAID", "RECEIVED", "ENFORCED", "NOTE"
+        );
+        for nb in &s.neighbors {
+            let dash = || "-".to_string();
+            let note = nb
+                .enforcement_reason
+                .clone()
+                .or_else(|| (nb.negotiation != "agreed").then(|| nb.negotiation.clone()))
+                .or_else(|| nb.last_dispute.clone().map(|d| format!("dispute: {d}")))
+                .unwrap_or_default();
+            out += &format!(
+                "{:<12}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}  {:>12}  {:<10}  {}\n",
+                &nb.id[..12.min(nb.id.len())],
+                nb.ask.clone().unwrap_or_else(dash),
+                nb.bid.clone().unwrap_or_else(dash),
+                nb.their_bid.clone().unwrap_or_else(dash),
+                nb.balance,
+                nb.paid_total,
+                nb.received_total,
+                nb.enforcement,
+                note
+            );
+        }
     }
     if !s.discovery_rejected.is_empty() {
         let parts: Vec<String> = s.discovery_rejected.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         out += &format!("ignored discovery messages: {}\n", parts.join(", "));
+    }
+    out
+}
+
+pub fn market_table(m: &MarketStatus) -> String {
+    format!(
+        "currency        {}\nask             {} per MB\nmax price       {} per MB\nbid             {}\npay threshold   {}\ncredit limit    {}\nfloor rate      {} kbit/s\nenforcement     {}\npayments        {}\nrejected notes  {}\n",
+        m.currency,
+        m.ask,
+        m.max_price,
+        m.bid_policy,
+        m.pay_threshold,
+        m.credit_limit,
+        m.floor_rate_kbit,
+        m.enforcement_policy,
+        if m.payments_paused { "paused" } else { "running" },
+        m.payments_rejected
+    )
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn time(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+pub fn ledger_tables(l: &Ledger) -> String {
+    let mut out = format!("USAGE (per minute, amounts in {})\n", l.currency);
+    out += &format!(
+        "{:<19}  {:<12}  {:>10}  {:>10}  {:>12}  {:>12}\n",
+        "MINUTE (UTC)", "NEIGHBOR", "IN", "OUT", "EARNED", "SPENT"
+    );
+    for u in &l.usage {
+        out += &format!(
+            "{:<19}  {:<12}  {:>10}  {:>10}  {:>12}  {:>12}\n",
+            time(u.minute_unix_ms),
+            &u.neighbor[..12],
+            bytes(u.bytes_in),
+            bytes(u.bytes_out),
+            u.earned,
+            u.spent
+        );
+    }
+    out += "\nPAYMENTS\n";
+    out += &format!(
+        "{:<19}  {:<12}  {:<8}  {:>12}  {:>12}  {}\n",
+        "TIME (UTC)", "NEIGHBOR", "", "AMOUNT", "CUMULATIVE", "RAIL"
+    );
+    for p in &l.payments {
+        out += &format!(
+            "{:<19}  {:<12}  {:<8}  {:>12}  {:>12}  {}\n",
+            time(p.unix_ms),
+            &p.neighbor[..12],
+            p.direction,
+            p.amount,
+            p.cumulative,
+            p.rail
+        );
+    }
+    out += "\nPRICE CHANGES\n";
+    for p in &l.prices {
+        out += &format!(
+            "{:<19}  {:<9}  {:<12}  {} -> {}  (by {})\n",
+            time(p.unix_ms),
+            p.what,
+            p.neighbor.as_deref().map(|n| &n[..12]).unwrap_or("-"),
+            p.old.as_deref().unwrap_or("-"),
+            p.new,
+            p.by
+        );
     }
     out
 }
@@ -70,5 +189,12 @@ mod tests {
         assert_eq!(bytes(999), "999 B");
         assert_eq!(bytes(1_500), "1.5 kB");
         assert_eq!(bytes(104_857_600), "104.9 MB");
+    }
+
+    #[test]
+    fn times_are_utc_calendar_dates() {
+        assert_eq!(time(0), "1970-01-01 00:00:00");
+        assert_eq!(time(1_795_265_640_000), "2026-11-21 12:54:00");
+        assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00");
     }
 }

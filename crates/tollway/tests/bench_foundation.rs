@@ -33,7 +33,10 @@ fn bench_time_from_lab_up_to_all_tunnels_up() {
         for i in 0..runs {
             let name = lab_name(&format!("bu{i}"));
             let _ = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &name);
-            let opts = UpOptions { wait: Some(Duration::from_secs(90)), ..UpOptions::new(DaemonCommand::tollway(&tollway_bin())) };
+            let opts = UpOptions {
+                wait: Some(Duration::from_secs(90)),
+                ..UpOptions::new(DaemonCommand::tollway(&tollway_bin()))
+            };
             let t = Instant::now();
             let lab = TestLab { lab: Lab::up(&name, &topology, &opts).unwrap_or_else(|e| panic!("{e}")) };
             total.push(t.elapsed().as_secs_f64());
@@ -88,7 +91,12 @@ fn wg_keys() -> [(String, String); 2] {
     let key = || {
         let private = Command::new("wg").arg("genkey").output().unwrap().stdout;
         let private = String::from_utf8(private).unwrap().trim().to_owned();
-        let mut p = Command::new("wg").arg("pubkey").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut p = Command::new("wg")
+            .arg("pubkey")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
         p.stdin.take().unwrap().write_all(private.as_bytes()).unwrap();
         let public = String::from_utf8(p.wait_with_output().unwrap().stdout).unwrap().trim().to_owned();
@@ -100,8 +108,24 @@ fn wg_keys() -> [(String, String); 2] {
 fn configure_wg(ns: &NetNs, ifname: &str, private: &str, port: u16, peer_public: &str, peer_ep: &str, addr: &str) {
     let keyfile = format!("/tmp/{ifname}.key");
     std::fs::write(&keyfile, private).unwrap();
-    ns.exec("wg", &["set", ifname, "private-key", &keyfile, "listen-port", &port.to_string(), "peer", peer_public,
-        "allowed-ips", "0.0.0.0/0", "endpoint", peer_ep]).unwrap();
+    ns.exec(
+        "wg",
+        &[
+            "set",
+            ifname,
+            "private-key",
+            &keyfile,
+            "listen-port",
+            &port.to_string(),
+            "peer",
+            peer_public,
+            "allowed-ips",
+            "0.0.0.0/0",
+            "endpoint",
+            peer_ep,
+        ],
+    )
+    .unwrap();
     std::fs::remove_file(&keyfile).unwrap();
     ns.exec("ip", &["addr", "add", addr, "dev", ifname]).unwrap();
     ns.exec("ip", &["link", "set", ifname, "mtu", "1420", "up"]).unwrap();
@@ -149,7 +173,8 @@ fn bare_boringtun() -> BareTunnel {
         };
         let dev = ns
             .run(move || {
-                let mut t: Box<dyn tollway_kernel::Tunnels> = Box::new(UserspaceTunnels::new(UserspaceOptions::default()));
+                let mut t: Box<dyn tollway_kernel::Tunnels> =
+                    Box::new(UserspaceTunnels::new(UserspaceOptions::default()));
                 t.ensure(&cfg).unwrap();
                 t
             })
@@ -174,13 +199,17 @@ fn bench_throughput_tollway_tunnel_vs_bare_userspace_wireguard() {
     if !can_run("bench throughput") {
         return;
     }
-    let topology = Topology::parse("[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n[[link]]\na = \"a\"\nb = \"b\"\n", "pair").unwrap();
+    let topology =
+        Topology::parse("[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n[[link]]\na = \"a\"\nb = \"b\"\n", "pair")
+            .unwrap();
     let name = lab_name("bt");
     let _ = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &name);
-    let opts = UpOptions { wait: Some(Duration::from_secs(60)), ..UpOptions::new(DaemonCommand::tollway(&tollway_bin())) };
+    let opts =
+        UpOptions { wait: Some(Duration::from_secs(60)), ..UpOptions::new(DaemonCommand::tollway(&tollway_bin())) };
     let lab = TestLab { lab: Lab::up(&name, &topology, &opts).unwrap() };
     let b_ip = status(&lab, "b").node.mesh_ip;
-    let mut server = lab.command_in("b", &["iperf3", "-s"]).unwrap().stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut server =
+        lab.command_in("b", &["iperf3", "-s"]).unwrap().stdout(std::process::Stdio::null()).spawn().unwrap();
 
     let (bare, pids) = bare_wireguard_go();
     let bare_server = bare.b.spawn("iperf3", &["-s"]).unwrap();
@@ -230,7 +259,8 @@ fn bench_daemon_memory_and_idle_cpu_with_10_neighbors() {
     let topology = example("star11.toml");
     let name = lab_name("bs");
     let _ = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &name);
-    let opts = UpOptions { wait: Some(Duration::from_secs(90)), ..UpOptions::new(DaemonCommand::tollway(&tollway_bin())) };
+    let opts =
+        UpOptions { wait: Some(Duration::from_secs(90)), ..UpOptions::new(DaemonCommand::tollway(&tollway_bin())) };
     let lab = TestLab { lab: Lab::up(&name, &topology, &opts).unwrap() };
     wait_for(Duration::from_secs(30), "all 10 sessions connected", || {
         let s = status(&lab, "hub");

@@ -104,7 +104,8 @@ fn a_daemon_killed_with_sigkill_restarts_cleanly_with_the_same_identity() {
     assert_eq!(after.node.mesh_ip, before.node.mesh_ip);
     // Exactly one tunnel per neighbor and exactly one daemon process in b's namespace.
     assert_eq!(interfaces(&lab, "b", &prefix).len(), 2, "{:?}", interfaces(&lab, "b", "tw"));
-    let pids = std::process::Command::new("ip").args(["netns", "pids", &lab.node("b").unwrap().namespace]).output().unwrap();
+    let pids =
+        std::process::Command::new("ip").args(["netns", "pids", &lab.node("b").unwrap().namespace]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&pids.stdout).lines().count(), 1, "one process in b's namespace");
     let (ok, out) = run_in(&lab, "a", &["ping", "-6", "-c", "1", "-W", "3", &after.node.mesh_ip]);
     assert!(ok, "a reaches the restarted b: {out}");
@@ -208,7 +209,8 @@ b = "c"
             seed[..4].copy_from_slice(&i.to_be_bytes());
             seed[4] = 0xf1;
             let id = Identity::from_seed(&seed);
-            Discovery::Announce(Announce { node: id.node_id(), wg_key: id.wg_public(), unix_ms: now }).encode_signed(&id)
+            Discovery::Announce(Announce { node: id.node_id(), wg_key: id.wg_public(), unix_ms: now })
+                .encode_signed(&id)
         })
         .collect();
     let t = Instant::now();

@@ -8,6 +8,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+pub use market::{CounterReading, CounterSample};
 pub use neighbor::{Neighbor, NeighborState, TunnelStats, HANDSHAKE_FRESH_SECS};
 
 use crate::action::{Action, SessionId, TunnelSpec};

@@ -62,7 +62,8 @@ pub fn lab_up(prefix: &str, toml: &str) -> TestLab {
     let name = lab_name(prefix);
     let _ = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), &name);
     let topology = Topology::parse(toml, prefix).unwrap_or_else(|e| panic!("topology: {e}"));
-    let opts = UpOptions { wait: Some(Duration::from_secs(60)), ..UpOptions::new(DaemonCommand::tollway(&tollway_bin())) };
+    let opts =
+        UpOptions { wait: Some(Duration::from_secs(60)), ..UpOptions::new(DaemonCommand::tollway(&tollway_bin())) };
     let lab = Lab::up(&name, &topology, &opts).unwrap_or_else(|e| panic!("lab up: {e}"));
     TestLab { lab }
 }

@@ -3,9 +3,12 @@
 //! sleeps until the core's next timeout. Kernel calls are made here, synchronously, with no lock
 //! held; nothing else touches the core.
 
+mod market;
+mod requests;
+mod tunnels;
+
 use crate::net::control::{self, Outbound};
 use crate::net::discovery::Outgoing;
-use crate::status;
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -13,9 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::oneshot;
 use tollway_api::{Reply, Request};
+use tollway_core::market::Currency;
 use tollway_core::wire::control::ControlMessage;
 use tollway_core::{Action, IfName, Millis, Node, Now, SessionId, TunnelSpec};
-use tollway_kernel::{Links, Route6, TunnelError, Tunnels, WgConfig};
+use tollway_kernel::{Links, Tunnels};
+use tollway_store::Store;
+use tollway_traffic::{Firewall, Shaper, TrafficPlan};
 
 /// Everything that can wake the driver.
 pub enum Input {
@@ -50,22 +56,36 @@ impl Default for Clock {
     }
 }
 
-/// Every this many samples, the driver re-applies the desired state of each tunnel (device,
-/// addresses, route) so that objects someone else removed come back.
+/// Every this many samples, the driver re-applies the desired kernel state (tunnels, addresses,
+/// routes, firewall, shaping) so that objects someone else removed come back.
 const RECONCILE_EVERY: u32 = 10;
+
+/// The kernel facilities and the store the driver works with.
+pub struct Backends {
+    pub tunnels: Box<dyn Tunnels>,
+    pub links: Box<dyn Links>,
+    pub firewall: Box<dyn Firewall>,
+    pub shaper: Box<dyn Shaper>,
+    pub store: Store,
+}
 
 pub struct Driver {
     node: Node,
     clock: Clock,
-    tunnels: Box<dyn Tunnels>,
-    links: Box<dyn Links>,
+    k: Backends,
+    currency: Currency,
+    control_port: u16,
     discovery: HashMap<IfName, UnboundedSender<Outgoing>>,
     sessions: HashMap<SessionId, UnboundedSender<Outbound>>,
     /// The spec last applied per tunnel: the desired state reconciled against the kernel.
     desired: HashMap<IfName, TunnelSpec>,
+    /// The traffic plan last asked for by the core.
+    plan: Option<TrafficPlan>,
     to_self: Sender<Input>,
     runtime: tokio::runtime::Handle,
     samples: u32,
+    /// Set when the driver cannot go on safely (the store refuses writes): it stops.
+    fatal: Option<String>,
     pub(crate) started: Instant,
 }
 
@@ -74,8 +94,9 @@ impl Driver {
     pub fn new(
         node: Node,
         clock: Clock,
-        tunnels: Box<dyn Tunnels>,
-        links: Box<dyn Links>,
+        backends: Backends,
+        currency: Currency,
+        control_port: u16,
         discovery: HashMap<IfName, UnboundedSender<Outgoing>>,
         to_self: Sender<Input>,
         runtime: tokio::runtime::Handle,
@@ -83,14 +104,17 @@ impl Driver {
         Driver {
             node,
             clock,
-            tunnels,
-            links,
+            k: backends,
+            currency,
+            control_port,
             discovery,
             sessions: HashMap::new(),
             desired: HashMap::new(),
+            plan: None,
             to_self,
             runtime,
             samples: 0,
+            fatal: None,
             started: Instant::now(),
         }
     }
@@ -103,34 +127,34 @@ impl Driver {
         self.clock.now()
     }
 
-    pub fn tunnel_backend(&self) -> &'static str {
-        self.tunnels.backend()
+    pub fn currency(&self) -> &Currency {
+        &self.currency
     }
 
-    /// Remove what a previous run of this node left behind (tunnel devices after kill -9 with
-    /// kernel WireGuard), then put the node's mesh address on the loopback interface.
+    pub fn tunnel_backend(&self) -> &'static str {
+        self.k.tunnels.backend()
+    }
+
+    /// Why the driver stopped on its own, if it did.
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.as_deref()
+    }
+
+    /// Restore the ledgers from the store; remove what a previous run of this node left behind
+    /// (tunnel devices after kill -9 with kernel WireGuard), then put the node's mesh address on
+    /// the loopback interface. Firewall counters are kept: they still hold bytes not yet billed.
     pub fn prepare(&mut self) -> Result<(), String> {
-        let prefix = IfName::tunnel_prefix(&self.node.node_id());
-        let leftovers = self.tunnels.list(&prefix).map_err(|e| e.to_string())?;
-        for ifname in leftovers {
-            tracing::info!(%ifname, "removing tunnel left by a previous run");
-            if let Err(e) = self.tunnels.remove(&ifname) {
-                tracing::warn!(%ifname, error = %e, "could not remove leftover tunnel");
-            }
-        }
-        for ifname in self.links.list(&prefix).map_err(|e| e.to_string())? {
-            tracing::info!(%ifname, "removing interface left by a previous run");
-            self.links.delete(&ifname).map_err(|e| e.to_string())?;
-        }
+        self.restore()?;
+        self.remove_leftover_tunnels()?;
         let lo = IfName::new("lo").expect("valid");
-        self.links.set_up(&lo, None).map_err(|e| e.to_string())?;
-        self.links.ensure_address(&lo, self.node.node_id().mesh_ip(), 128).map_err(|e| e.to_string())?;
+        self.k.links.set_up(&lo, None).map_err(|e| e.to_string())?;
+        self.k.links.ensure_address(&lo, self.node.node_id().mesh_ip(), 128).map_err(|e| e.to_string())?;
         Ok(())
     }
 
-    /// Run until `Shutdown` arrives or every input sender is gone, then tear down.
+    /// Run until `Shutdown` arrives, every input sender is gone, or a fatal error; then tear down.
     pub fn run(&mut self, inputs: Receiver<Input>) {
-        loop {
+        while self.fatal.is_none() {
             let now = self.clock.now();
             if self.node.poll_timeout().is_some_and(|t| t <= now.mono) {
                 self.node.handle_timeout(now);
@@ -147,9 +171,13 @@ impl Driver {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        tracing::info!("stopping: closing sessions and removing tunnels");
+        tracing::info!("stopping: final count, closing sessions, removing tunnels and traffic rules");
+        if self.fatal.is_none() {
+            self.sample();
+        }
         self.node.shutdown();
         self.execute_actions();
+        self.remove_traffic_rules();
     }
 
     pub fn handle(&mut self, input: Input) {
@@ -167,20 +195,12 @@ impl Driver {
                 self.node.handle_control_closed(now, session, &reason);
             }
             Input::Api { req, reply } => {
-                let _ = reply.send(self.api(req));
+                let r = self.request(req);
+                let _ = reply.send(r);
             }
             Input::Shutdown => {}
         }
         self.execute_actions();
-    }
-
-    fn api(&mut self, req: Request) -> Reply {
-        match req {
-            Request::Status => {
-                let s = status::build(self);
-                Reply { ok: true, result: Some(serde_json::to_value(s).expect("status serializes")), error: None }
-            }
-        }
     }
 
     pub fn execute_actions(&mut self) {
@@ -196,21 +216,10 @@ impl Driver {
                     let _ = tx.send(Outgoing { dst, payload });
                 }
             }
-            Action::EnsureTunnel(spec) => {
-                let ifname = spec.ifname.clone();
-                match self.apply_tunnel(&spec) {
-                    Ok(()) => {
-                        self.desired.insert(ifname, spec);
-                    }
-                    Err(e) => {
-                        self.desired.remove(&ifname);
-                        self.node.handle_tunnel_error(self.clock.now(), &ifname, &e);
-                    }
-                }
-            }
+            Action::EnsureTunnel(spec) => self.ensure_tunnel(spec),
             Action::RemoveTunnel { ifname, .. } => {
                 self.desired.remove(&ifname);
-                if let Err(e) = self.tunnels.remove(&ifname) {
+                if let Err(e) = self.k.tunnels.remove(&ifname) {
                     tracing::warn!(%ifname, error = %e, "removing tunnel failed");
                 }
             }
@@ -231,78 +240,23 @@ impl Driver {
                     let _ = tx.send(Outbound::Close);
                 }
             }
-            Action::ApplyTraffic(_) | Action::Persist(_) => {}
+            Action::ApplyTraffic(policy) => self.apply_traffic(policy),
+            Action::Persist(batch) => self.persist(batch),
         }
     }
 
-    fn apply_tunnel(&mut self, spec: &TunnelSpec) -> Result<(), String> {
-        let endpoint = match &spec.endpoint {
-            Some(e) => {
-                let scope = self
-                    .links
-                    .index_of(&e.via)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("physical interface {} is gone", e.via))?;
-                Some(SocketAddrV6::new(e.addr, e.port, 0, scope))
-            }
-            None => None,
-        };
-        let cfg = WgConfig {
-            ifname: spec.ifname.clone(),
-            private_key: self.node.identity().wg_private(),
-            listen_port: spec.listen_port,
-            peer_key: spec.peer_key,
-            endpoint,
-            keepalive_secs: spec.keepalive_secs,
-        };
-        self.tunnels.ensure(&cfg).map_err(|e| e.to_string())?;
-        let err = |e: tollway_kernel::LinkError| e.to_string();
-        self.links.set_up(&spec.ifname, Some(spec.mtu)).map_err(err)?;
-        self.links.ensure_address(&spec.ifname, spec.local_link_local, 64).map_err(err)?;
-        self.links.ensure_route(&self.route_for(spec)).map_err(err)?;
-        Ok(())
-    }
-
-    fn route_for(&self, spec: &TunnelSpec) -> Route6 {
-        Route6 {
-            dst: spec.peer_mesh_ip,
-            prefix_len: 128,
-            dev: spec.ifname.clone(),
-            src: Some(self.node.node_id().mesh_ip()),
-        }
-    }
-
+    /// Read the tunnels' state and byte counters and hand them to the core; every
+    /// `RECONCILE_EVERY` samples, re-apply the desired kernel state first.
     fn sample(&mut self) {
         self.samples = self.samples.wrapping_add(1);
         if self.samples % RECONCILE_EVERY == 0 {
-            self.reconcile();
+            self.reconcile_tunnels();
+            self.reconcile_traffic();
         }
-        let ifnames: Vec<(IfName, bool)> =
-            self.node.neighbors().map(|n| (n.ifname.clone(), n.last_tunnel_error.is_none())).collect();
-        for (ifname, healthy) in ifnames {
-            if !self.desired.contains_key(&ifname) {
-                continue;
-            }
-            match self.tunnels.stats(&ifname) {
-                Ok(stats) => self.node.handle_tunnel_stats(self.clock.now(), &ifname, stats),
-                Err(e @ TunnelError::Missing(_)) if healthy => {
-                    self.desired.remove(&ifname);
-                    self.node.handle_tunnel_error(self.clock.now(), &ifname, &e.to_string());
-                }
-                Err(e) => tracing::debug!(%ifname, error = %e, "reading tunnel state failed"),
-            }
-        }
-    }
-
-    /// Re-apply the desired state of every tunnel; cheap when nothing changed.
-    fn reconcile(&mut self) {
-        let specs: Vec<TunnelSpec> = self.desired.values().cloned().collect();
-        for spec in specs {
-            if let Err(e) = self.apply_tunnel(&spec) {
-                tracing::warn!(ifname = %spec.ifname, error = %e, "reconciling tunnel failed");
-                self.desired.remove(&spec.ifname);
-                self.node.handle_tunnel_error(self.clock.now(), &spec.ifname, &e);
-            }
-        }
+        self.sample_tunnels();
+        self.sample_counters();
     }
 }
+
+#[cfg(test)]
+mod tests;

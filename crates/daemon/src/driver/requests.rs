@@ -1,0 +1,157 @@
+//! Operator requests from the API, answered by the driver (which owns the core and the store).
+
+use super::Driver;
+use tollway_api::{Ledger, PaymentRow, PriceRow, Reply, Request, UsageRow};
+use tollway_core::market::{BidPolicy, Price};
+use tollway_core::NodeId;
+use tollway_store::{ChangedBy, HistoryQuery, PaymentDirection, PriceSubject};
+
+fn ok(v: impl serde::Serialize) -> Reply {
+    Reply { ok: true, result: Some(serde_json::to_value(v).expect("replies serialize")), error: None }
+}
+
+fn refuse(e: impl std::fmt::Display) -> Reply {
+    Reply { ok: false, result: None, error: Some(e.to_string()) }
+}
+
+impl Driver {
+    pub(super) fn request(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => ok(crate::status::build(self)),
+            Request::PriceSet { ask, max_price, bid } => match self.set_prices(ask, max_price, bid) {
+                Ok(()) => ok(crate::status::build(self).node.market),
+                Err(e) => refuse(e),
+            },
+            Request::Payments { paused } => {
+                self.node.set_payments_paused(self.clock.now(), paused);
+                self.execute_actions();
+                ok(crate::status::build(self).node.market)
+            }
+            Request::Ledger { neighbor, limit, since_ms } => match self.ledger(neighbor, limit, since_ms) {
+                Ok(l) => ok(l),
+                Err(e) => refuse(e),
+            },
+        }
+    }
+
+    /// Validate all three first, then apply: a refused request changes nothing.
+    fn set_prices(
+        &mut self,
+        ask: Option<String>,
+        max_price: Option<String>,
+        bid: Option<String>,
+    ) -> Result<(), String> {
+        let c = self.currency.clone();
+        let parse = |field: &str, t: &str| c.parse(t).map(Price).map_err(|e| format!("{field}: {e}"));
+        let cfg = self.node.market_config().clone();
+        let ask = ask.as_deref().map(|t| parse("ask", t)).transpose()?;
+        let max_price = max_price.as_deref().map(|t| parse("max_price", t)).transpose()?.unwrap_or(cfg.max_price);
+        let policy = match bid.as_deref().map(str::trim) {
+            None => cfg.bid_policy,
+            Some("ask") => BidPolicy::PayAsk,
+            Some(t) => BidPolicy::Fixed(parse("bid", t).map_err(|e| format!("{e} (or \"ask\")"))?),
+        };
+        if let BidPolicy::Fixed(p) = policy {
+            if p > max_price {
+                return Err(format!("bid {} is above max_price {}", c.format(p.0), c.format(max_price.0)));
+            }
+        }
+        let now = self.clock.now();
+        if let Some(ask) = ask {
+            self.node.set_ask(now, ask);
+        }
+        if max_price != cfg.max_price || policy != cfg.bid_policy {
+            tracing::info!(max_price = max_price.0, ?policy, "bidding changed by the operator");
+            self.node.set_bidding(now, max_price, policy);
+        }
+        self.execute_actions();
+        Ok(())
+    }
+
+    fn ledger(&self, neighbor: Option<String>, limit: Option<u32>, since_ms: Option<u64>) -> Result<Ledger, String> {
+        let mut q = HistoryQuery::newest(limit.unwrap_or(100).clamp(1, 10_000));
+        if let Some(since) = since_ms {
+            q = q.between(since, i64::MAX as u64);
+        }
+        if let Some(n) = &neighbor {
+            q = q.neighbor(self.resolve_neighbor(n)?);
+        }
+        let s = &self.k.store;
+        let c = &self.currency;
+        let err = |e: tollway_store::StoreError| e.to_string();
+        Ok(Ledger {
+            currency: c.name.clone(),
+            usage: s
+                .usage(&q)
+                .map_err(err)?
+                .into_iter()
+                .map(|u| UsageRow {
+                    minute_unix_ms: u.minute_ms,
+                    neighbor: u.node.to_string(),
+                    bytes_in: u.bytes_in,
+                    bytes_out: u.bytes_out,
+                    earned: c.format(u.earned.0),
+                    spent: c.format(u.spent.0),
+                })
+                .collect(),
+            payments: s
+                .payments(&q)
+                .map_err(err)?
+                .into_iter()
+                .map(|p| PaymentRow {
+                    unix_ms: p.at_ms,
+                    neighbor: p.node.to_string(),
+                    direction: match p.direction {
+                        PaymentDirection::Sent => "sent",
+                        PaymentDirection::Received => "received",
+                    }
+                    .into(),
+                    amount: c.format(p.cumulative_after.0.saturating_sub(p.cumulative_before.0)),
+                    cumulative: c.format(p.cumulative_after.0),
+                    rail: p.rail,
+                })
+                .collect(),
+            prices: s
+                .price_changes(&q)
+                .map_err(err)?
+                .into_iter()
+                .map(|p| {
+                    let (what, n) = match p.subject {
+                        PriceSubject::OurAsk => ("our_ask", None),
+                        PriceSubject::OurBid(n) => ("our_bid", Some(n)),
+                        PriceSubject::TheirAsk(n) => ("their_ask", Some(n)),
+                        PriceSubject::TheirBid(n) => ("their_bid", Some(n)),
+                    };
+                    PriceRow {
+                        unix_ms: p.at_ms,
+                        what: what.into(),
+                        neighbor: n.map(|n| n.to_string()),
+                        old: p.old.map(|o| c.format(o.0)),
+                        new: c.format(p.new.0),
+                        by: match p.by {
+                            ChangedBy::Operator => "operator",
+                            ChangedBy::Config => "config",
+                            ChangedBy::Automatic => "automatic",
+                            ChangedBy::Neighbor => "neighbor",
+                        }
+                        .into(),
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    /// A neighbor given by full id or by a unique prefix of it (as the status table shows).
+    fn resolve_neighbor(&self, text: &str) -> Result<NodeId, String> {
+        if let Ok(id) = text.parse::<NodeId>() {
+            return Ok(id);
+        }
+        let t = text.to_ascii_lowercase();
+        let mut found = self.node.neighbors().map(|n| n.id).filter(|id| id.to_string().starts_with(&t));
+        match (found.next(), found.next()) {
+            (Some(id), None) => Ok(id),
+            (None, _) => Err(format!("no current neighbor's id starts with {text:?}")),
+            (Some(_), Some(_)) => Err(format!("{text:?} matches several neighbors; give more digits")),
+        }
+    }
+}
