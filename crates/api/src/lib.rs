@@ -55,7 +55,7 @@ pub struct Reply {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Node id: the Ed25519 public key, 64 hex digits.
     pub id: String,
@@ -68,7 +68,7 @@ pub struct NodeStatus {
     pub market: MarketStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarketStatus {
     pub currency: String,
     /// Our price per MB.
@@ -86,7 +86,7 @@ pub struct MarketStatus {
     pub payments_rejected: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NeighborStatus {
     pub id: String,
     pub mesh_ip: String,
@@ -176,7 +176,7 @@ pub struct PriceRow {
     pub by: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub node: NodeStatus,
     pub neighbors: Vec<NeighborStatus>,

@@ -110,6 +110,7 @@ mod tests {
                 tunnel_backend: "userspace".into(),
                 interfaces: vec![],
                 uptime_secs: 1,
+                ..Default::default()
             },
             neighbors: neighbors
                 .iter()
@@ -128,6 +129,7 @@ mod tests {
                     last_heard_secs: 0,
                     session_secs: None,
                     last_error: None,
+                    ..Default::default()
                 })
                 .collect(),
             discovery_rejected: Default::default(),
