@@ -130,6 +130,11 @@ pub trait Links: Send {
     /// Bring the interface up, setting its MTU first if given.
     fn set_up(&mut self, ifname: &IfName, mtu: Option<u32>) -> Result<(), LinkError>;
 
+    /// Stop the kernel from adding IPv6 addresses of its own to the interface (it gives
+    /// address-less devices such as tunnels a random link-local address when they come up).
+    /// Call before `set_up`.
+    fn disable_ipv6_autoconf(&mut self, ifname: &IfName) -> Result<(), LinkError>;
+
     /// Make sure `addr/prefix_len` is on the interface (added without duplicate address
     /// detection). Idempotent.
     fn ensure_address(&mut self, ifname: &IfName, addr: Ipv6Addr, prefix_len: u8) -> Result<(), LinkError>;

@@ -26,8 +26,11 @@ impl Node {
             tracing::warn!(%ifname, %peer, "control connection on an interface that is not a neighbor's tunnel; closed");
             return self.actions.push_back(Action::CloseControl { session });
         };
-        if *peer.ip() != id.tunnel_link_local() {
-            tracing::warn!(neighbor = %id.short(), %peer, "control connection from an unexpected address; closed");
+        // The tunnel authenticates the sender (WireGuard pins one peer per interface); the
+        // address only has to be on-link. (The kernel may give a tunnel a second, random
+        // link-local address, so the neighbor's derived one is not required.)
+        if peer.ip().segments()[0] & 0xffc0 != 0xfe80 {
+            tracing::warn!(neighbor = %id.short(), %peer, "control connection from a non-link-local address; closed");
             return self.actions.push_back(Action::CloseControl { session });
         }
         if self.is_connector_for(&id) {

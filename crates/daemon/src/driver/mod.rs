@@ -228,7 +228,8 @@ impl Driver {
                 let (tx, rx) = unbounded_channel();
                 self.sessions.insert(session, tx);
                 let _guard = self.runtime.enter();
-                control::connect(session, ifname, peer, self.to_self.clone(), rx);
+                let local = self.node.node_id().tunnel_link_local();
+                control::connect(session, ifname, local, peer, self.to_self.clone(), rx);
             }
             Action::SendControl { session, msg } => {
                 if let Some(tx) = self.sessions.get(&session) {

@@ -60,6 +60,7 @@ impl Driver {
         };
         self.k.tunnels.ensure(&cfg).map_err(|e| e.to_string())?;
         let err = |e: tollway_kernel::LinkError| e.to_string();
+        self.k.links.disable_ipv6_autoconf(&spec.ifname).map_err(err)?;
         self.k.links.set_up(&spec.ifname, Some(spec.mtu)).map_err(err)?;
         self.k.links.ensure_address(&spec.ifname, spec.local_link_local, 64).map_err(err)?;
         let route = Route6 {

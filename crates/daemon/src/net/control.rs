@@ -62,10 +62,12 @@ pub async fn listen(port: u16, to_driver: Sender<Input>) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Open a session the core asked for. The driver keeps the sending end of `rx`.
+/// Open a session the core asked for, from our derived link-local address on the tunnel
+/// (`local`). The driver keeps the sending end of `rx`.
 pub fn connect(
     session: SessionId,
     ifname: IfName,
+    local: std::net::Ipv6Addr,
     peer: SocketAddrV6,
     to_driver: Sender<Input>,
     rx: UnboundedReceiver<Outbound>,
@@ -77,7 +79,12 @@ pub fn connect(
             return;
         };
         let addr = SocketAddrV6::new(*peer.ip(), peer.port(), 0, scope);
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let connect = async {
+            let sock = tokio::net::TcpSocket::new_v6()?;
+            sock.bind(SocketAddr::V6(SocketAddrV6::new(local, 0, 0, scope)))?;
+            sock.connect(SocketAddr::V6(addr)).await
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(stream)) => {
                 if to_driver.send(Input::ControlOpened { session }).is_ok() {
                     run_session(stream, session, to_driver, rx).await;

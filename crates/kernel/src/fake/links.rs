@@ -48,6 +48,15 @@ impl Links for FakeLinks {
         Ok(w.links.get(ifname).map(|l| l.index))
     }
 
+    fn disable_ipv6_autoconf(&mut self, ifname: &IfName) -> Result<(), LinkError> {
+        let w = self.kernel.lock();
+        if w.links.contains_key(ifname) {
+            Ok(())
+        } else {
+            Err(LinkError::NoSuchLink(ifname.clone()))
+        }
+    }
+
     fn set_up(&mut self, ifname: &IfName, mtu: Option<u32>) -> Result<(), LinkError> {
         const OP: &str = "setting interface up";
         let mut w = self.kernel.lock();

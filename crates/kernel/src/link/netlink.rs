@@ -60,6 +60,21 @@ impl Links for NetlinkLinks {
         Ok(())
     }
 
+    fn disable_ipv6_autoconf(&mut self, ifname: &IfName) -> Result<(), LinkError> {
+        // No typed netlink verb for this in our message crate; the per-interface sysctl is the
+        // same setting (IFLA_INET6_ADDR_GEN_MODE = none) and lives in the calling thread's
+        // namespace's /proc/sys/net.
+        let path = format!("/proc/sys/net/ipv6/conf/{ifname}/addr_gen_mode");
+        match std::fs::read_to_string(&path) {
+            Ok(v) if v.trim() == "1" => Ok(()),
+            _ => std::fs::write(&path, "1").map_err(|source| LinkError::Netlink {
+                op: "disabling IPv6 address generation",
+                ifname: ifname.to_string(),
+                source,
+            }),
+        }
+    }
+
     fn ensure_address(&mut self, ifname: &IfName, addr: Ipv6Addr, prefix_len: u8) -> Result<(), LinkError> {
         const OP: &str = "adding address";
         let mut sock = socket(OP, ifname)?;

@@ -2,6 +2,8 @@
 //! the test creates and removes itself. Every test skips (saying why) when not run as root.
 #![allow(dead_code)]
 
+pub mod rogue;
+
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,6 +35,10 @@ pub struct TestLab {
 
 impl Drop for TestLab {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("TOLLWAY_TEST_KEEP_LAB").is_some() {
+            eprintln!("keeping lab {} for inspection (TOLLWAY_TEST_KEEP_LAB)", self.lab.name());
+            return;
+        }
         if let Err(e) = Lab::down_by_name(Path::new(tollway_lab::DEFAULT_ROOT), self.lab.name()) {
             eprintln!("cleanup of lab {}: {e}", self.lab.name());
         }
@@ -165,4 +171,54 @@ pub fn rss_kb(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Status of `node` fetched through its API socket.
+pub fn try_status(lab: &Lab, node: &str) -> Option<Status> {
+    lab.status_of(node).ok()
+}
+
+/// The API client of a lab node.
+pub fn client(lab: &Lab, node: &str) -> tollway_api::Client {
+    tollway_api::Client::connect(&lab.node(node).unwrap().api_socket).unwrap()
+}
+
+/// A decimal amount string as smallest units (6 decimals, the default currency).
+pub fn units(s: &str) -> i128 {
+    let neg = s.starts_with('-');
+    let t = s.trim_start_matches('-');
+    let (i, f) = t.split_once('.').unwrap_or((t, ""));
+    let f = format!("{f:0<6}");
+    let v = i.parse::<i128>().unwrap() * 1_000_000 + f[..6].parse::<i128>().unwrap();
+    if neg {
+        -v
+    } else {
+        v
+    }
+}
+
+/// Start `iperf3 -s` in `node` on `port` (killed when the lab goes down).
+pub fn iperf_server(lab: &Lab, node: &str, port: u16) -> std::process::Child {
+    let child = lab
+        .command_in(node, &["iperf3", "-s", "-p", &port.to_string()])
+        .unwrap()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// Run an iperf3 client in `node` against `server_ip:port` with extra `args`; returns the
+/// receiver's bits per second and the bytes received.
+pub fn iperf(lab: &Lab, node: &str, server_ip: &str, port: u16, args: &[&str]) -> (f64, u64) {
+    let port = port.to_string();
+    let mut argv = vec!["iperf3", "-J", "-c", server_ip, "-p", &port];
+    argv.extend_from_slice(args);
+    let out = lab.command_in(node, &argv).unwrap().output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 output ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let r = &v["end"]["sum_received"];
+    (r["bits_per_second"].as_f64().unwrap_or(0.0), r["bytes"].as_u64().unwrap_or(0))
 }

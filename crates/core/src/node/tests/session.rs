@@ -293,8 +293,8 @@ fn connections_from_the_wrong_place_are_closed() {
     let from_a = SocketAddrV6::new(a.node_id().tunnel_link_local(), 40000, 0, 0);
     let id = |n| SessionId(SessionId::ACCEPTED_BIT | n);
 
-    // From an address that is not the neighbor's tunnel address.
-    let wrong = SocketAddrV6::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x66), 40000, 0, 0);
+    // From an address that is not on-link (routed through the tunnel from further away).
+    let wrong = SocketAddrV6::new(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x66), 40000, 0, 0);
     nb.handle_control_accepted(at(1600), id(1), &ifn(&b, &a), wrong);
     assert_eq!(drain(&mut nb), vec![Action::CloseControl { session: id(1) }]);
     // On an interface that is no neighbor's tunnel.
