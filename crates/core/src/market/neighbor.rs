@@ -111,6 +111,13 @@ struct BidHistory {
 
 const BID_MEMORY: Millis = Millis(60_000);
 
+/// The share of the bytes we send (parts per million) that may be lost on the way without
+/// counting as the neighbor's exposure. A receiver's statement is the only measure of what
+/// arrived, so a neighbor under-reporting what it received cannot be told from a lossy link;
+/// what it leaves unconfirmed beyond this share accumulates as exposure, and it is restricted
+/// once that, with what it owes, exceeds the credit limit.
+pub const LOSS_ALLOWANCE_PPM: u64 = 100_000;
+
 impl BidHistory {
     fn set(&mut self, now: Millis, price: Price) {
         if self.spans.last().is_some_and(|(p, until)| *p == price && until.is_none()) {
@@ -141,11 +148,14 @@ pub struct NeighborMarket {
     their_bids: BidHistory,
     pub enforcement: Enforcement,
     pub enforcement_reason: Option<String>,
-    /// Bytes sent since the neighbor's last accepted statement: service it has not confirmed.
+    /// Bytes sent that the neighbor has not confirmed: service it may owe for without saying so.
+    /// Each confirmed byte writes off [`LOSS_ALLOWANCE_PPM`] of loss on top of itself.
     pub unconfirmed_tx: u64,
     /// Bytes the neighbor claimed beyond what we sent (clamped below at -slack).
     overclaim: i128,
     overclaim_ticks: u32,
+    /// Bytes sent in the current and the previous sample: their statements may not be here yet.
+    tx_in_flight: [u64; 2],
     /// Loss seen over the last statements: (bytes sent, bytes confirmed).
     pub recent_sent: u64,
     pub recent_confirmed: u64,
@@ -164,6 +174,10 @@ pub struct NeighborMarket {
     pub awaiting_answer_since: Option<Millis>,
     /// It had an established session at least once (only those are stored).
     pub known: bool,
+    /// Since when the prices are being (re)negotiated: admission, or the last session start.
+    negotiating_since: Millis,
+    /// The neighbor's latest statement, kept until the prices are known to check it against.
+    deferred: Option<Statement>,
 }
 
 impl NeighborMarket {
@@ -184,6 +198,7 @@ impl NeighborMarket {
             unconfirmed_tx: 0,
             overclaim: 0,
             overclaim_ticks: 0,
+            tx_in_flight: [0; 2],
             recent_sent: 0,
             recent_confirmed: 0,
             last_statement_at: None,
@@ -195,7 +210,36 @@ impl NeighborMarket {
             note_sent_at: None,
             awaiting_answer_since: None,
             known: false,
+            negotiating_since: now,
+            deferred: None,
         }
+    }
+
+    /// A control session started: the prices are negotiated (again) from now.
+    pub fn negotiation_started(&mut self, now: Millis) {
+        self.negotiating_since = now;
+    }
+
+    /// Whether we know the prices both ways: our answer to the neighbor's ask and its answer to
+    /// ours, or the grace period for them has passed (then what we have, 0 without an
+    /// agreement, is what counts). Until then its bytes are not priced (they wait in the kernel
+    /// counter) and its statements not judged: a node that restarted, or met the neighbor
+    /// again, would otherwise price at 0 the bytes the neighbor still bills at the agreed
+    /// prices, or reject the neighbor's statements for prices it has not heard yet.
+    pub fn prices_known(&self, now: Millis, grace: Millis) -> bool {
+        let answered = !matches!(self.our_bid, OurBid::NoAsk) && !matches!(self.their_bid, TheirBid::Unanswered { .. });
+        answered || now.since(self.negotiating_since) >= grace
+    }
+
+    /// Keep a statement until the prices are known (the newest one: statements are cumulative).
+    pub fn defer_statement(&mut self, st: Statement) {
+        if self.deferred.as_ref().is_none_or(|d| d.seq < st.seq) {
+            self.deferred = Some(st);
+        }
+    }
+
+    pub fn take_deferred(&mut self) -> Option<Statement> {
+        self.deferred.take()
     }
 
     /// What we pay this neighbor per MB now (0 without an agreement).
@@ -251,6 +295,7 @@ impl NeighborMarket {
     pub fn count_tx(&mut self, bytes: u64) {
         self.unconfirmed_tx = self.unconfirmed_tx.saturating_add(bytes);
         self.overclaim -= bytes as i128;
+        self.tx_in_flight[0] = self.tx_in_flight[0].saturating_add(bytes);
         self.recent_sent = self.recent_sent.saturating_add(bytes);
     }
 
@@ -308,15 +353,25 @@ impl NeighborMarket {
         self.record.ledger.outbound = *st;
         self.usage.bytes_out += bytes as u64;
         self.note_usage(&before);
-        self.unconfirmed_tx = 0;
+        // Not reset to zero: a neighbor confirming only part of what it received would
+        // otherwise never be exposed for the rest.
+        let allowance = bytes * LOSS_ALLOWANCE_PPM as u128 / (1_000_000 - LOSS_ALLOWANCE_PPM) as u128;
+        self.unconfirmed_tx = self.unconfirmed_tx.saturating_sub(u64::try_from(bytes + allowance).unwrap_or(u64::MAX));
         self.overclaim += bytes as i128;
         self.recent_confirmed = self.recent_confirmed.saturating_add(bytes as u64);
         Ok(true)
     }
 
     /// Once per sample: flag a neighbor that keeps claiming more bytes than we sent.
+    ///
+    /// Bytes it never confirmed (lost) are forgotten beyond `slack`, so that old losses give no
+    /// credit for later overclaims; but not those sent in the last two samples, whose
+    /// statements may still be on their way (forgetting them made every statement that arrived
+    /// after our own sample look like an overclaim once a sample carried more than `slack`).
     pub fn check_overclaim(&mut self, slack: u64) -> Option<String> {
-        self.overclaim = self.overclaim.max(-(slack as i128));
+        let in_flight = self.tx_in_flight[0] as i128 + self.tx_in_flight[1] as i128;
+        self.overclaim = self.overclaim.max(-(slack as i128) - in_flight);
+        self.tx_in_flight = [0, self.tx_in_flight[0]];
         if self.overclaim > slack as i128 {
             self.overclaim_ticks += 1;
         } else {
@@ -518,6 +573,46 @@ mod tests {
         assert_eq!(m.payment_due(&c), None, "paid up");
         m.count_rx(20_000);
         assert_eq!(m.payment_due(&c), Some(Amount(35)), "cumulative");
+    }
+
+    #[test]
+    fn statements_arriving_a_sample_late_are_not_overclaims_however_large() {
+        // 3 MB a sample, each confirmed just after our next check: nothing is ever flagged
+        // (forgetting unconfirmed bytes beyond the slack at each check used to flag this).
+        let mut m = agreed(Millis(0), 0, 0);
+        let mut st = Statement::default();
+        for s in 1..20u64 {
+            m.count_tx(3_000_000);
+            assert_eq!(m.check_overclaim(1_000_000), None, "sample {s}");
+            st.add(3_000_000, Price(0), Price(0));
+            m.accept_statement(Millis(s * 1000 + 10), &st).unwrap();
+        }
+        for s in 0..5 {
+            assert_eq!(m.check_overclaim(1_000_000), None, "after the traffic, {s}");
+        }
+    }
+
+    #[test]
+    fn bytes_left_unconfirmed_beyond_the_loss_allowance_stay_exposed() {
+        let mut m = agreed(Millis(0), 0, 1000);
+        let mut st = Statement::default();
+        // Honest, 5% lost: nothing stays exposed.
+        for s in 1..=10u64 {
+            m.count_tx(1_000_000);
+            st.add(950_000, Price(1000), Price(0));
+            m.accept_statement(Millis(s * 1000), &st).unwrap();
+        }
+        assert_eq!(m.unconfirmed_tx, 0);
+        // Half confirmed: the rest, less the allowance, accumulates (it used to be forgotten at
+        // every statement).
+        for s in 11..=20u64 {
+            m.count_tx(1_000_000);
+            st.add(500_000, Price(1000), Price(0));
+            m.accept_statement(Millis(s * 1000), &st).unwrap();
+        }
+        let allowance = 500_000 * LOSS_ALLOWANCE_PPM / (1_000_000 - LOSS_ALLOWANCE_PPM);
+        assert_eq!(m.unconfirmed_tx, 10 * (500_000 - allowance));
+        assert_eq!(m.exposure(), Balance(4445), "4.44 MB at 1000 per MB, rounded up");
     }
 
     #[test]
