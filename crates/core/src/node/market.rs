@@ -150,10 +150,13 @@ impl Node {
     /// The driver's reading of every tunnel's byte counters (once per sample interval).
     pub fn handle_counters(&mut self, now: Now, samples: &[CounterSample]) {
         self.last_now = now;
+        let grace = self.config.market.negotiation_grace;
         for s in samples {
             let Some(id) = self.neighbor_by_ifname(&s.ifname).map(|n| n.id) else { continue };
             let m = &mut self.neighbors.get_mut(&id).expect("exists").market;
-            if let Some(rx) = s.rx {
+            // Bytes received before the prices are known stay in the kernel's counter (the
+            // baseline does not move) and are priced once they are.
+            if let Some(rx) = s.rx.filter(|_| m.prices_known(now.mono, grace)) {
                 let base = m.record.rx_baseline.unwrap_or_default();
                 let (delta, next) = base.advance(rx.instance, rx.value);
                 if m.record.rx_baseline.is_some() && (rx.instance != base.instance || rx.value < base.value) {
@@ -181,11 +184,16 @@ impl Node {
                 tracing::warn!(neighbor = %id.short(), reason = %why, "statement dispute");
                 n.market.last_dispute = Some(why);
             }
+            self.judge_deferred_statement(now, id);
+        }
+        // Stored before the statements go out: a restart must never send the neighbor a
+        // different statement under a number it already holds.
+        self.market_tick(now);
+        for id in &ids {
             if let Some(session) = self.established_session(id) {
                 self.send_statement(id, session, false);
             }
         }
-        self.market_tick(now);
     }
 
     // ----- the control session -----
@@ -194,6 +202,7 @@ impl Node {
         let n = self.neighbors.get_mut(id).expect("exists");
         n.market.known = true;
         n.market.dirty = true;
+        n.market.negotiation_started(now.mono);
         if matches!(n.market.their_bid, TheirBid::Unanswered { .. }) {
             n.market.their_bid = TheirBid::Unanswered { since: now.mono };
         }
@@ -254,6 +263,7 @@ impl Node {
                         by_operator: false,
                     });
                 }
+                self.judge_deferred_statement(now, id);
                 self.market_tick(now);
             }
             MarketMessage::Decline { ask_seq, reason } => {
@@ -262,19 +272,14 @@ impl Node {
                     let m = &mut self.neighbors.get_mut(id).expect("exists").market;
                     m.awaiting_answer_since = None;
                     m.set_their_bid(now.mono, TheirBid::Declined(reason));
+                    self.judge_deferred_statement(now, id);
                     self.market_tick(now);
                 }
             }
             MarketMessage::Statement(st) => {
                 let m = &mut self.neighbors.get_mut(id).expect("exists").market;
-                match m.accept_statement(now.mono, &st) {
-                    Ok(_) => {}
-                    Err(why) => {
-                        m.disputes += 1;
-                        tracing::warn!(neighbor = %id.short(), reason = %why, "statement rejected");
-                        m.last_dispute = Some(why);
-                    }
-                }
+                m.defer_statement(st);
+                self.judge_deferred_statement(now, id);
             }
             MarketMessage::Payment { rail, proof } => self.on_payment(now, id, session, rail, &proof),
             MarketMessage::PaymentAck { rail, cumulative } => {
@@ -288,6 +293,21 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Apply the neighbor's latest statement, once the prices to check it against are known.
+    fn judge_deferred_statement(&mut self, now: Now, id: &NodeId) {
+        let grace = self.config.market.negotiation_grace;
+        let m = &mut self.neighbors.get_mut(id).expect("exists").market;
+        if !m.prices_known(now.mono, grace) {
+            return;
+        }
+        let Some(st) = m.take_deferred() else { return };
+        if let Err(why) = m.accept_statement(now.mono, &st) {
+            m.disputes += 1;
+            tracing::warn!(neighbor = %id.short(), reason = %why, "statement rejected");
+            m.last_dispute = Some(why);
+        }
     }
 
     fn on_payment(&mut self, now: Now, id: &NodeId, session: SessionId, rail: u8, proof: &[u8]) {
@@ -368,6 +388,7 @@ impl Node {
             }
         };
         self.send_market(session, msg);
+        self.judge_deferred_statement(now, id);
     }
 
     fn send_ask(&mut self, now: Now, id: &NodeId, session: SessionId) {
