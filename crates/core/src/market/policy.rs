@@ -65,11 +65,9 @@ pub fn plan(floor_bps: u64, inputs: &[ShareInput]) -> TrafficPolicy {
         for i in &members {
             let (rate, ceil, ingress) = match i.enforcement {
                 Enforcement::None => {
-                    let share = if total_weight == 0 {
-                        g.capacity_bps as u128 / paying.len().max(1) as u128
-                    } else {
-                        g.capacity_bps as u128 * i.weight as u128 / total_weight
-                    };
+                    let share = (g.capacity_bps as u128 * i.weight as u128)
+                        .checked_div(total_weight)
+                        .unwrap_or(g.capacity_bps as u128 / paying.len().max(1) as u128);
                     ((share as u64).clamp(floor, g.capacity_bps), g.capacity_bps, Ingress::Open)
                 }
                 Enforcement::Throttled => (floor, floor, Ingress::Police(floor_bps)),
