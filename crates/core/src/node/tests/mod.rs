@@ -8,6 +8,7 @@
 
 mod discovery;
 mod lifecycle;
+mod market;
 mod pair;
 mod session;
 
