@@ -8,10 +8,13 @@
 //! - Messages are encoded into frames by the real codec and decoded by the receiver through a
 //!   `FrameDecoder`, in order, after the link's latency (plus retransmission delays on loss).
 //! - A message sent while the tunnel does not deliver, or arriving when the receiver's tunnel or
-//!   the link is gone, breaks the connection for good (TCP does not skip data): nothing more
-//!   crosses it, and nobody is told. What left before the sender's tunnel vanished still arrives
-//!   (a clean shutdown's Close). A message for an end that no longer exists, over a working
-//!   tunnel, is answered by a reset.
+//!   the link is gone, breaks that direction of the connection for good (TCP does not skip
+//!   data): nothing more reaches that end, and nobody is told. The other direction is not
+//!   affected: what is already on its way still arrives (a clean shutdown's Close, sent just
+//!   before its tunnel was removed, reaches the neighbor even if the neighbor's own data to the
+//!   stopped node is lost).
+//! - A message for an end that is closed, while its node and tunnel are still there, is answered
+//!   by a reset, which reaches the sender after whatever was already on its way to it.
 //! - Closing an end tells the other (after the data already in flight) if the tunnel delivers.
 
 use crate::driver::Event;
@@ -41,7 +44,10 @@ pub(crate) struct End {
 /// `ends[0]` connected, `ends[1]` accepted.
 pub(crate) struct Conn {
     pub ends: [End; 2],
-    broken: bool,
+    /// Per receiving end: nothing more can reach it.
+    broken: [bool; 2],
+    /// Per end: a reset is on its way to it.
+    reset: [bool; 2],
     /// Per receiving end: when its last segment arrives (arrivals never reorder).
     last_arrival: [Millis; 2],
     decoders: [FrameDecoder; 2],
@@ -87,7 +93,13 @@ impl Sim {
         };
         let ends = [end(self, a, ifname.clone(), serial_a, Some(session)), end(self, b, bif, serial_b, None)];
         let arrive = self.now + self.delay(link);
-        let conn = Conn { ends, broken: false, last_arrival: [arrive, arrive], decoders: Default::default() };
+        let conn = Conn {
+            ends,
+            broken: [false; 2],
+            reset: [false; 2],
+            last_arrival: [arrive, arrive],
+            decoders: Default::default(),
+        };
         self.conns.insert(id, conn);
         self.sessions.insert((a, session), id);
         self.schedule(arrive, Event::Syn { conn: id, link });
@@ -110,25 +122,25 @@ impl Sim {
         (b == e1.node && bif == e1.ifname).then_some(link)
     }
 
-    /// Mark broken if the path is gone; returns the link otherwise.
-    fn path_or_break(&mut self, id: ConnId) -> Option<LinkId> {
-        if !matches!(self.conns.get(&id), Some(c) if !c.broken) {
+    /// The link for a segment towards end `to`; if the path is gone, that direction breaks.
+    fn path_or_break(&mut self, id: ConnId, to: usize) -> Option<LinkId> {
+        if !matches!(self.conns.get(&id), Some(c) if !c.broken[to]) {
             return None;
         }
         let path = self.conn_path(id);
         if path.is_none() {
-            self.conns.get_mut(&id).expect("exists").broken = true;
-            self.trace.note(self.now, format_args!("conn {} broken", id.0));
+            self.conns.get_mut(&id).expect("exists").broken[to] = true;
+            self.trace.note(self.now, format_args!("conn {} broken towards end {to}", id.0));
         }
         path
     }
 
-    /// Whether end `to` can receive a segment that crossed `link`: the connection is not
+    /// Whether end `to` can receive a segment that crossed `link`: that direction is not
     /// broken, the receiver is the same incarnation with the same tunnel, and the link is up.
-    /// Breaks the connection if not.
+    /// Breaks that direction if not (the other one carries on).
     fn receivable(&mut self, id: ConnId, link: LinkId, to: usize) -> bool {
         let Some(c) = self.conns.get(&id) else { return false };
-        if c.broken {
+        if c.broken[to] {
             return false;
         }
         let e = &c.ends[to];
@@ -138,10 +150,24 @@ impl Sim {
             && node.tunnels.get(&e.ifname).map(|t| t.serial) == Some(e.tunnel_serial)
             && self.links[link.0].up;
         if !ok {
-            self.conns.get_mut(&id).expect("exists").broken = true;
-            self.trace.note(self.now, format_args!("conn {} broken on arrival", id.0));
+            self.conns.get_mut(&id).expect("exists").broken[to] = true;
+            self.trace.note(self.now, format_args!("conn {} broken on arrival at end {to}", id.0));
         }
         ok
+    }
+
+    /// End `dead` is closed but its host is there: it answers with a reset, which reaches the
+    /// other end `delay` from now but after everything already on its way to it.
+    fn reset_other_end(&mut self, id: ConnId, dead: usize, delay: Millis) {
+        let live = 1 - dead;
+        let c = self.conns.get_mut(&id).expect("exists");
+        let e = &c.ends[live];
+        let Some(session) = e.session.filter(|_| e.open && !c.reset[live]) else { return };
+        let (node, generation) = (e.node, e.generation);
+        c.reset[live] = true;
+        let at = (self.now + delay).max(c.last_arrival[live]);
+        c.last_arrival[live] = at;
+        self.schedule(at, Event::ConnFailed { node, generation, session, why: "connection reset by peer" });
     }
 
     pub(crate) fn on_syn(&mut self, id: ConnId, link: LinkId) {
@@ -185,6 +211,19 @@ impl Sim {
     pub(crate) fn send_control(&mut self, n: NodeIdx, session: SessionId, msg: &ControlMessage) {
         let Some(&id) = self.sessions.get(&(n, session)) else { return };
         let from = self.conns[&id].ends.iter().position(|e| e.node == n && e.session == Some(session)).expect("mapped");
+        let tampered;
+        let msg = if self.tampers.contains_key(&n) {
+            let peer = self.conns[&id].ends[1 - from].node;
+            match self.tamper(n, peer, msg.clone()) {
+                Some(m) => {
+                    tampered = m;
+                    &tampered
+                }
+                None => return,
+            }
+        } else {
+            msg
+        };
         let bytes = msg.encode_frame();
         self.transmit(id, from, Segment::Data(bytes));
     }
@@ -200,18 +239,15 @@ impl Sim {
     }
 
     fn transmit(&mut self, id: ConnId, from: usize, seg: Segment) {
-        let Some(link) = self.path_or_break(id) else { return };
         let to = 1 - from;
+        let Some(link) = self.path_or_break(id, to) else { return };
         let latency = self.links[link.0].opts.latency;
         let c = &self.conns[&id];
         if !c.ends[to].open {
             if matches!(seg, Segment::Data(_)) && c.ends[to].session.is_some() {
-                // The other end is gone but the tunnel works: its kernel answers with a reset.
-                let (node, generation, session) =
-                    (c.ends[from].node, c.ends[from].generation, c.ends[from].session.expect("sending"));
-                self.conns.get_mut(&id).expect("exists").broken = true;
-                let ev = Event::ConnFailed { node, generation, session, why: "connection reset by peer" };
-                self.schedule(self.now + latency + latency, ev);
+                // The other end is closed but the tunnel works: its kernel answers with a reset.
+                self.conns.get_mut(&id).expect("exists").broken[to] = true;
+                self.reset_other_end(id, to, latency + latency);
             }
             return;
         }
@@ -221,7 +257,7 @@ impl Sim {
             tries += 1;
             self.links[link.0].flow_from_mut(self.conns[&id].ends[from].node).dropped += 1;
             if tries > MAX_RETRANSMITS {
-                self.conns.get_mut(&id).expect("exists").broken = true;
+                self.conns.get_mut(&id).expect("exists").broken[to] = true;
                 return;
             }
             delay = delay + MIN_RTO.max(Millis(latency.0 * 3)) + Millis(latency.0 * tries as u64);
@@ -247,6 +283,11 @@ impl Sim {
         }
         let c = self.conns.get_mut(&id).expect("exists");
         let e = &c.ends[to];
+        if e.session.is_some() && !e.open {
+            // Data for a socket closed while it was on its way: the receiver's kernel resets.
+            let latency = self.links[link.0].opts.latency;
+            return self.reset_other_end(id, to, latency);
+        }
         let (Some(session), true) = (e.session, e.open) else { return };
         let n = e.node;
         c.decoders[to].push(&bytes);

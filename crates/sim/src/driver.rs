@@ -77,8 +77,8 @@ impl Sim {
             Action::OpenControl { session, ifname, peer, .. } => self.open_control(n, session, &ifname, peer),
             Action::SendControl { session, msg } => self.send_control(n, session, &msg),
             Action::CloseControl { session } => self.close_control(n, session),
-            // Traffic shaping and persistence: modelled by the market extension of the simulator.
-            Action::ApplyTraffic(_) | Action::Persist(_) => {}
+            Action::ApplyTraffic(policy) => self.apply_traffic(n, policy),
+            Action::Persist(batch) => self.persist(n, batch),
         }
     }
 

@@ -22,18 +22,21 @@
 //! ```
 //!
 //! The pieces: `net` (links, addresses, per-link byte flows), `tunnel` (simulated WireGuard),
-//! `control` (simulated TCP inside tunnels), `driver` (actions in, events out), `flood` (an
+//! `control` (simulated TCP inside tunnels), `driver` (actions in, events out), `market` (data
+//! flows, shaping and policing as the cores ask, kernel counters, each node's disk), `flood` (an
 //! adversary announcing many fake identities), [`topology`] (ready-made graphs), `trace`.
 
 mod control;
 mod driver;
 mod flood;
+mod market;
 mod net;
 pub mod topology;
 mod trace;
 mod tunnel;
 
 pub use flood::FloodSpec;
+pub use market::{FlowStats, Ruleset, RxCounter, Tamper};
 pub use net::{Flow, Link, LinkEnd, LinkId, LinkOptions};
 pub use trace::TraceEntry;
 pub use tunnel::{SimTunnel, REKEY_AFTER};
@@ -63,8 +66,9 @@ impl std::fmt::Display for NodeIdx {
     }
 }
 
-/// One simulated router: its identity and configuration survive restarts; its core, tunnels
-/// and connections do not.
+/// One simulated router: its identity, configuration and disk survive restarts; its core,
+/// tunnels and connections do not; its kernel's traffic rules survive a crash but not a clean
+/// shutdown or a power cut.
 pub struct SimNode {
     pub name: String,
     identity: Identity,
@@ -87,6 +91,10 @@ pub struct SimNode {
     clock_offset_ms: i64,
     /// Tunnel interfaces created over the node's life (across restarts).
     tunnels_created: u64,
+    /// Receive counters and the applied traffic policy.
+    ruleset: Ruleset,
+    /// The latest persisted market record per neighbor.
+    disk: BTreeMap<NodeId, tollway_core::market::MarketRecord>,
 }
 
 impl SimNode {
@@ -138,6 +146,11 @@ pub struct Sim {
     pub ifaces_per_node: usize,
     /// Consecutive steps without the clock moving (livelock detector).
     steps_at_same_time: u32,
+    data: market::DataPlane,
+    tampers: BTreeMap<NodeIdx, Tamper>,
+    /// Count control traffic in the market's counters too, as a real firewall does (then
+    /// statements never come to rest). Off by default.
+    pub count_control_bytes: bool,
 }
 
 impl Sim {
@@ -159,6 +172,9 @@ impl Sim {
             trace: trace::Trace::default(),
             ifaces_per_node: 8,
             steps_at_same_time: 0,
+            data: market::DataPlane::default(),
+            tampers: BTreeMap::new(),
+            count_control_bytes: false,
         }
     }
 
@@ -193,6 +209,8 @@ impl Sim {
             tunnel_faults: false,
             clock_offset_ms: 0,
             tunnels_created: 0,
+            ruleset: Ruleset::default(),
+            disk: BTreeMap::new(),
         });
         idx
     }
@@ -243,20 +261,25 @@ impl Sim {
         self.links[link.0].opts = opts;
     }
 
-    /// Stop a node abruptly (a crash or power cut): its core, tunnels and connections vanish
-    /// without a word to anyone; its neighbors find out by timeouts.
+    /// Stop a node abruptly (kill -9, a crash): its core, tunnels and connections vanish
+    /// without a word to anyone; its neighbors find out by timeouts. Its kernel's traffic rules
+    /// and counters stay (see [`Sim::power_cut`]), its disk too: a restart restores from it.
     pub fn stop(&mut self, n: NodeIdx) {
         self.trace.note(self.now, format_args!("stop {n}"));
         self.halt(n);
     }
 
-    /// Stop a node cleanly: `Node::shutdown` runs and its actions (Close messages, tunnel
-    /// removals) are executed before it halts.
+    /// Stop a node cleanly, as the daemon does: a last count of its counters, then
+    /// `Node::shutdown` and its actions (Close messages, tunnel removals, a last persist), then
+    /// its traffic rules removed.
     pub fn shutdown(&mut self, n: NodeIdx) {
         self.trace.note(self.now, format_args!("shutdown {n}"));
-        if let Some(core) = self.nodes[n.0].core.as_mut() {
-            core.shutdown();
+        if self.nodes[n.0].core.is_some() {
+            self.sample_counters(n);
             self.drain_actions();
+            self.nodes[n.0].core.as_mut().expect("running").shutdown();
+            self.drain_actions();
+            self.nodes[n.0].ruleset = Ruleset::default();
         }
         self.halt(n);
     }
@@ -476,7 +499,11 @@ impl Sim {
         let node = &mut self.nodes[n.0];
         node.generation += 1;
         node.start_pending = false;
-        node.core = Some(Node::new(node.config.clone(), node.identity.clone(), now, seed));
+        let mut core = Node::new(node.config.clone(), node.identity.clone(), now, seed);
+        if !node.disk.is_empty() {
+            core.restore(node.disk.iter().map(|(id, r)| (*id, r.clone())).collect());
+        }
+        node.core = Some(core);
         self.trace.note(self.now, format_args!("start {n} gen {}", node.generation));
     }
 
@@ -502,6 +529,13 @@ impl Sim {
         self.events.insert((at.max(self.now), self.seq), ev);
     }
 
+    /// Move the clock forward to `t` (never back), the data flows with it.
+    fn advance_to(&mut self, t: Millis) {
+        let t = t.max(self.now);
+        self.advance_flows(t);
+        self.now = t;
+    }
+
     /// Process the earliest pending instant, if it is no later than `end`. Returns false (with
     /// the clock moved to `end`) when nothing is left to do before `end`.
     fn step(&mut self, end: Millis) -> bool {
@@ -513,19 +547,19 @@ impl Sim {
             (a, b) => match a.or(b) {
                 Some(t) => t,
                 None => {
-                    self.now = self.now.max(end);
+                    self.advance_to(end);
                     return false;
                 }
             },
         };
         if next > end {
-            self.now = self.now.max(end);
+            self.advance_to(end);
             return false;
         }
         let t = next.max(self.now);
         self.steps_at_same_time = if t == self.now { self.steps_at_same_time + 1 } else { 0 };
         assert!(self.steps_at_same_time < 100_000, "livelock: time stuck at {t:?}");
-        self.now = t;
+        self.advance_to(t);
         while let Some(entry) = self.events.first_entry() {
             if entry.key().0 > t {
                 break;

@@ -23,18 +23,21 @@ pub struct LinkOptions {
     /// milliseconds and periodic senders can stay phase-locked with each other forever.
     pub jitter: Millis,
     /// Chance, in parts per million, that a datagram (discovery, WireGuard handshake message,
-    /// TCP segment) is lost. Lost TCP segments are retransmitted; the others are not.
+    /// TCP segment) is lost. Lost TCP segments are retransmitted; the others are not. Data
+    /// flows lose this share of their bytes.
     pub loss_ppm: u32,
+    /// Most data a flow can carry in each direction, bit/s (`None`: no limit).
+    pub capacity_bps: Option<u64>,
 }
 
 impl Default for LinkOptions {
     fn default() -> Self {
-        LinkOptions { latency: Millis(1), jitter: Millis::ZERO, loss_ppm: 0 }
+        LinkOptions { latency: Millis(1), jitter: Millis::ZERO, loss_ppm: 0, capacity_bps: None }
     }
 }
 
-/// What crossed a link in one direction. Control traffic is counted as tunnel bytes; user
-/// traffic, when the simulator carries it, belongs here too (see `Sim::carry`).
+/// What crossed a link in one direction. Control traffic and data flows are counted as tunnel
+/// bytes; data flows also on their own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flow {
     pub discovery_packets: u64,
@@ -43,6 +46,9 @@ pub struct Flow {
     pub tunnel_bytes: u64,
     /// Datagrams lost to `loss_ppm` or to the link being cut.
     pub dropped: u64,
+    /// Bytes of data flows sent into the link, and lost on it.
+    pub data_sent: u64,
+    pub data_lost: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -34,6 +34,9 @@ pub struct SimTunnel {
     /// Inner bytes received from and sent to the peer.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// The transmit counter the market reads: data bytes sent (and control bytes when
+    /// `Sim::count_control_bytes`).
+    pub counted_tx: u64,
 }
 
 impl Sim {
@@ -71,6 +74,7 @@ impl Sim {
                     via: None,
                     rx_bytes: 0,
                     tx_bytes: 0,
+                    counted_tx: 0,
                 };
                 tunnels.insert(spec.ifname, t);
             }
@@ -97,6 +101,7 @@ impl Sim {
                 core.handle_tunnel_stats(now, &ifname, stats);
             }
         }
+        self.sample_counters(n);
     }
 
     /// The peer's tunnel for `a`'s tunnel `ifname`, if the peer runs and both are configured with
@@ -163,14 +168,16 @@ impl Sim {
         (bound && fresh && self.links[link.0].up).then_some((b, bif, link))
     }
 
-    /// Carry `bytes` of inner traffic from `a` through its tunnel `ifname`: counts them on both
-    /// tunnels and on the link. Returns the receiving end and the link, or `None` (nothing
-    /// counted) if the tunnel does not deliver right now. This is where user traffic will go too.
+    /// Carry `bytes` of control traffic from `a` through its tunnel `ifname`: counts them on
+    /// both tunnels and on the link (and in the market's counters if
+    /// `Sim::count_control_bytes`). Returns the receiving end and the link, or `None` (nothing
+    /// counted) if the tunnel does not deliver right now.
     pub fn carry(&mut self, a: NodeIdx, ifname: &IfName, bytes: u64) -> Option<(NodeIdx, IfName, LinkId)> {
         let (b, bif, link) = self.tunnel_path(a, ifname)?;
         self.nodes[a.0].tunnels.get_mut(ifname).expect("on path").tx_bytes += bytes;
         self.nodes[b.0].tunnels.get_mut(&bif).expect("on path").rx_bytes += bytes;
         self.links[link.0].flow_from_mut(a).tunnel_bytes += bytes;
+        self.count_control(a, ifname, b, bytes);
         Some((b, bif, link))
     }
 

@@ -22,6 +22,7 @@ fn mesh_always_heals_after_random_failures() {
             latency: Millis(rng.gen_range(1..30)),
             jitter: Millis(rng.gen_range(0..10)),
             loss_ppm: rng.gen_range(0..50_000),
+            ..LinkOptions::default()
         };
         sim.set_link_options(*l, opts);
     }

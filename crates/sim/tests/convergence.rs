@@ -58,7 +58,7 @@ fn random_mesh_of_twenty_converges() {
 fn lossy_slow_links_still_converge() {
     let mut sim = Sim::new(4);
     let n = topology::chain(&mut sim, "l", 3, |_| {});
-    let bad = LinkOptions { latency: Millis(40), jitter: Millis(20), loss_ppm: 200_000 };
+    let bad = LinkOptions { latency: Millis(40), jitter: Millis(20), loss_ppm: 200_000, ..LinkOptions::default() };
     for l in sim.links().map(|(id, _)| id).collect::<Vec<_>>() {
         sim.set_link_options(l, bad);
     }

@@ -16,7 +16,12 @@ fn run(seed: u64, short: bool) -> (String, u64, Vec<String>) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let (n, links) = topology::random_connected(&mut sim, "d", 6, 3, &mut rng, |_| {});
     for (i, l) in links.iter().enumerate() {
-        let opts = LinkOptions { latency: Millis(1 + i as u64 % 5), jitter: Millis(3), loss_ppm: 30_000 };
+        let opts = LinkOptions {
+            latency: Millis(1 + i as u64 % 5),
+            jitter: Millis(3),
+            loss_ppm: 30_000,
+            ..LinkOptions::default()
+        };
         sim.set_link_options(*l, opts);
     }
     sim.add_flooder(FloodSpec {

@@ -13,7 +13,7 @@ const FLOODER: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xbad, 0, 0, 1);
 /// Without jitter every event sits on a millisecond lattice and a periodic sender can stay
 /// phase-locked with the flood forever; real links jitter.
 fn jittery() -> LinkOptions {
-    LinkOptions { latency: Millis(1), jitter: Millis(3), loss_ppm: 0 }
+    LinkOptions { latency: Millis(1), jitter: Millis(3), loss_ppm: 0, ..LinkOptions::default() }
 }
 
 /// Largest table of `nodes` (fake neighbors included) seen at every step while running `d`.
