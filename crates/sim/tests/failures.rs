@@ -102,10 +102,8 @@ fn clean_shutdown_tells_the_neighbors_at_once() {
     let n = topology::chain(&mut sim, "g", 2, |_| {});
     let (a, b) = (n[0], n[1]);
     converge(&mut sim, secs(10), "pair");
-    // Let the price negotiation that follows the session handshake finish first. (FIXME: the
-    // simulator drops a Close that crosses data sent to the closed end, instead of delivering
-    // it and then the reset.)
-    sim.run_for(secs(2));
+    // At once: the price negotiation that follows the session handshake is still in flight
+    // towards b, and must not keep b's Close from reaching a.
     sim.shutdown(b);
     sim.run_for(Millis(50));
     let nb = sim.node(a).neighbor(&sim.node_id(b)).expect("still a neighbor until it times out").clone();
