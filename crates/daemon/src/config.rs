@@ -67,6 +67,10 @@ pub struct Market {
     pub payments_paused: bool,
     /// Days of ledger history (usage per minute, payments, price changes) kept.
     pub history_days: u32,
+    /// Install the nftables and tc rules that count, police and shape neighbors' traffic.
+    /// Without them nothing is counted, so nothing is billed and nobody is throttled: turn this
+    /// off only to measure their cost, or where something else controls the traffic.
+    pub traffic_control: bool,
 }
 
 impl Default for Market {
@@ -86,6 +90,7 @@ impl Default for Market {
             negotiation_grace_secs: 5,
             payments_paused: false,
             history_days: 30,
+            traffic_control: true,
         }
     }
 }

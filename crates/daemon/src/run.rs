@@ -131,11 +131,12 @@ fn open_backends(cfg: &Config, id: &NodeId) -> anyhow::Result<Backends> {
         ..Default::default()
     };
     let store = tollway_store::Store::open_with(&path, options).context("opening the ledger")?;
-    Ok(Backends {
-        tunnels,
-        links,
-        firewall: Box::new(tollway_traffic::NftFirewall::new()),
-        shaper: Box::new(shaper),
-        store,
-    })
+    let (firewall, shaper): (Box<dyn tollway_traffic::Firewall>, Box<dyn tollway_traffic::Shaper>) =
+        if cfg.market.traffic_control {
+            (Box::new(tollway_traffic::NftFirewall::new()), Box::new(shaper))
+        } else {
+            tracing::warn!("market.traffic_control = false: no traffic is counted, billed, throttled or shaped");
+            (Box::new(tollway_traffic::NoopFirewall), Box::new(tollway_traffic::NoopShaper))
+        };
+    Ok(Backends { tunnels, links, firewall, shaper, store })
 }

@@ -90,13 +90,21 @@ impl Driver {
         if self.plan.is_none() {
             return;
         }
-        let rx = match self.k.firewall.read_counters() {
+        let mut rx = match self.k.firewall.read_counters() {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "reading counters failed");
                 return;
             }
         };
+        // A planned counter is missing: someone flushed our rules. Put them back now (counting
+        // from zero again; the core sees a new counter) rather than at the next reconcile.
+        let planned = self.plan.as_ref().map(|p| p.neighbors().map(|(_, n)| n.key.clone()).collect::<Vec<_>>());
+        if planned.is_some_and(|keys| keys.iter().any(|k| !rx.contains_key(k))) {
+            tracing::warn!("traffic rules were removed by someone else; re-applying them");
+            self.reconcile_traffic();
+            rx = self.k.firewall.read_counters().unwrap_or_default();
+        }
         let samples: Vec<CounterSample> = self
             .node
             .neighbors()
