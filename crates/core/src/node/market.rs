@@ -240,7 +240,9 @@ impl Node {
             }
             MarketMessage::Bid { ask_seq, price } => {
                 if ask_seq != self.market.ask_seq {
-                    tracing::debug!(neighbor = %id.short(), ask_seq, "bid for an earlier ask ignored");
+                    tracing::debug!(neighbor = %id.short(), ask_seq, "bid for an earlier ask: not an agreement");
+                    // But it priced what it received at it until our new ask reached it.
+                    self.neighbors.get_mut(id).expect("exists").market.note_stale_bid(now.mono, price);
                     return Ok(());
                 }
                 let ask = self.config.market.ask;
