@@ -628,6 +628,29 @@ mod tests {
     }
 
     #[test]
+    fn after_a_restart_the_first_statement_may_confirm_what_the_previous_incarnation_sent() {
+        // Restored: the neighbor's last statement we held said 10 MB; it has since counted 5 MB
+        // more that we sent (and counted) before we crashed. Our new incarnation never counted
+        // those: not an overclaim.
+        let mut record = MarketRecord::new([0; 16]);
+        record.ledger.outbound.add(10_000_000, Price(0), Price(0));
+        let mut m = NeighborMarket::new(Millis(0), record);
+        m.set_our_bid(Millis(0), OurBid::Bid(Price(0)));
+        m.set_their_bid(Millis(0), TheirBid::Accepted(Price(0)));
+        let mut st = m.record.ledger.outbound;
+        st.add(5_000_000, Price(0), Price(0));
+        m.accept_statement(Millis(1000), &st).unwrap();
+        for _ in 0..5 {
+            assert_eq!(m.check_overclaim(1_000_000), None);
+        }
+        // Later claims are checked as usual.
+        st.add(5_000_000, Price(0), Price(0));
+        m.accept_statement(Millis(2000), &st).unwrap();
+        let flags: Vec<_> = (0..3).filter_map(|_| m.check_overclaim(1_000_000)).collect();
+        assert_eq!(flags.len(), 1, "{flags:?}");
+    }
+
+    #[test]
     fn bytes_left_unconfirmed_beyond_the_loss_allowance_stay_exposed() {
         let mut m = agreed(Millis(0), 0, 1000);
         let mut st = Statement::default();
