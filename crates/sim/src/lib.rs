@@ -21,6 +21,16 @@
 //! assert!(took.is_some());
 //! ```
 //!
+//! Traffic and money: [`Sim::start_flow`] offers a constant rate of data from a node to a
+//! neighbor through their tunnel; the cores' `ApplyTraffic` shapes and polices it, the link's
+//! `capacity_bps` and `loss_ppm` limit it, and the kernel counters it moves are fed to the cores
+//! at every `SampleTunnels`. [`Sim::flow`] tells what a flow sent, lost and delivered;
+//! [`Sim::market`] shows a core's market with a neighbor, [`Sim::shaping`] and
+//! [`Sim::restricts`] what its kernel applies, [`Sim::disk`] what it persisted (restored when it
+//! starts again). [`Sim::command`] runs an operator command (`set_ask`, `set_payments_paused`,
+//! ...), [`Sim::set_tamper`] makes a node lie, [`Sim::power_cut`] and [`Sim::flush_ruleset`]
+//! lose or re-create its counters. See the `market` module for the model.
+//!
 //! The pieces: `net` (links, addresses, per-link byte flows), `tunnel` (simulated WireGuard),
 //! `control` (simulated TCP inside tunnels), `driver` (actions in, events out), `market` (data
 //! flows, shaping and policing as the cores ask, kernel counters, each node's disk), `flood` (an

@@ -121,6 +121,7 @@ impl Sim {
 
     /// Run `f` on `n`'s core (an operator command), then execute what it asked for.
     pub fn command<R>(&mut self, n: NodeIdx, f: impl FnOnce(&mut Node, Now) -> R) -> R {
+        self.boot_pending();
         let now = self.now_for(n);
         let core = self.nodes[n.0].core.as_mut().unwrap_or_else(|| panic!("{n} is not running"));
         let r = f(core, now);
