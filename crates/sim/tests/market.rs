@@ -62,6 +62,43 @@ fn randomize_links(sim: &mut Sim, rng: &mut ChaCha20Rng, max_loss_ppm: u32) {
 }
 
 #[test]
+fn links_limit_and_lose_data_and_the_senders_counter_counts_what_was_lost() {
+    let mut sim = Sim::new(81);
+    let (a, b) = (sim.add_node("a", market(0, 1000, 1_000_000)), sim.add_node("b", market(0, 1000, 1_000_000)));
+    let l = sim.link(a, b);
+    converge(&mut sim, secs(20), "pair");
+    let opts = LinkOptions { loss_ppm: 20_000, capacity_bps: Some(5 * MBIT), ..LinkOptions::default() };
+    sim.set_link_options(l, opts);
+    sim.start_flow(a, b, 8 * MBIT);
+    sim.run_for(secs(1));
+    let f0 = sim.flow(a, b);
+    sim.run_for(secs(10));
+    let f = sim.flow(a, b);
+    assert_eq!(f.rate_bps, 5 * MBIT, "capped by the link");
+    assert_eq!(f.sent - f0.sent, 5 * MBIT / 8 * 10);
+    let loss = (f.lost - f0.lost) as f64 / (f.sent - f0.sent) as f64;
+    assert!((loss - 0.02).abs() < 0.001, "{loss}");
+    // The kernel counters the cores read: the sender's counts what left, the receiver's what
+    // arrived.
+    let tx = sim.tunnel(a, b).unwrap().counted_tx;
+    let rx = sim.ruleset(b).counters[&sim.node_id(a)].value;
+    assert_eq!((tx, rx), (f.sent, f.delivered));
+    assert_eq!(tx - rx, f.lost);
+    sim.stop_flow(a, b);
+    sim.run_for(secs(3));
+    assert_eq!(sim.market(b, a).unwrap().record.ledger.inbound.bytes, rx, "billed what arrived");
+    assert_eq!(sim.market(a, b).unwrap().record.ledger.outbound.bytes, rx, "and told the sender");
+    // A flushed ruleset re-creates the counter from zero; nothing is counted twice.
+    sim.flush_ruleset(b);
+    sim.start_flow(a, b, MBIT);
+    sim.run_for(secs(5));
+    sim.stop_flow(a, b);
+    sim.run_for(secs(3));
+    assert_eq!(sim.market(b, a).unwrap().record.ledger.inbound.bytes, sim.flow(a, b).delivered);
+    assert_ledgers_agree(&sim, "after the flush");
+}
+
+#[test]
 fn ledgers_agree_exactly_after_traffic_price_changes_and_loss() {
     for seed in 1..=8 {
         let mut sim = Sim::new(seed);
@@ -144,7 +181,7 @@ fn a_payer_that_stops_paying_is_restricted_within_2_s_and_released_within_2_s_of
         converge(&mut sim, secs(20), "pair");
         sim.run_for(secs(1));
         sim.start_flow(seller, payer, rng.gen_range(4..12) * MBIT);
-        sim.start_flow(payer, seller, rng.gen_range(0..2) * MBIT);
+        sim.start_flow(payer, seller, rng.gen_range(1..3) * MBIT);
         sim.run_for(Millis(rng.gen_range(3000..8000)));
         assert!(!sim.restricts(seller, payer), "pays: not restricted");
         sim.command(payer, |c, now| c.set_payments_paused(now, true));
@@ -167,6 +204,13 @@ fn a_payer_that_stops_paying_is_restricted_within_2_s_and_released_within_2_s_of
         assert!(sim.restricts(seller, payer));
         let floor = sim.node(seller).market_config().floor_bps;
         assert!(sim.flow(seller, payer).rate_bps <= floor, "throttled to the floor");
+        // Both ways: what the payer sends is policed to the floor on arrival.
+        let before = sim.flow(payer, seller);
+        sim.run_for(secs(2));
+        let after = sim.flow(payer, seller);
+        let accepted = after.delivered - before.delivered;
+        assert!(accepted <= floor / 8 * 2 + 200, "policed to the floor: {accepted} bytes in 2 s");
+        assert!(after.sent - before.sent > 10 * accepted, "the payer still sends (and counts) it all");
         sim.command(payer, |c, now| c.set_payments_paused(now, false));
         let lifted = within(&mut sim, secs(5), "released after resuming", |s| !s.restricts(seller, payer)).0;
         assert!(lifted <= 2000, "seed {seed}: released {lifted} ms after resuming");
