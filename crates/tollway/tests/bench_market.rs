@@ -62,7 +62,8 @@ fn bench_time_to_throttle_and_to_unthrottle() {
         std::thread::scope(|sc| {
             let ip = a_ip.clone();
             let dl = sc.spawn(move || {
-                let _ = lab_ref.command_in("b", &["timeout", "20", "iperf3", "-c", &ip, "-R", "-t", "8"]).unwrap().output();
+                let _ =
+                    lab_ref.command_in("b", &["timeout", "20", "iperf3", "-c", &ip, "-R", "-t", "8"]).unwrap().output();
             });
             let start = nb(&lab, "b", "a").bytes_in;
             let mut crossed = None;
