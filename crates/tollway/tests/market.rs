@@ -26,7 +26,7 @@ a = "a"
 b = "b"
 "#;
 
-fn nb<'a>(lab: &tollway_lab::Lab, of: &str, peer: &str) -> tollway_api::NeighborStatus {
+fn nb(lab: &tollway_lab::Lab, of: &str, peer: &str) -> tollway_api::NeighborStatus {
     let peer_id = node_id(lab, peer);
     neighbor(&status(lab, of), &peer_id).unwrap_or_else(|| panic!("{of} lists {peer}")).clone()
 }

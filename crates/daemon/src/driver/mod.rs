@@ -250,7 +250,7 @@ impl Driver {
     /// `RECONCILE_EVERY` samples, re-apply the desired kernel state first.
     fn sample(&mut self) {
         self.samples = self.samples.wrapping_add(1);
-        if self.samples % RECONCILE_EVERY == 0 {
+        if self.samples.is_multiple_of(RECONCILE_EVERY) {
             self.reconcile_tunnels();
             self.reconcile_traffic();
         }

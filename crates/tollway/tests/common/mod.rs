@@ -197,8 +197,18 @@ pub fn units(s: &str) -> i128 {
     }
 }
 
-/// Start `iperf3 -s` in `node` on `port` (killed when the lab goes down).
-pub fn iperf_server(lab: &Lab, node: &str, port: u16) -> std::process::Child {
+/// An `iperf3 -s` the test started: killed by its pid and reaped when dropped.
+pub struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `iperf3 -s` in `node` on `port`.
+pub fn iperf_server(lab: &Lab, node: &str, port: u16) -> Server {
     let child = lab
         .command_in(node, &["iperf3", "-s", "-p", &port.to_string()])
         .unwrap()
@@ -207,7 +217,7 @@ pub fn iperf_server(lab: &Lab, node: &str, port: u16) -> std::process::Child {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    child
+    Server(child)
 }
 
 /// Run an iperf3 client in `node` against `server_ip:port` with extra `args`; returns the
