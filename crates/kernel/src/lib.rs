@@ -16,7 +16,7 @@
 pub mod fake;
 mod link;
 pub mod netns;
-mod nl;
+pub mod nl;
 mod tunnel;
 
 pub use link::NetlinkLinks;
@@ -99,6 +99,8 @@ pub trait Tunnels: Send {
 /// Byte and packet counts of an interface, as the kernel keeps them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStats {
+    /// The interface's index: a new index means a new interface (its counters restarted).
+    pub ifindex: u32,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,

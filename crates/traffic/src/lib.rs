@@ -48,7 +48,6 @@ pub mod fake;
 mod firewall;
 mod link;
 mod nft;
-mod nl;
 pub mod plan;
 mod shaper;
 mod tc;

@@ -1,12 +1,12 @@
 //! Interfaces through rtnetlink: the counters of one link (the sender's cross-check of what its
 //! neighbor counts), and the listing, creation and removal of the shaper's IFB devices.
 
-use crate::nl::{is_errno, NlSocket};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use std::io;
 use tollway_core::IfName;
+use tollway_kernel::nl::{is_errno, NlSocket};
 
 /// The kernel's 64-bit counters of one interface (`IFLA_STATS64`, what `ip -s link` shows).
 /// For a tunnel they count inner packets after segmentation, so `tx_bytes` is exact where

@@ -105,6 +105,7 @@ impl Driver {
             self.reconcile_traffic();
             rx = self.k.firewall.read_counters().unwrap_or_default();
         }
+        let links = &mut self.k.links;
         let samples: Vec<CounterSample> = self
             .node
             .neighbors()
@@ -114,7 +115,7 @@ impl Driver {
                     instance: (r.handle.table << 32) | (r.handle.object & 0xffff_ffff),
                     value: r.bytes,
                 }),
-                tx: match tollway_traffic::link_counters(&n.ifname) {
+                tx: match links.stats(&n.ifname) {
                     Ok(Some(c)) => Some(CounterReading { instance: c.ifindex as u64, value: c.tx_bytes }),
                     _ => None,
                 },

@@ -128,6 +128,6 @@ impl Links for FakeLinks {
     fn stats(&mut self, ifname: &IfName) -> Result<Option<LinkStats>, LinkError> {
         let mut w = self.kernel.lock();
         w.enter(FakeOp::LinkStats, ifname.as_str()).map_err(injected("reading interface counters", ifname.as_str()))?;
-        Ok(w.links.get(ifname).map(|l| l.stats))
+        Ok(w.links.get(ifname).map(|l| LinkStats { ifindex: l.index, ..l.stats }))
     }
 }

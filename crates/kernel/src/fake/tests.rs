@@ -152,9 +152,10 @@ fn addresses_are_idempotent_and_link_stats_are_injectable() {
     l.ensure_address(&name("eth0"), "fe80::1".parse().unwrap(), 64).unwrap();
     assert_eq!(k.link(&name("eth0")).unwrap().addresses.len(), 1);
     assert!(matches!(l.ensure_address(&name("nope"), "fe80::1".parse().unwrap(), 64), Err(LinkError::NoSuchLink(_))));
-    let st = LinkStats { rx_bytes: 1, tx_bytes: 2, rx_packets: 3, tx_packets: 4 };
+    let st = LinkStats { ifindex: 0, rx_bytes: 1, tx_bytes: 2, rx_packets: 3, tx_packets: 4 };
     k.set_link_stats(&name("eth0"), st);
-    assert_eq!(l.stats(&name("eth0")).unwrap(), Some(st));
+    let index = l.index_of(&name("eth0")).unwrap().unwrap();
+    assert_eq!(l.stats(&name("eth0")).unwrap(), Some(LinkStats { ifindex: index, ..st }));
     assert_eq!(l.stats(&name("nope")).unwrap(), None);
     l.delete(&name("eth0")).unwrap();
     l.delete(&name("eth0")).unwrap();

@@ -130,7 +130,7 @@ impl Links for NetlinkLinks {
         const OP: &str = "reading interface counters";
         let mut sock = socket(OP, ifname)?;
         let link = route::link_by_name(&mut sock, ifname.as_str()).map_err(err(OP, ifname))?;
-        Ok(link.map(|l| l.stats.unwrap_or_default()))
+        Ok(link.map(|l| LinkStats { ifindex: l.index, ..l.stats.unwrap_or_default() }))
     }
 }
 

@@ -1,5 +1,6 @@
 //! A small synchronous netlink client: one socket per request batch, opened in the calling
-//! thread's network namespace, so every operation acts where the caller is.
+//! thread's network namespace, so every operation acts where the caller is. Shared by the
+//! kernel-facing crates (the traffic crate reads tc state through it).
 
 pub(crate) mod genl;
 pub(crate) mod route;
@@ -18,19 +19,19 @@ use std::time::Duration;
 /// requests synchronously, so this only guards against a wedged kernel or a lost reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) struct NlSocket {
+pub struct NlSocket {
     sock: Socket,
     seq: u32,
 }
 
 impl NlSocket {
     /// An rtnetlink socket in the calling thread's network namespace.
-    pub(crate) fn route() -> io::Result<NlSocket> {
+    pub fn route() -> io::Result<NlSocket> {
         NlSocket::open(netlink_sys::protocols::NETLINK_ROUTE)
     }
 
     /// A generic-netlink socket in the calling thread's network namespace.
-    pub(crate) fn generic() -> io::Result<NlSocket> {
+    pub fn generic() -> io::Result<NlSocket> {
         NlSocket::open(netlink_sys::protocols::NETLINK_GENERIC)
     }
 
@@ -44,7 +45,7 @@ impl NlSocket {
 
     /// Send one request with `NLM_F_ACK` and collect the replies until the acknowledgement.
     /// `extra_flags` adds e.g. `NLM_F_CREATE | NLM_F_EXCL`.
-    pub(crate) fn request<T>(&mut self, payload: T, extra_flags: u16) -> io::Result<Vec<T>>
+    pub fn request<T>(&mut self, payload: T, extra_flags: u16) -> io::Result<Vec<T>>
     where
         T: NetlinkSerializable + NetlinkDeserializable + Debug,
     {
@@ -52,7 +53,7 @@ impl NlSocket {
     }
 
     /// Send one dump request and collect every reply until `NLMSG_DONE`.
-    pub(crate) fn dump<T>(&mut self, payload: T) -> io::Result<Vec<T>>
+    pub fn dump<T>(&mut self, payload: T) -> io::Result<Vec<T>>
     where
         T: NetlinkSerializable + NetlinkDeserializable + Debug,
     {
@@ -134,11 +135,11 @@ fn set_recv_timeout(sock: &Socket, timeout: Duration) -> io::Result<()> {
     Ok(())
 }
 
-pub(crate) fn invalid_data(e: impl ToString) -> io::Error {
+pub fn invalid_data(e: impl ToString) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
 /// True if the error is the errno `code`.
-pub(crate) fn is_errno(e: &io::Error, code: i32) -> bool {
+pub fn is_errno(e: &io::Error, code: i32) -> bool {
     e.raw_os_error() == Some(code)
 }

@@ -46,6 +46,7 @@ pub(crate) fn parse_link(msg: &LinkMessage) -> LinkSummary {
             LinkAttribute::Mtu(m) => s.mtu = Some(*m),
             LinkAttribute::Stats64(st) => {
                 s.stats = Some(crate::LinkStats {
+                    ifindex: msg.header.index,
                     rx_bytes: st.rx_bytes,
                     tx_bytes: st.tx_bytes,
                     rx_packets: st.rx_packets,
@@ -299,7 +300,7 @@ mod tests {
                 kind: Some("tun".into()),
                 up: true,
                 mtu: Some(1400),
-                stats: Some(crate::LinkStats { rx_bytes: 10, tx_bytes: 20, rx_packets: 1, tx_packets: 2 }),
+                stats: Some(crate::LinkStats { ifindex: 4, rx_bytes: 10, tx_bytes: 20, rx_packets: 1, tx_packets: 2 }),
             }
         );
         assert!(s.is_tunnel());

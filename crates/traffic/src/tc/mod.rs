@@ -20,7 +20,6 @@ mod spec;
 
 use crate::command::run;
 use crate::link::{all_links, create_ifb, delete_link, set_up, LinkSummary};
-use crate::nl::NlSocket;
 use crate::plan::{BitRate, ClassId, GroupId, TrafficPlan};
 use crate::shaper::*;
 use diff::Observed;
@@ -28,6 +27,7 @@ use spec::{ifb_group, LeafKind};
 use std::collections::BTreeSet;
 use std::io;
 use tollway_core::IfName;
+use tollway_kernel::nl::NlSocket;
 
 /// The tc implementation of [`Shaper`].
 #[derive(Debug, Clone)]
@@ -118,7 +118,9 @@ impl TcShaper {
                 Ok(f) => {
                     o.filters.insert(i, f);
                 }
-                Err(e) if crate::nl::is_errno(&e, libc::ENODEV) || crate::nl::is_errno(&e, libc::EINVAL) => {}
+                Err(e)
+                    if tollway_kernel::nl::is_errno(&e, libc::ENODEV)
+                        || tollway_kernel::nl::is_errno(&e, libc::EINVAL) => {}
                 Err(e) => return Err(e),
             }
         }

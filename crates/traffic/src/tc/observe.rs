@@ -1,7 +1,6 @@
 //! tc state as the kernel has it, read through rtnetlink dumps: qdiscs of every device, the
 //! classes of an IFB, the egress filters of a tunnel.
 
-use crate::nl::{invalid_data, NlSocket};
 use netlink_packet_core::{Nla, NlasIterator};
 use netlink_packet_route::tc::{
     TcActionAttribute, TcActionMirrorOption, TcActionOption, TcAttribute, TcFilterU32Option, TcHandle, TcMessage,
@@ -9,6 +8,7 @@ use netlink_packet_route::tc::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use std::io;
+use tollway_kernel::nl::{invalid_data, NlSocket};
 
 /// `TC_H_CLSACT` with `TC_H_MIN_EGRESS`: the parent of a clsact qdisc's egress filters.
 pub(crate) const CLSACT_EGRESS: u32 = 0xffff_fff3;
