@@ -186,14 +186,17 @@ impl Node {
             }
             self.judge_deferred_statement(now, id);
         }
-        // Stored before the statements go out: a restart must never send the neighbor a
-        // different statement under a number it already holds.
-        self.market_tick(now);
+        // Statements first, stored before they go out (a restart must never send the neighbor
+        // a different statement under a number it already holds); payments after them, on the
+        // same ordered session: a payee must see the bytes a payment covers before the payment,
+        // or it would believe it owes the difference and pay it back.
+        self.persist(now);
         for id in &ids {
             if let Some(session) = self.established_session(id) {
                 self.send_statement(id, session, false);
             }
         }
+        self.market_tick(now);
     }
 
     // ----- the control session -----
