@@ -8,5 +8,7 @@ echo "==> running the test suite"
 # The integration tests start real daemons, tunnels and iperf3 runs; on a 2-core machine they
 # are more reliable one binary at a time, each with a few threads.
 export RUST_BACKTRACE=1
+# The lab crate's own test with the real daemon runs when it knows where the binary is.
+export TOLLWAY_BIN="$PWD/target/release/tollway"
 cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
 echo "==> all tests passed"
