@@ -179,12 +179,22 @@ fn up_builds_namespaces_veths_shaping_and_daemons_and_down_removes_them() {
         assert!(Instant::now() < deadline, "b has no link-local address on v-a");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let ping = lab
-        .command_in("a", &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", &format!("{b_ll}%v-b")])
-        .unwrap()
-        .output()
-        .unwrap();
-    assert!(ping.status.success(), "ping a→b: {}", String::from_utf8_lossy(&ping.stdout));
+    // (Right after the link comes up, neighbor discovery may still be settling on a loaded
+    // machine: allow a few attempts.)
+    let mut attempts = 0;
+    let ping = loop {
+        attempts += 1;
+        let ping = lab
+            .command_in("a", &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", &format!("{b_ll}%v-b")])
+            .unwrap()
+            .output()
+            .unwrap();
+        if ping.status.success() || attempts == 5 {
+            break ping;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(ping.status.success(), "ping a→b ({attempts} attempts): {}", String::from_utf8_lossy(&ping.stdout));
 
     // Shaping on both ends of a–b, none on b–c; loss rules on both ends of b–c.
     let qdisc = |ns: &str, dev: &str| json(&["tc", "-n", ns, "-j", "qdisc", "show", "dev", dev])[0]["kind"].clone();
