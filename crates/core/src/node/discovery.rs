@@ -203,14 +203,27 @@ impl Node {
         true
     }
 
+    /// The timestamp for our next discovery message: the wall clock, but always later than the
+    /// last one we sent, so that two messages sent within one millisecond (a reply and a
+    /// periodic Hello) are not taken for a replay of each other.
+    fn discovery_stamp(&mut self, now: Now) -> u64 {
+        let t = now.unix_ms.max(self.last_discovery_ms.saturating_add(1));
+        self.last_discovery_ms = t;
+        t
+    }
+
     pub(super) fn send_hello(&mut self, now: Now, id: &NodeId) {
-        let Some(n) = self.neighbors.get(id) else { return };
+        if !self.neighbors.contains_key(id) {
+            return;
+        }
+        let unix_ms = self.discovery_stamp(now);
+        let n = &self.neighbors[id];
         let hello = Discovery::Hello(Hello {
             node: self.node_id(),
             wg_key: self.identity.wg_public(),
             to: n.id,
             listen_port: n.listen_port,
-            unix_ms: now.unix_ms,
+            unix_ms,
         });
         let (iface, dst) = (n.underlay.clone(), n.underlay_addr);
         let payload = hello.encode_signed(&self.identity);
@@ -221,7 +234,7 @@ impl Node {
         let ann = Discovery::Announce(Announce {
             node: self.node_id(),
             wg_key: self.identity.wg_public(),
-            unix_ms: now.unix_ms,
+            unix_ms: self.discovery_stamp(now),
         })
         .encode_signed(&self.identity);
         for iface in self.config.interfaces.clone() {

@@ -369,14 +369,17 @@ impl Node {
     fn answer_ask(&mut self, now: Now, id: &NodeId, session: SessionId, seq: u64, price: Price, by_operator: bool) {
         let decision = self.config.market.decide_bid(price);
         let m = &mut self.neighbors.get_mut(id).expect("exists").market;
-        let old = m.our_price();
+        let old = match m.our_bid {
+            OurBid::Bid(p) => Some(p),
+            _ => None,
+        };
         let msg = match decision {
             Ok(bid) => {
                 if m.our_bid != OurBid::Bid(bid) {
                     tracing::info!(neighbor = %id.short(), ask = price.0, bid = bid.0, "bidding for neighbor's service");
                     self.market.events.push(MarketEvent::PriceChange {
                         subject: PriceSubject::OurBid(*id),
-                        old: Some(old),
+                        old,
                         new: bid,
                         by_operator,
                     });

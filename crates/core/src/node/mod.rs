@@ -54,6 +54,8 @@ pub struct Node {
     admit_budget: TokenBucket,
     rejects: RejectLog,
     last_now: Now,
+    /// Timestamp of the last discovery message we sent (ours are strictly increasing).
+    last_discovery_ms: u64,
     market: market::MarketState,
 }
 
@@ -80,6 +82,7 @@ impl Node {
             next_session: 1,
             rejects: RejectLog::default(),
             last_now: now,
+            last_discovery_ms: 0,
             market: market::MarketState::new(rail),
         }
     }

@@ -208,3 +208,29 @@ fn neighbor_heard_at_a_second_address_is_kept_where_it_was_until_it_moves() {
     assert_eq!(ensured(&acts).len(), 1);
     assert_eq!(ensured(&acts)[0].endpoint.as_ref().map(|e| e.addr), Some(elsewhere));
 }
+
+#[test]
+fn our_discovery_messages_sent_within_one_millisecond_are_not_replays_of_each_other() {
+    // A node answers an Announce with a Hello and sends its periodic Hellos: within the same
+    // millisecond, two Hellos to the same neighbor. The second must still look newer to it.
+    let (us, them) = us_and_them();
+    let mut n = started(&us, config());
+    // The periodic announcement is due at exactly the moment the neighbor's Announce arrives.
+    let due = n.poll_timeout().expect("announce timer").0;
+    let t = at(due + config().announce_interval.0);
+    let mut acts = hear_announce(&mut n, t, &them);
+    n.handle_timeout(t);
+    acts.extend(drain(&mut n));
+    let stamps: Vec<u64> = hellos_sent(&acts).iter().map(|(_, h)| h.unix_ms).collect();
+    assert!(stamps.len() >= 2, "{acts:?}");
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "strictly increasing: {stamps:?}");
+    // And the neighbor accepts every one of them.
+    let mut peer = started(&them, config());
+    let _ = hear_announce(&mut peer, t, &us);
+    for a in &acts {
+        if let Action::SendDiscovery { payload, .. } = a {
+            peer.handle_discovery(t, &eth0(), PEER_LL, payload);
+        }
+    }
+    assert_eq!(rejects(&peer, "replayed"), 0);
+}
