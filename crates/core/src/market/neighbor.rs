@@ -3,7 +3,7 @@
 
 use super::config::MarketConfig;
 use super::ledger::{CounterBaseline, LinkLedger, Statement};
-use super::money::{Accrual, Amount, Balance, Price, BYTES_PER_MB};
+use super::money::{Accrual, Amount, Balance, Price};
 use super::notes::ChannelId;
 use crate::time::Millis;
 
@@ -467,11 +467,6 @@ impl NeighborMarket {
         let lost = self.recent_sent.saturating_sub(self.recent_confirmed);
         (lost as u128 * 1_000_000 / self.recent_sent as u128) as u64
     }
-}
-
-/// `bytes` as MB for logs.
-pub fn mb(bytes: u64) -> f64 {
-    bytes as f64 / BYTES_PER_MB as f64
 }
 
 #[cfg(test)]

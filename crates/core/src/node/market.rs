@@ -5,11 +5,10 @@ use super::neighbor::Neighbor;
 use super::Node;
 use crate::action::{Action, MarketEvent, PersistBatch, PriceSubject, SessionId};
 use crate::ids::{IfName, NodeId};
-use crate::market::neighbor::mb;
 use crate::market::policy::{plan, ShareInput};
 use crate::market::{
-    Amount, BidPolicy, Enforcement, MarketConfig, MarketRecord, NeighborMarket, OurBid, PaymentRail, Price,
-    ReceivedNote, TheirBid, TrafficPolicy,
+    BidPolicy, Enforcement, MarketConfig, MarketRecord, NeighborMarket, OurBid, PaymentRail, Price, ReceivedNote,
+    TheirBid, TrafficPolicy,
 };
 use crate::time::{Millis, Now};
 use crate::wire::control::ControlMessage;
@@ -554,12 +553,3 @@ impl Node {
         self.update_traffic_policy();
     }
 }
-
-/// For logs: `bytes` as MB.
-#[allow(dead_code)]
-fn as_mb(bytes: u64) -> f64 {
-    mb(bytes)
-}
-
-#[allow(dead_code)]
-fn unused(_: Amount) {}
