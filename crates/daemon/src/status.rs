@@ -83,7 +83,7 @@ pub fn build(d: &Driver) -> Status {
                     enforcement_reason: mk.enforcement_reason.clone(),
                     billed_bytes_in: l.inbound.bytes,
                     billed_bytes_out: l.outbound.bytes,
-                    unconfirmed_bytes: mk.unconfirmed_tx,
+                    unconfirmed_bytes: mk.unconfirmed_tx(),
                     reported_loss_ppm: mk.reported_loss_ppm(),
                     disputes: mk.disputes,
                     last_dispute: mk.last_dispute.clone(),

@@ -55,9 +55,11 @@ fn bench_time_to_throttle_and_to_unthrottle() {
     let (mut to_flag, mut to_rate, mut to_lift) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         client(&lab, "b").call(&tollway_api::Request::Payments { paused: true }).unwrap();
-        // The debt now grows from what is already owed (paid up to the threshold).
-        let owed0 = -units(&nb(&lab, "b", "a").balance);
-        let limit_bytes = ((units("0.05") - owed0).max(0) as u64) * 1_000_000 / 20_000;
+        // The debt grows from what is already owed (paid up to the threshold); the crossing is
+        // read from a's tunnel counters in the kernel (the status is up to a sample behind).
+        let watch = DebtWatch::start(&lab, "a", "b", units("0.02"));
+        let limit = units("0.05");
+        let b_if = nb(&lab, "b", "a").interface;
         let lab_ref = &lab;
         std::thread::scope(|sc| {
             let ip = a_ip.clone();
@@ -65,21 +67,21 @@ fn bench_time_to_throttle_and_to_unthrottle() {
                 let _ =
                     lab_ref.command_in("b", &["timeout", "20", "iperf3", "-c", &ip, "-R", "-t", "8"]).unwrap().output();
             });
-            let start = nb(&lab, "b", "a").bytes_in;
             let mut crossed = None;
             let (mut flagged, mut slowed) = (None, None);
-            let mut last = (Instant::now(), start);
+            let mut last = (Instant::now(), link_bytes(&lab, "b", &b_if).0);
             let t0 = Instant::now();
             while (flagged.is_none() || slowed.is_none()) && t0.elapsed() < Duration::from_secs(15) {
+                let flag = flagged.is_none() && nb(&lab, "a", "b").enforcement == "throttled";
                 let now = Instant::now();
-                let got = nb(&lab, "b", "a").bytes_in;
-                if crossed.is_none() && got - start > limit_bytes {
+                if crossed.is_none() && watch.owed(&lab) > limit - 200 {
                     crossed = Some(now);
                 }
-                if flagged.is_none() && nb(&lab, "a", "b").enforcement == "throttled" {
+                if flag {
                     flagged = Some(now);
                 }
                 // The rate has fallen when b receives less than 4x the floor over 200 ms.
+                let got = link_bytes(&lab, "b", &b_if).0;
                 if crossed.is_some() && slowed.is_none() && now.duration_since(last.0) >= Duration::from_millis(200) {
                     let rate = (got - last.1) as f64 * 8.0 / now.duration_since(last.0).as_secs_f64();
                     if rate < 4.0 * 64_000.0 {
@@ -91,7 +93,14 @@ fn bench_time_to_throttle_and_to_unthrottle() {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let c = crossed.expect("crossed");
+            let c = crossed.unwrap_or_else(|| {
+                panic!(
+                    "never crossed: owes {} (limit {limit}) after {} bytes; a says {:?}",
+                    watch.owed(&lab),
+                    watch.bytes(&lab),
+                    nb(&lab, "a", "b")
+                )
+            });
             to_flag.push(flagged.expect("flagged").saturating_duration_since(c).as_secs_f64());
             to_rate.push(slowed.expect("rate fell").saturating_duration_since(c).as_secs_f64());
             let t = Instant::now();

@@ -132,21 +132,26 @@ b = "b"
     let _upload_server = iperf_server(&lab, "a", 5202);
     client(&lab, "b").call(&tollway_api::Request::Payments { paused: true }).unwrap();
 
-    // b downloads without paying: 0.02/MB, credit 0.05 → over the limit after 2.5 MB.
+    // b downloads without paying: 0.02/MB (b pays the ask, for bytes both ways), credit 0.05.
+    // The moment the debt crosses the limit is read from a's tunnel counters in the kernel, not
+    // from the status, which is up to a sample behind. Each round reads the flag first and the
+    // counters second, so a flag raised at a sample is never seen before the crossing it saw.
+    let watch = DebtWatch::start(&lab, "a", "b", units("0.02"));
+    let limit = units("0.05");
     let lab_ref = &lab;
     std::thread::scope(|s| {
         let ip = a_ip.clone();
         let dl = s.spawn(move || iperf(lab_ref, "b", &ip, 5201, &["-R", "-t", "14"]));
-        // The debt crosses the limit when b has received 2.5 MB (0.05 at 0.02/MB; b pays
-        // nothing and a bids 0 for b's service): watch b's own tunnel counter for that moment.
-        let start_bytes = nb(&lab, "b", "a").bytes_in;
         let mut crossed: Option<Instant> = None;
         let throttled = loop {
-            if crossed.is_none() && nb(&lab, "b", "a").bytes_in - start_bytes > 2_500_000 {
-                crossed = Some(Instant::now());
+            let flagged = nb(&lab, "a", "b").enforcement == "throttled";
+            let now = Instant::now();
+            // (A few hundred bytes of control traffic are not in the watch: allow for them.)
+            if crossed.is_none() && watch.owed(&lab) > limit - 200 {
+                crossed = Some(now);
             }
-            if nb(&lab, "a", "b").enforcement == "throttled" {
-                break Instant::now();
+            if flagged {
+                break now;
             }
             assert!(crossed.is_none_or(|c| c.elapsed() < Duration::from_secs(5)), "not throttled 5 s after crossing");
             std::thread::sleep(Duration::from_millis(20));

@@ -155,8 +155,12 @@ pub struct NeighborMarket {
     pub enforcement: Enforcement,
     pub enforcement_reason: Option<String>,
     /// Bytes sent that the neighbor has not confirmed: service it may owe for without saying so.
-    /// Each confirmed byte writes off [`LOSS_ALLOWANCE_PPM`] of loss on top of itself.
-    pub unconfirmed_tx: u64,
+    /// Each confirmed byte writes off [`LOSS_ALLOWANCE_PPM`] of loss on top of itself. Negative
+    /// while the neighbor has confirmed bytes our own sample has not counted yet (its statement
+    /// came between two of our samples): those bytes must cancel when we count them, not be
+    /// counted as unconfirmed again (clamping at zero here left a sample's worth of confirmed
+    /// bytes exposed forever).
+    unconfirmed: i128,
     /// Bytes the neighbor claimed beyond what we sent (clamped below at -slack, less what may
     /// still be confirmed).
     overclaim: i128,
@@ -203,7 +207,7 @@ impl NeighborMarket {
             their_bids,
             enforcement: Enforcement::None,
             enforcement_reason: None,
-            unconfirmed_tx: 0,
+            unconfirmed: 0,
             overclaim: 0,
             overclaim_ticks: 0,
             tx_in_flight: [0; 2],
@@ -290,8 +294,19 @@ impl NeighborMarket {
     pub fn exposure(&self) -> Balance {
         let net = self.their_price().0.saturating_sub(self.our_price().0);
         let mut a = Accrual::default();
-        a.add(Price(net), self.unconfirmed_tx);
+        a.add(Price(net), self.unconfirmed_tx());
         Balance(a.units as i128 + (a.micros > 0) as i128)
+    }
+
+    /// Bytes sent that the neighbor has not confirmed yet (none while it is ahead of our count).
+    pub fn unconfirmed_tx(&self) -> u64 {
+        u64::try_from(self.unconfirmed.max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// [`Self::unconfirmed_tx`] before clamping: negative while the neighbor is ahead of our count.
+    #[cfg(test)]
+    pub(crate) fn unconfirmed_signed(&self) -> i128 {
+        self.unconfirmed
     }
 
     /// Count bytes received from the neighbor (our own, exact ingress counter).
@@ -307,7 +322,7 @@ impl NeighborMarket {
 
     /// Count bytes sent to the neighbor (our tunnel's transmit counter).
     pub fn count_tx(&mut self, bytes: u64) {
-        self.unconfirmed_tx = self.unconfirmed_tx.saturating_add(bytes);
+        self.unconfirmed += bytes as i128;
         self.overclaim -= bytes as i128;
         self.tx_in_flight[0] = self.tx_in_flight[0].saturating_add(bytes);
         self.recent_sent = self.recent_sent.saturating_add(bytes);
@@ -377,11 +392,12 @@ impl NeighborMarket {
         // Not reset to zero: a neighbor confirming only part of what it received would
         // otherwise never be exposed for the rest. Loss up to the allowance is written off, but
         // not bytes whose confirmation may still come.
-        let allowance = bytes * LOSS_ALLOWANCE_PPM as u128 / (1_000_000 - LOSS_ALLOWANCE_PPM) as u128;
-        let floor =
-            self.unconfirmed_tx.saturating_sub(u64::try_from(bytes).unwrap_or(u64::MAX)).min(self.tx_in_flight[1]);
-        self.unconfirmed_tx =
-            self.unconfirmed_tx.saturating_sub(u64::try_from(bytes + allowance).unwrap_or(u64::MAX)).max(floor);
+        self.unconfirmed -= bytes as i128;
+        let allowance = (bytes * LOSS_ALLOWANCE_PPM as u128 / (1_000_000 - LOSS_ALLOWANCE_PPM) as u128) as i128;
+        let in_flight = self.tx_in_flight[1] as i128;
+        if self.unconfirmed > in_flight {
+            self.unconfirmed = (self.unconfirmed - allowance).max(in_flight);
+        }
         self.recent_confirmed = self.recent_confirmed.saturating_add(bytes as u64);
         Ok(true)
     }
@@ -499,7 +515,7 @@ mod tests {
         m.count_tx(2_000_000);
         assert_eq!(m.accept_statement(Millis(1000), &st), Ok(true));
         assert_eq!(m.balance(), Balance(6000 - 2000));
-        assert_eq!(m.unconfirmed_tx, 0);
+        assert_eq!(m.unconfirmed_tx(), 0);
         assert_eq!(m.accept_statement(Millis(2000), &st), Ok(false), "a repeated statement is ignored");
     }
 
@@ -655,9 +671,9 @@ mod tests {
             m.count_tx(1_000_000);
             st.add(950_000, Price(1000), Price(0));
             m.accept_statement(Millis(s * 1000), &st).unwrap();
-            assert!(m.unconfirmed_tx <= 1_000_000, "{s}: {}", m.unconfirmed_tx);
+            assert!(m.unconfirmed_tx() <= 1_000_000, "{s}: {}", m.unconfirmed_tx());
         }
-        let honest = m.unconfirmed_tx;
+        let honest = m.unconfirmed_tx();
         // Half confirmed: the rest, less the allowance, accumulates (it used to be forgotten at
         // every statement).
         for s in 51..=60u64 {
@@ -666,8 +682,34 @@ mod tests {
             m.accept_statement(Millis(s * 1000), &st).unwrap();
         }
         let allowance = 500_000 * LOSS_ALLOWANCE_PPM / (1_000_000 - LOSS_ALLOWANCE_PPM);
-        assert_eq!(m.unconfirmed_tx, honest + 10 * (500_000 - allowance));
+        assert_eq!(m.unconfirmed_tx(), honest + 10 * (500_000 - allowance));
         assert!(m.exposure().0 > 4000, "{:?}", m.exposure());
+    }
+
+    #[test]
+    fn bytes_confirmed_before_our_sample_counts_them_are_not_left_exposed() {
+        // The lab found this: a burst whose last bytes the neighbor confirmed between two of our
+        // samples left those bytes "unconfirmed" forever (2.3 MB at 20 Mbit/s), and the
+        // neighbor was throttled for them once its payments paused.
+        let mut m = agreed(Millis(0), 0, 1000);
+        let mut st = Statement::default();
+        for s in 1..=8u64 {
+            m.count_tx(2_000_000);
+            // Its statement covers our sample and half of the next second's bytes.
+            st.add(if s == 1 { 3_000_000 } else { 2_000_000 }, Price(1000), Price(0));
+            m.accept_statement(Millis(s * 1000 + 500), &st).unwrap();
+        }
+        // The burst ends; our last sample counts the second it had already confirmed.
+        m.count_tx(1_000_000);
+        assert_eq!(m.unconfirmed_tx(), 0);
+        assert_eq!(m.exposure(), Balance(0));
+        // Idle: only control messages, each confirmed.
+        for s in 10..20u64 {
+            m.count_tx(300);
+            st.add(300, Price(1000), Price(0));
+            m.accept_statement(Millis(s * 1000), &st).unwrap();
+            assert_eq!(m.unconfirmed_tx(), 0, "{s}");
+        }
     }
 
     #[test]

@@ -232,3 +232,52 @@ pub fn iperf(lab: &Lab, node: &str, server_ip: &str, port: u16, args: &[&str]) -
     let r = &v["end"]["sum_received"];
     (r["bits_per_second"].as_f64().unwrap_or(0.0), r["bytes"].as_u64().unwrap_or(0))
 }
+
+/// The inner bytes a node's tunnel interface has received and sent, read from the kernel at the
+/// moment of the call (the status only shows them as of the daemon's last sample).
+pub fn link_bytes(lab: &Lab, node: &str, ifname: &str) -> (u64, u64) {
+    let (ok, text) = run_in(lab, node, &["ip", "-j", "-s", "link", "show", "dev", ifname]);
+    assert!(ok, "ip -s link show dev {ifname}: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("ip -j output");
+    let s = &v[0]["stats64"];
+    (s["rx"]["bytes"].as_u64().expect("rx bytes"), s["tx"]["bytes"].as_u64().expect("tx bytes"))
+}
+
+/// What a buyer owes a seller right now, as the seller will count it at its next sample: the
+/// balance the seller reported when the watch began, plus every byte that has crossed the
+/// seller's tunnel since (both directions, read from the kernel) at the buyer's bid.
+///
+/// Control traffic between the seller's last sample and the start of the watch is not in
+/// either part; it is a few hundred bytes, far below any amount the tests compare.
+pub struct DebtWatch {
+    seller: String,
+    ifname: String,
+    bid_per_mb: i128,
+    base_bytes: u64,
+    owed_at_start: i128,
+}
+
+impl DebtWatch {
+    pub fn start(lab: &Lab, seller: &str, buyer: &str, bid_per_mb: i128) -> DebtWatch {
+        let peer = neighbor(&status(lab, seller), &node_id(lab, buyer)).expect("seller lists the buyer").clone();
+        let (rx, tx) = link_bytes(lab, seller, &peer.interface);
+        DebtWatch {
+            seller: seller.into(),
+            ifname: peer.interface,
+            bid_per_mb,
+            base_bytes: rx + tx,
+            owed_at_start: units(&peer.balance),
+        }
+    }
+
+    /// Bytes across the seller's tunnel since the watch began.
+    pub fn bytes(&self, lab: &Lab) -> u64 {
+        let (rx, tx) = link_bytes(lab, &self.seller, &self.ifname);
+        (rx + tx).saturating_sub(self.base_bytes)
+    }
+
+    /// What the buyer owes now, in smallest units.
+    pub fn owed(&self, lab: &Lab) -> i128 {
+        self.owed_at_start + self.bytes(lab) as i128 * self.bid_per_mb / 1_000_000
+    }
+}

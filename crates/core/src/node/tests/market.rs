@@ -587,10 +587,10 @@ fn counter_resets_never_count_a_byte_twice_nor_lose_what_was_counted() {
     p.run_for(2000);
     assert_eq!(m(&p, 0).record.ledger.outbound.bytes, 15_900, "A was told the same");
     // The transmit side: a re-created tunnel counts from zero too.
-    let before = m(&p, 0).unconfirmed_tx;
+    let before = m(&p, 0).unconfirmed_signed();
     p.counters[0].tx = CounterReading { instance: 999, value: 300 };
     p.run_for(1000);
-    assert_eq!(m(&p, 0).unconfirmed_tx, before + 300);
+    assert_eq!(m(&p, 0).unconfirmed_signed(), before + 300);
 }
 
 #[test]
@@ -683,7 +683,7 @@ fn an_honest_neighbor_on_a_lossy_link_is_not_restricted() {
         p.run_for(1000);
         assert!(!restricted(&p, 0), "second {s}: {:?}", m(&p, 0));
     }
-    assert!(m(&p, 0).unconfirmed_tx <= 4 * MB, "at most one sample: {}", m(&p, 0).unconfirmed_tx);
+    assert!(m(&p, 0).unconfirmed_tx() <= 4 * MB, "at most one sample: {}", m(&p, 0).unconfirmed_tx());
     assert!(m(&p, 0).record.ledger.received.0 > 100_000, "it paid");
 }
 
