@@ -26,15 +26,16 @@ if [ "$NAME" = chain3 ]; then
   sleep 2
   for n in a b c; do
     echo; echo "==> node $n: tollway status"
-    $T lab exec --name "$NAME" "$n" -- "$T" status --socket "$(sock "$n")"
+    $T lab exec --name "$NAME" "$n" -- "$T" status
   done
   echo
   echo "==> b's ledger: tollway ledger"
-  $T lab exec --name "$NAME" b -- "$T" ledger --socket "$(sock b)" --limit 5
+  $T lab exec --name "$NAME" b -- "$T" ledger --limit 5
 fi
 echo
 echo "More to try:"
 echo "  $T lab status --name $NAME"
-echo "  $T lab exec --name $NAME b -- $T price set --socket /run/tollway-lab/$NAME/b/api.sock --ask 0.0015"
-echo "  $T lab exec --name $NAME c -- $T payments pause --socket /run/tollway-lab/$NAME/c/api.sock"
+echo "  $T lab exec --name $NAME b -- $T status        # inside a node, tollway talks to its daemon"
+echo "  $T lab exec --name $NAME b -- $T price set --ask 0.0015"
+echo "  $T lab exec --name $NAME c -- $T payments pause"
 echo "  $T lab down --name $NAME"

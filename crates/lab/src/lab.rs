@@ -338,11 +338,13 @@ impl Lab {
     }
 
     /// A command that runs `argv` inside the node's namespace (`ip netns exec <ns> argv...`),
-    /// ready to be spawned with whatever stdio the caller wants.
+    /// ready to be spawned with whatever stdio the caller wants. `TOLLWAY_SOCKET` is set to the
+    /// node's API socket, so `tollway status` (or any other client command) run this way talks
+    /// to that node's daemon.
     pub fn command_in(&self, node: &str, argv: &[impl AsRef<std::ffi::OsStr>]) -> Result<Command, UnknownNode> {
         let rec = self.node(node)?;
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &rec.namespace]).args(argv);
+        c.args(["netns", "exec", &rec.namespace]).args(argv).env("TOLLWAY_SOCKET", &rec.api_socket);
         Ok(c)
     }
 

@@ -22,7 +22,9 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct Target {
-    /// The daemon's API socket (default: the `api_socket` of --config, else /run/tollway/tollway.sock).
+    /// The daemon's API socket. Default: the `api_socket` of --config; else $TOLLWAY_SOCKET
+    /// (which `tollway lab exec` sets to the node's socket); else the `api_socket` of
+    /// /etc/tollway/tollway.toml if it exists; else /run/tollway/tollway.sock.
     #[arg(long)]
     socket: Option<PathBuf>,
     /// The daemon's config file, to find its API socket.
@@ -34,6 +36,11 @@ impl Target {
     fn socket(&self) -> anyhow::Result<PathBuf> {
         if let Some(s) = &self.socket {
             return Ok(s.clone());
+        }
+        if self.config.is_none() {
+            if let Some(s) = std::env::var_os("TOLLWAY_SOCKET").filter(|s| !s.is_empty()) {
+                return Ok(s.into());
+            }
         }
         let config = self.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| DEFAULT_CONFIG.into()));
         match config {

@@ -34,6 +34,13 @@ fn chain3_builds_every_tunnel_and_pings_across_each() {
     let b = status(&lab, "b");
     let a_from_b = neighbor(&b, &a.node.id).unwrap();
     assert!(a_from_b.bytes_in > 0 && a_from_b.bytes_out > 0, "{a_from_b:?}");
+    // `tollway status` run inside a node (as `tollway lab exec` runs it) talks to that node's
+    // daemon without being told its socket.
+    let bin = tollway_bin();
+    let out = lab.command_in("c", &[bin.as_os_str(), "status".as_ref(), "--json".as_ref()]).unwrap().output().unwrap();
+    assert!(out.status.success(), "tollway status inside c: {}", String::from_utf8_lossy(&out.stderr));
+    let c: tollway_api::Status = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(c.node.id, status(&lab, "c").node.id);
 }
 
 #[test]
