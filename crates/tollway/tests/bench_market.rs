@@ -7,17 +7,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn nb(lab: &tollway_lab::Lab, of: &str, peer: &str) -> tollway_api::NeighborStatus {
-    let peer_id = node_id(lab, peer);
-    neighbor(&status(lab, of), &peer_id).unwrap().clone()
-}
-
-fn wait_agreed(lab: &tollway_lab::Lab, x: &str, y: &str) {
-    wait_for(Duration::from_secs(30), "prices agreed", || {
-        (nb(lab, x, y).negotiation == "agreed" && nb(lab, y, x).negotiation == "agreed").then_some(())
-    });
-}
-
 fn stats(v: &mut [f64]) -> String {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     format!("median {:.3}, min {:.3}, max {:.3} (n={})", v[v.len() / 2], v[0], v[v.len() - 1], v.len())

@@ -26,19 +26,6 @@ a = "a"
 b = "b"
 "#;
 
-fn nb(lab: &tollway_lab::Lab, of: &str, peer: &str) -> tollway_api::NeighborStatus {
-    let peer_id = node_id(lab, peer);
-    neighbor(&status(lab, of), &peer_id).unwrap_or_else(|| panic!("{of} lists {peer}")).clone()
-}
-
-/// Wait until both sides have agreed prices and the session is up.
-fn wait_agreed(lab: &tollway_lab::Lab, x: &str, y: &str) {
-    wait_for(Duration::from_secs(30), "prices agreed both ways", || {
-        let (a, b) = (nb(lab, x, y), nb(lab, y, x));
-        (a.negotiation == "agreed" && b.negotiation == "agreed").then_some(())
-    });
-}
-
 /// Wait until the two sides' ledgers agree (statements and notes exchanged both ways) and the
 /// counts are quiet: a transfer's tail can still be in flight when iperf3 returns, and the two
 /// nodes sample a second apart, so comparing one side's counters with the other's needs both to

@@ -9,7 +9,6 @@
 //! - [`Shaper`] ([`TcShaper`], [`NoopShaper`], [`fake::FakeShaper`]): per capacity domain, one
 //!   HTB on an IFB through which all member tunnels' egress flows, one class per neighbor:
 //!   work-conserving, shared in proportion to the neighbors' rates.
-//! - [`link_counters`]: an interface's own byte counters (the sender's cross-check).
 //!
 //! Both facilities take the same input, a [`TrafficPlan`] computed by the core, and reconcile:
 //! they read the kernel's state, change only what differs, and rebuild whatever someone else
@@ -20,7 +19,7 @@
 //! Each direction of a link is counted by its receiver, on arrival from the tunnel (nftables
 //! prerouting at priority raw, after any policing drop): exact, where the sender's nftables
 //! egress counters see GSO super-packets and undercount locally generated TCP by a few percent.
-//! The sender's tunnel link counter ([`link_counters`], `tx_bytes`) counts after segmentation
+//! The sender's tunnel link counter (the kernel crate's `Links::stats`, `tx_bytes`) counts after segmentation
 //! and serves as a cross-check. A counter is identified by a [`CounterHandle`]: when it
 //! changes, the counter restarted from zero.
 //!
@@ -57,7 +56,6 @@ pub use firewall::{
     CounterHandle, CounterReading, Firewall, FirewallApplyError, FirewallRemoveError, FirewallReport, NoopFirewall,
     ReadCountersError,
 };
-pub use link::{link_counters, LinkCounters, LinkStatsError};
 pub use nft::{police_burst_bytes, NftFirewall};
 pub use plan::{
     BitRate, ClassId, ControlTraffic, GroupId, IngressPolicy, NeighborKey, NeighborTraffic, PlanError, ShaperGroup,

@@ -5,6 +5,8 @@
 pub(crate) mod genl;
 pub(crate) mod route;
 
+pub use route::{all_links, delete_link, link_by_name, set_link_up, LinkSummary};
+
 use netlink_packet_core::{
     NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP,
     NLM_F_REQUEST,

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 /// What we need to know about one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LinkSummary {
+pub struct LinkSummary {
     pub index: u32,
     pub name: String,
     /// `IFLA_INFO_KIND`: "tun", "wireguard", "veth"…; `None` for physical devices and lo.
@@ -155,7 +155,7 @@ pub(crate) fn del_route6(index: u32, dst: Ipv6Addr, prefix_len: u8) -> RouteNetl
 }
 
 /// Look an interface up by name in the socket's namespace; `None` if there is none.
-pub(crate) fn link_by_name(sock: &mut NlSocket, name: &str) -> io::Result<Option<LinkSummary>> {
+pub fn link_by_name(sock: &mut NlSocket, name: &str) -> io::Result<Option<LinkSummary>> {
     match sock.request(get_link_by_name(name), 0) {
         Ok(replies) => Ok(replies.iter().find_map(|r| match r {
             RouteNetlinkMessage::NewLink(m) => Some(parse_link(m)),
@@ -167,7 +167,7 @@ pub(crate) fn link_by_name(sock: &mut NlSocket, name: &str) -> io::Result<Option
 }
 
 /// Every interface in the socket's namespace.
-pub(crate) fn all_links(sock: &mut NlSocket) -> io::Result<Vec<LinkSummary>> {
+pub fn all_links(sock: &mut NlSocket) -> io::Result<Vec<LinkSummary>> {
     let replies = sock.dump(dump_links())?;
     Ok(replies
         .iter()
@@ -179,12 +179,17 @@ pub(crate) fn all_links(sock: &mut NlSocket) -> io::Result<Vec<LinkSummary>> {
 }
 
 /// Delete the interface `index`; a missing one is not an error.
-pub(crate) fn delete_link(sock: &mut NlSocket, index: u32) -> io::Result<()> {
+pub fn delete_link(sock: &mut NlSocket, index: u32) -> io::Result<()> {
     match sock.request(del_link(index), 0) {
         Ok(_) => Ok(()),
         Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Bring interface `index` up.
+pub fn set_link_up(sock: &mut NlSocket, index: u32) -> io::Result<()> {
+    sock.request(set_up(index, None), 0).map(drop)
 }
 
 /// The index of interface `name` in the calling thread's namespace, through `if_nametoindex`

@@ -281,3 +281,17 @@ impl DebtWatch {
         self.owed_at_start + self.bytes(lab) as i128 * self.bid_per_mb / 1_000_000
     }
 }
+
+/// The neighbor entry `of` has for `peer` (panics if it has none).
+pub fn nb(lab: &Lab, of: &str, peer: &str) -> tollway_api::NeighborStatus {
+    let peer_id = node_id(lab, peer);
+    neighbor(&status(lab, of), &peer_id).unwrap_or_else(|| panic!("{of} lists {peer}")).clone()
+}
+
+/// Wait until both sides have agreed prices and the session is up.
+pub fn wait_agreed(lab: &Lab, x: &str, y: &str) {
+    wait_for(Duration::from_secs(30), "prices agreed both ways", || {
+        let (a, b) = (nb(lab, x, y), nb(lab, y, x));
+        (a.negotiation == "agreed" && b.negotiation == "agreed").then_some(())
+    });
+}

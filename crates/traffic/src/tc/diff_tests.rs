@@ -29,7 +29,7 @@ fn specs(p: &TrafficPlan) -> Vec<GroupSpec> {
 }
 
 fn link(index: u32, name: &str) -> LinkSummary {
-    LinkSummary { index, name: name.into(), kind: None, up: true, counters: None }
+    LinkSummary { index, name: name.into(), kind: None, up: true, mtu: None, stats: None }
 }
 
 /// Links: the IFB is index 100, tunnels twa.. get 10, 11, …

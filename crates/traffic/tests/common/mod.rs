@@ -355,3 +355,10 @@ pub fn assert_clean(ns: &str) {
 pub fn secs(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64()
 }
+
+/// The kernel's 64-bit counters of interface `ifname` in the calling thread's namespace (what
+/// the daemon reads as the sender's count), or `None` if there is no such interface.
+pub fn link_counters(ifname: &IfName) -> std::io::Result<Option<tollway_kernel::LinkStats>> {
+    let mut sock = tollway_kernel::nl::NlSocket::route()?;
+    Ok(tollway_kernel::nl::link_by_name(&mut sock, ifname.as_str())?.and_then(|l| l.stats))
+}
