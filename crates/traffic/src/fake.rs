@@ -220,23 +220,7 @@ mod tests {
     use tollway_core::IfName;
 
     fn plan(keys: &[&str]) -> TrafficPlan {
-        TrafficPlan {
-            control: ControlTraffic { tcp_port: 7000, rate: BitRate::kbit(100) },
-            groups: vec![ShaperGroup {
-                id: GroupId(0),
-                capacity: BitRate::mbit(10),
-                neighbors: keys
-                    .iter()
-                    .map(|k| NeighborTraffic {
-                        key: NeighborKey::new(*k).unwrap(),
-                        tunnel: IfName::new(format!("tw{k}")).unwrap(),
-                        rate: BitRate::mbit(1),
-                        ceil: BitRate::mbit(10),
-                        ingress: IngressPolicy::Open,
-                    })
-                    .collect(),
-            }],
-        }
+        test_plan(keys, IngressPolicy::Open)
     }
 
     fn key(k: &str) -> NeighborKey {

@@ -329,6 +329,28 @@ pub(crate) fn fnv1a64(data: &[u8]) -> u64 {
     h
 }
 
+/// A plan for unit tests: one 10 Mbit/s group, neighbors `tw<key>` at 1 Mbit/s (ceil 10).
+#[cfg(test)]
+pub(crate) fn test_plan(keys: &[&str], ingress: IngressPolicy) -> TrafficPlan {
+    TrafficPlan {
+        control: ControlTraffic { tcp_port: 7000, rate: BitRate::kbit(100) },
+        groups: vec![ShaperGroup {
+            id: GroupId(0),
+            capacity: BitRate::mbit(10),
+            neighbors: keys
+                .iter()
+                .map(|k| NeighborTraffic {
+                    key: NeighborKey::new(*k).unwrap(),
+                    tunnel: IfName::new(format!("tw{k}")).unwrap(),
+                    rate: BitRate::mbit(1),
+                    ceil: BitRate::mbit(10),
+                    ingress,
+                })
+                .collect(),
+        }],
+    }
+}
+
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;

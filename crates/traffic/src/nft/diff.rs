@@ -126,26 +126,9 @@ mod tests {
     use super::super::rules::desired;
     use super::*;
     use crate::plan::*;
-    use tollway_core::IfName;
 
     fn plan(keys: &[&str], ingress: IngressPolicy) -> TrafficPlan {
-        TrafficPlan {
-            control: ControlTraffic { tcp_port: 7000, rate: BitRate::kbit(100) },
-            groups: vec![ShaperGroup {
-                id: GroupId(0),
-                capacity: BitRate::mbit(10),
-                neighbors: keys
-                    .iter()
-                    .map(|k| NeighborTraffic {
-                        key: NeighborKey::new(*k).unwrap(),
-                        tunnel: IfName::new(format!("tw{k}")).unwrap(),
-                        rate: BitRate::mbit(1),
-                        ceil: BitRate::mbit(10),
-                        ingress,
-                    })
-                    .collect(),
-            }],
-        }
+        test_plan(keys, ingress)
     }
 
     /// What the kernel would hold after applying `d` on an empty table.
