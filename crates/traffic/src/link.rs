@@ -6,7 +6,7 @@ use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage}
 use netlink_packet_route::RouteNetlinkMessage;
 use std::io;
 use tollway_kernel::nl::NlSocket;
-pub(crate) use tollway_kernel::nl::{all_links, delete_link, link_by_name, set_link_up as set_up, LinkSummary};
+pub(crate) use tollway_kernel::nl::{all_links, delete_link, link_by_name, set_link_up, LinkSummary};
 
 /// Create an IFB device with the given transmit queue length (the default leaf queue of
 /// qdiscs on it), fail if it exists.

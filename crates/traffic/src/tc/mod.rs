@@ -19,7 +19,7 @@ mod observe;
 mod spec;
 
 use crate::command::run;
-use crate::link::{all_links, create_ifb, delete_link, set_up, LinkSummary};
+use crate::link::{all_links, create_ifb, delete_link, set_link_up, LinkSummary};
 use crate::plan::{BitRate, ClassId, GroupId, TrafficPlan};
 use crate::shaper::*;
 use diff::Observed;
@@ -174,7 +174,7 @@ impl Shaper for TcShaper {
             match links.iter().find(|l| l.name == name) {
                 Some(l) if l.kind.as_deref() == Some("ifb") => {
                     if !l.up {
-                        set_up(&mut sock, l.index).map_err(nl_err("bringing up", name))?;
+                        set_link_up(&mut sock, l.index).map_err(nl_err("bringing up", name))?;
                     }
                 }
                 other => {
@@ -186,7 +186,7 @@ impl Shaper for TcShaper {
                     let l = crate::link::link_by_name(&mut sock, name)
                         .map_err(nl_err("looking up", name))?
                         .ok_or_else(|| nl_err("looking up", name)(io::ErrorKind::NotFound.into()))?;
-                    set_up(&mut sock, l.index).map_err(nl_err("bringing up", name))?;
+                    set_link_up(&mut sock, l.index).map_err(nl_err("bringing up", name))?;
                     report.ifbs_created.push(s.ifb.clone());
                 }
             }
