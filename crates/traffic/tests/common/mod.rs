@@ -185,8 +185,10 @@ impl Lab {
             must(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", t.as_str()]);
             must(&["ip", "-n", ns, "link", "set", t.as_str(), "mtu", "1320", "up"]);
         }
-        // Handshake.
-        must(&ns_exec(a, &["ping", "-c", "1", "-W", "3", &ipb.to_string()]));
+        // Handshake: ping once a second until a reply (up to 15 s). A single ping can be lost
+        // with the first handshake (a veth not yet carrying, on a loaded machine), and
+        // wireguard-go only retries that after 5 s.
+        must(&ns_exec(a, &["ping", "-c", "1", "-w", "15", &ipb.to_string()]));
         Tunnel { a_ns: a.into(), b_ns: b.into(), a_if: ta, b_if: tb, a_ip: ipa, b_ip: ipb }
     }
 
