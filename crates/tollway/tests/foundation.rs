@@ -205,7 +205,9 @@ b = "c"
     let lab = lab_up("fl", topology);
     let ns_a = lab.node("a").unwrap().namespace.clone();
     let b_pid = lab.node("b").unwrap().pid.unwrap();
+    let ns_b = lab.node("b").unwrap().namespace.clone();
     let rss_before = rss_kb(b_pid);
+    let drops_before = udp6_rcvbuf_drops(&ns_b);
     let (a_id, c_id) = (node_id(&lab, "a"), node_id(&lab, "c"));
 
     // 3,000 valid announcements from 3,000 distinct identities, sent as fast as possible.
@@ -242,8 +244,17 @@ b = "c"
     for (name, id) in [("a", &a_id), ("c", &c_id)] {
         assert!(neighbor(&b, id).is_some_and(|n| n.tunnel_up), "real neighbor {name} survived the flood");
     }
+    // Every datagram is accounted for: refused with a counted reason, dropped by the kernel
+    // because the socket's buffer was full (the flood outran the reader), or admitted (at
+    // most the table's cap).
     let refused: u64 = b.discovery_rejected.values().sum();
-    assert!(refused > 2000, "most of the flood was refused before any tunnel was made: {:?}", b.discovery_rejected);
+    let dropped = udp6_rcvbuf_drops(&ns_b) - drops_before;
+    eprintln!("b: refused {refused} ({:?}), kernel dropped {dropped}", b.discovery_rejected);
+    assert!(
+        refused + dropped + 12 >= 3000,
+        "all but at most 12 of the 3000 announcements refused or dropped: refused {refused} {:?}, dropped {dropped}",
+        b.discovery_rejected
+    );
     let rss_after = rss_kb(b_pid);
     eprintln!("b: at most {max_seen} neighbors; RSS {rss_before} kB → {rss_after} kB");
     assert!(rss_after < rss_before + 64 * 1024, "memory stayed bounded: {rss_before} → {rss_after} kB");

@@ -163,6 +163,20 @@ pub fn send_discovery(namespace: &str, iface: &str, datagrams: Vec<Vec<u8>>) {
     .expect("enter namespace");
 }
 
+/// Datagrams the kernel of namespace `ns` dropped because a UDP socket's receive buffer
+/// was full (`Udp6RcvbufErrors`): a flood faster than the reader never reaches the daemon.
+pub fn udp6_rcvbuf_drops(ns: &str) -> u64 {
+    tollway_kernel::netns::run_in(ns, || {
+        // /proc/thread-self/net shows this thread's namespace; /proc/self/net the process's.
+        let text = std::fs::read_to_string("/proc/thread-self/net/snmp6").expect("read snmp6");
+        text.lines()
+            .find_map(|l| l.strip_prefix("Udp6RcvbufErrors"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("Udp6RcvbufErrors in snmp6")
+    })
+    .expect("enter namespace")
+}
+
 /// Resident memory of a process in kB.
 pub fn rss_kb(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
