@@ -159,9 +159,13 @@ pub struct PaymentRow {
     pub neighbor: String,
     /// "sent" or "received".
     pub direction: String,
+    /// Total of the notes this row stands for; `cumulative` is the channel's total after them.
     pub amount: String,
     pub cumulative: String,
     pub rail: String,
+    /// How many notes: successive payments to or from one neighbor within a minute share a row,
+    /// `unix_ms` being the time of the newest.
+    pub notes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +178,9 @@ pub struct PriceRow {
     pub new: String,
     /// "operator", "config", "automatic" or "neighbor".
     pub by: String,
+    /// How many changes: successive changes of one price by a neighbor (or automatically)
+    /// within a minute share a row, from the first `old` to the newest `new` at `unix_ms`.
+    pub changes: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

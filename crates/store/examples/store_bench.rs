@@ -54,6 +54,7 @@ fn tick(records: &mut [NeighborRecord], t: u64, now: u64) -> Batch {
                 cumulative_before: before,
                 cumulative_after: r.ledger.paid,
                 rail: "notes".into(),
+                notes: 1,
             });
         }
         b.upsert(r.clone());
@@ -99,8 +100,9 @@ fn file_size(store: &Store) -> u64 {
     std::fs::metadata(store.path()).unwrap().len()
 }
 
-/// One simulated day of history at 64 busy neighbors, committed one minute per batch (the rows
-/// are the same as with one commit per second: usage is summed per minute).
+/// One simulated day of history at 64 busy and hostile neighbors, committed one minute per batch
+/// (the rows are the same as with one commit per second: usage is summed per minute, payments
+/// and price changes merge per minute).
 fn day(store: &mut Store, records: &mut [NeighborRecord], day: u64) {
     for m in 0..1440 {
         let now = T0 + day * DAY_MS + m * MINUTE_MS;
@@ -114,26 +116,31 @@ fn day(store: &mut Store, records: &mut [NeighborRecord], day: u64) {
                 earned: Amount(300 + m),
                 spent: Amount(200 + i as u64),
             });
-            // A busy neighbor: one payment each way per minute.
+            // A busy neighbor: a payment each way at every one-second tick (a payer over its
+            // threshold pays at every sample); they merge into one row per minute each way.
             for direction in [PaymentDirection::Sent, PaymentDirection::Received] {
-                let c = (day * 1440 + m) * 1000;
-                b.payment(PaymentRecord {
-                    at_ms: now,
-                    node: r.node,
-                    direction,
-                    cumulative_before: Amount(c),
-                    cumulative_after: Amount(c + 1000),
-                    rail: "notes".into(),
-                });
+                for s in 0..60 {
+                    let c = ((day * 1440 + m) * 60 + s) * 1000;
+                    b.payment(PaymentRecord {
+                        at_ms: now + s * 1000,
+                        node: r.node,
+                        direction,
+                        cumulative_before: Amount(c),
+                        cumulative_after: Amount(c + 1000),
+                        rail: "notes".into(),
+                        notes: 1,
+                    });
+                }
             }
-            // And its bid or ask moves once an hour.
-            if (m + i as u64) % 60 == 59 {
+            // And a hostile one: it flips its ask every second (one row per minute too).
+            for s in 0..60 {
                 b.price_change(PriceChange {
-                    at_ms: now,
-                    subject: if m % 120 < 60 { PriceSubject::TheirAsk(r.node) } else { PriceSubject::OurBid(r.node) },
-                    old: Some(Price(2000 + m)),
-                    new: Price(2001 + m),
-                    by: ChangedBy::Automatic,
+                    at_ms: now + s * 1000,
+                    subject: PriceSubject::TheirAsk(r.node),
+                    old: Some(Price(2000 + (s + 1) % 2)),
+                    new: Price(2000 + s % 2),
+                    by: ChangedBy::Neighbor,
+                    changes: 1,
                 });
             }
         }
@@ -155,8 +162,9 @@ fn growth(dir: &Path) {
     day(&mut store, &mut records, 1);
     let two = file_size(&store);
     println!(
-        "growth, 64 busy neighbors: {:.1} MiB per day (day 1: {:.1} MiB, day 2: {:.1} MiB; \
-         per day: 92,160 usage rows, 184,320 payments, 1,536 price changes)",
+        "growth, 64 busy neighbors: {:.1} MiB per day (day 1: {:.1} MiB, day 2: {:.1} MiB; per day \
+         11,059,200 notes and 5,529,600 price changes, stored as 92,160 usage rows, 184,320 payment \
+         rows, 92,160 price change rows)",
         (two - one) as f64 / 1048576.0,
         (one - empty) as f64 / 1048576.0,
         (two - one) as f64 / 1048576.0,

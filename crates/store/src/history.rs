@@ -1,8 +1,17 @@
 //! The operator's history: usage per neighbor per minute, payments, and price changes. Bounded
 //! by a retention period and pruned a little at each commit.
+//!
+//! Each table grows by a bounded number of rows per neighbor per minute, however often a busy
+//! or hostile neighbor pays or changes its prices (a payer over its threshold pays at every
+//! sampling tick; a neighbor may send dozens of messages a second): usage is summed per minute;
+//! a payment continuing the previous row of the same neighbor, direction and rail in the same
+//! minute extends that row (`notes` counts them); so does a price change continuing the previous
+//! change of the same price by the same party, except changes by the operator or the config,
+//! which are kept one by one. Merging loses no money: a payment row still says from which
+//! cumulative total to which, and the newest note itself is kept in the neighbor's state.
 
 use crate::codec::{bound_to_sql, from_sql, node_from_blob, to_sql, U64_ADD};
-use rusqlite::{params, Connection, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use std::sync::OnceLock;
 use tollway_core::market::{Amount, Price};
 use tollway_core::NodeId;
@@ -73,6 +82,9 @@ pub struct PaymentRecord {
     pub cumulative_after: Amount,
     /// The payment rail's name (1 to [`MAX_RAIL_LEN`] bytes), e.g. "notes".
     pub rail: String,
+    /// How many notes this stands for (at least 1): a record continuing the newest stored row of
+    /// the same neighbor, direction and rail within the same minute is merged into it.
+    pub notes: u32,
 }
 
 /// Which price changed.
@@ -132,6 +144,11 @@ pub enum ChangedBy {
 }
 
 impl ChangedBy {
+    /// Whether changes by this party are merged within a minute (see [`PriceChange::changes`]).
+    fn merged(self) -> bool {
+        matches!(self, ChangedBy::Automatic | ChangedBy::Neighbor)
+    }
+
     fn name(&self) -> &'static str {
         match self {
             ChangedBy::Operator => "operator",
@@ -161,6 +178,11 @@ pub struct PriceChange {
     pub new: Price,
     /// Who changed it.
     pub by: ChangedBy,
+    /// How many changes this stands for (at least 1): a change continuing the newest stored
+    /// change of the same price by the same party within the same minute is merged into it
+    /// (`old` stays the first old price, `new` becomes the latest), unless made by the operator
+    /// or the config.
+    pub changes: u32,
 }
 
 /// Which history rows to return: those whose time (for usage: the minute's start) lies in
@@ -226,14 +248,36 @@ pub(crate) fn add_usage(tx: &Transaction<'_>, nid: i64, u: &UsageRecord) -> rusq
     Ok(())
 }
 
+fn same_minute(a_ms: u64, b_ms: u64) -> bool {
+    a_ms / MINUTE_MS == b_ms / MINUTE_MS
+}
+
 pub(crate) fn add_payment(tx: &Transaction<'_>, nid: i64, p: &PaymentRecord) -> rusqlite::Result<()> {
     let dir = match p.direction {
         PaymentDirection::Sent => "sent",
         PaymentDirection::Received => "received",
     };
+    let newest = tx
+        .prepare_cached(
+            "SELECT id, at_ms, cumulative_after, rail FROM payment WHERE neighbor = ?1 AND direction = ?2 \
+             ORDER BY at_ms DESC, id DESC LIMIT 1",
+        )?
+        .query_row(params![nid, dir], |r| {
+            Ok((r.get::<_, i64>(0)?, from_sql(r.get(1)?), from_sql(r.get(2)?), r.get::<_, String>(3)?))
+        })
+        .optional()?;
+    if let Some((id, at_ms, after, rail)) = newest {
+        if same_minute(at_ms, p.at_ms) && after == p.cumulative_before.0 && rail == p.rail {
+            tx.prepare_cached(
+                "UPDATE payment SET at_ms = max(at_ms, ?2), cumulative_after = ?3, notes = notes + ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, p.at_ms as i64, to_sql(p.cumulative_after.0), p.notes])?;
+            return Ok(());
+        }
+    }
     tx.prepare_cached(
-        "INSERT INTO payment (at_ms, neighbor, direction, cumulative_before, cumulative_after, rail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO payment (at_ms, neighbor, direction, cumulative_before, cumulative_after, rail, notes) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         p.at_ms as i64,
@@ -241,15 +285,37 @@ pub(crate) fn add_payment(tx: &Transaction<'_>, nid: i64, p: &PaymentRecord) -> 
         dir,
         to_sql(p.cumulative_before.0),
         to_sql(p.cumulative_after.0),
-        p.rail
+        p.rail,
+        p.notes
     ])?;
     Ok(())
 }
 
 pub(crate) fn add_price_change(tx: &Transaction<'_>, nid: Option<i64>, c: &PriceChange) -> rusqlite::Result<()> {
+    if c.by.merged() {
+        let newest = tx
+            .prepare_cached(
+                "SELECT id, at_ms, new_price, changed_by FROM price_change WHERE neighbor IS ?1 AND subject = ?2 \
+                 ORDER BY at_ms DESC, id DESC LIMIT 1",
+            )?
+            .query_row(params![nid, c.subject.name()], |r| {
+                Ok((r.get::<_, i64>(0)?, from_sql(r.get(1)?), from_sql(r.get(2)?), r.get::<_, String>(3)?))
+            })
+            .optional()?;
+        if let Some((id, at_ms, new, by)) = newest {
+            if same_minute(at_ms, c.at_ms) && c.old == Some(Price(new)) && by == c.by.name() {
+                tx.prepare_cached(
+                    "UPDATE price_change SET at_ms = max(at_ms, ?2), new_price = ?3, changes = changes + ?4 \
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, c.at_ms as i64, to_sql(c.new.0), c.changes])?;
+                return Ok(());
+            }
+        }
+    }
     tx.prepare_cached(
-        "INSERT INTO price_change (at_ms, neighbor, subject, old_price, new_price, changed_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO price_change (at_ms, neighbor, subject, old_price, new_price, changed_by, changes) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         c.at_ms as i64,
@@ -257,7 +323,8 @@ pub(crate) fn add_price_change(tx: &Transaction<'_>, nid: Option<i64>, c: &Price
         c.subject.name(),
         c.old.map(|p| to_sql(p.0)),
         to_sql(c.new.0),
-        c.by.name()
+        c.by.name(),
+        c.changes
     ])?;
     Ok(())
 }
@@ -317,7 +384,7 @@ pub(crate) const USAGE: Table<UsageMinute> = Table {
 pub(crate) const PAYMENTS: Table<PaymentRecord> = Table {
     name: "payment",
     time: "at_ms",
-    columns: "direction, cumulative_before, cumulative_after, rail",
+    columns: "direction, cumulative_before, cumulative_after, rail, notes",
     tiebreak: "id",
     decode: |r, at_ms, node| {
         let Some(node) = node else { return Ok(Err("payment row without neighbor".into())) };
@@ -333,6 +400,7 @@ pub(crate) const PAYMENTS: Table<PaymentRecord> = Table {
             cumulative_before: Amount(from_sql(r.get(3)?)),
             cumulative_after: Amount(from_sql(r.get(4)?)),
             rail: r.get(5)?,
+            notes: r.get(6)?,
         }))
     },
 };
@@ -340,7 +408,7 @@ pub(crate) const PAYMENTS: Table<PaymentRecord> = Table {
 pub(crate) const PRICE_CHANGES: Table<PriceChange> = Table {
     name: "price_change",
     time: "at_ms",
-    columns: "subject, old_price, new_price, changed_by",
+    columns: "subject, old_price, new_price, changed_by, changes",
     tiebreak: "id",
     decode: |r, at_ms, node| {
         let subject = r.get_ref(2)?.as_str()?;
@@ -355,6 +423,7 @@ pub(crate) const PRICE_CHANGES: Table<PriceChange> = Table {
             old: r.get::<_, Option<i64>>(3)?.map(|p| Price(from_sql(p))),
             new: Price(from_sql(r.get(4)?)),
             by,
+            changes: r.get(6)?,
         }))
     },
 };

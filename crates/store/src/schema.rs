@@ -21,7 +21,7 @@ pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"tlwy");
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Forward migrations, in order. Version N is the schema after the first N have run.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: neighbor state and the three history tables.
 ///
@@ -109,6 +109,14 @@ CREATE INDEX price_change_by_time ON price_change (at_ms);
 CREATE INDEX price_change_by_neighbor ON price_change (neighbor, at_ms);
 ";
 
+/// Version 2: a payment row and a price change row may each stand for several of the same
+/// kind, merged within a minute (see `history`), so the history grows by a bounded number of
+/// rows per neighbor per minute however often notes or price changes arrive.
+const V2: &str = "
+ALTER TABLE payment ADD COLUMN notes INTEGER NOT NULL DEFAULT 1 CHECK (notes >= 1);
+ALTER TABLE price_change ADD COLUMN changes INTEGER NOT NULL DEFAULT 1 CHECK (changes >= 1);
+";
+
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
@@ -160,6 +168,26 @@ mod tests {
         assert_eq!(migrate(&mut conn, path).unwrap(), 0);
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION as i64);
         assert_eq!(migrate(&mut conn, path).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_store_keeps_its_rows_each_standing_for_one() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.execute(
+            "INSERT INTO price_change (at_ms, neighbor, subject, old_price, new_price, changed_by) \
+             VALUES (1, NULL, 'our_ask', NULL, 5, 'operator')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn, Path::new(":memory:")).unwrap(), 1);
+        let (new, changes): (i64, i64) =
+            conn.query_row("SELECT new_price, changes FROM price_change", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((new, changes), (5, 1));
+        let e = conn.execute("UPDATE price_change SET changes = 0", []).unwrap_err();
+        assert!(e.to_string().contains("CHECK"), "{e}");
     }
 
     #[test]

@@ -66,9 +66,9 @@ pub struct Batch {
     pub neighbors: Vec<NeighborRecord>,
     /// Usage to add to the per-minute sums.
     pub usage: Vec<UsageRecord>,
-    /// Payments to append.
+    /// Payments to append (or merge, see [`PaymentRecord::notes`]).
     pub payments: Vec<PaymentRecord>,
-    /// Price changes to append.
+    /// Price changes to append (or merge, see [`PriceChange::changes`]).
     pub price_changes: Vec<PriceChange>,
 }
 
@@ -113,13 +113,20 @@ impl Batch {
         time("batch", self.now_ms)
             .or_else(|| self.neighbors.iter().find_map(|r| r.invalid()))
             .or_else(|| self.usage.iter().find_map(|u| time("usage", u.at_ms)))
-            .or_else(|| self.price_changes.iter().find_map(|c| time("price change", c.at_ms)))
+            .or_else(|| {
+                self.price_changes.iter().find_map(|c| {
+                    time("price change", c.at_ms)
+                        .or_else(|| (c.changes == 0).then(|| "a price change standing for 0 changes".to_owned()))
+                })
+            })
             .or_else(|| {
                 self.payments.iter().find_map(|p| {
-                    time("payment", p.at_ms).or_else(|| {
-                        (p.rail.is_empty() || p.rail.len() > MAX_RAIL_LEN)
-                            .then(|| format!("rail name {:?} is not 1 to {MAX_RAIL_LEN} bytes", p.rail))
-                    })
+                    time("payment", p.at_ms)
+                        .or_else(|| {
+                            (p.rail.is_empty() || p.rail.len() > MAX_RAIL_LEN)
+                                .then(|| format!("rail name {:?} is not 1 to {MAX_RAIL_LEN} bytes", p.rail))
+                        })
+                        .or_else(|| (p.notes == 0).then(|| "a payment standing for 0 notes".to_owned()))
                 })
             })
     }

@@ -5,8 +5,9 @@
 //! - every number of every neighbor moved in lock-step (no torn transaction);
 //! - nothing the child reported as committed was lost, and at most the one commit in flight when
 //!   it died was added (so values never go backwards across kills);
-//! - the history holds exactly one payment per neighbor per commit and exact per-minute usage
-//!   sums within the retention window (nothing lost, nothing counted twice, pruning included).
+//! - the history holds, per neighbor and minute, one payment row standing for exactly that
+//!   minute's commits, and exact per-minute usage sums, within the retention window (nothing
+//!   lost, nothing counted twice, merging and pruning included).
 //!
 //! `TOLLWAY_STORE_CRASH_KILLS` sets the number of kills (default 40), `TOLLWAY_STORE_CRASH_SEED`
 //! the random seed (printed on each run).
@@ -72,6 +73,7 @@ fn batch(n: u64) -> Batch {
             cumulative_before: Amount(n - 1),
             cumulative_after: Amount(n),
             rail: "notes".into(),
+            notes: 1,
         });
     }
     b
@@ -119,14 +121,25 @@ fn check(path: &Path) -> u64 {
         return 0;
     }
     let cutoff = now(n) - RETENTION_MS;
-    let kept: Vec<u64> = (1..=n).filter(|k| now(*k) >= cutoff).collect();
+    // One payment row per minute, standing for every commit of that minute: (first commit,
+    // last commit), newest first, kept while its newest payment is within the retention.
+    let mut minutes: Vec<(u64, u64)> = Vec::new();
+    for k in (1..=n).rev() {
+        match minutes.last_mut() {
+            Some((first, _)) if now(*first) / MINUTE_MS == now(k) / MINUTE_MS => *first = k,
+            _ => minutes.push((k, k)),
+        }
+    }
+    minutes.retain(|(_, last)| now(*last) >= cutoff);
     let all = HistoryQuery::newest(u32::MAX);
     for i in 1..=NEIGHBORS {
         let q = all.neighbor(node(i));
         let payments = store.payments(&q).unwrap();
-        let afters: Vec<u64> = payments.iter().map(|p| p.cumulative_after.0).collect();
-        assert_eq!(afters, kept.iter().rev().copied().collect::<Vec<_>>(), "payments of neighbor {i} at commit {n}");
-        assert!(payments.iter().all(|p| p.cumulative_before.0 + 1 == p.cumulative_after.0));
+        let got: Vec<(u64, u64, u64, u32)> =
+            payments.iter().map(|p| (p.at_ms, p.cumulative_before.0, p.cumulative_after.0, p.notes)).collect();
+        let want: Vec<(u64, u64, u64, u32)> =
+            minutes.iter().map(|&(first, last)| (now(last), first - 1, last, (last - first + 1) as u32)).collect();
+        assert_eq!(got, want, "payments of neighbor {i} at commit {n}");
 
         let mut want: Vec<(u64, u64)> = Vec::new(); // (minute, commits in it), newest first
         for k in (1..=n).rev() {

@@ -37,6 +37,7 @@ fn payment(at_ms: u64, n: NodeId, before: u64, after: u64) -> PaymentRecord {
         cumulative_before: Amount(before),
         cumulative_after: Amount(after),
         rail: "notes".into(),
+        notes: 1,
     }
 }
 
@@ -120,6 +121,7 @@ fn queries_filter_by_time_neighbor_and_limit_newest_first() {
             old: (i > 0).then_some(Price(u64::MAX - i)),
             new: Price(i),
             by,
+            changes: 1,
         });
         store.commit(&batch).unwrap();
     }
@@ -157,7 +159,14 @@ fn queries_filter_by_time_neighbor_and_limit_newest_first() {
     assert_eq!(changes.len(), 30);
     assert_eq!(
         changes[29],
-        PriceChange { at_ms: T0, subject: PriceSubject::OurAsk, old: None, new: Price(0), by: ChangedBy::Operator }
+        PriceChange {
+            at_ms: T0,
+            subject: PriceSubject::OurAsk,
+            old: None,
+            new: Price(0),
+            by: ChangedBy::Operator,
+            changes: 1
+        }
     );
     assert_eq!(
         changes[0],
@@ -166,12 +175,140 @@ fn queries_filter_by_time_neighbor_and_limit_newest_first() {
             subject: PriceSubject::OurBid(node(3)),
             old: Some(Price(u64::MAX - 29)),
             new: Price(29),
-            by: ChangedBy::Config
+            by: ChangedBy::Config,
+            changes: 1,
         }
     );
     let of_one = store.price_changes(&HistoryQuery::newest(1000).neighbor(node(1))).unwrap();
     assert!(of_one.iter().all(|c| c.subject.node() == Some(node(1))));
     assert_eq!(of_one.len(), 10 - 3, "i = 0, 12 and 24 are our own ask");
+}
+
+#[test]
+fn successive_payments_and_price_changes_within_a_minute_share_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(&dir, StoreOptions::default(), &[1, 2]);
+    let sent = |at_ms, before, after| PaymentRecord {
+        direction: PaymentDirection::Sent,
+        ..payment(at_ms, node(1), before, after)
+    };
+    let received = |at_ms, before, after| PaymentRecord {
+        direction: PaymentDirection::Received,
+        ..payment(at_ms, node(1), before, after)
+    };
+    // A note sent every second for 150 s, with a note received every second in between.
+    for s in 0..150u64 {
+        let mut batch = Batch::new(T0 + s * 1000);
+        batch.payment(sent(T0 + s * 1000, 10 * s, 10 * s + 10)).payment(received(T0 + s * 1000 + 500, s, s + 1));
+        store.commit(&batch).unwrap();
+    }
+    let q = HistoryQuery::newest(100).neighbor(node(1));
+    let rows = store.payments(&q).unwrap();
+    let of = |d| {
+        rows.iter()
+            .filter(|p| p.direction == d)
+            .map(|p| (p.at_ms - T0, p.cumulative_before.0, p.cumulative_after.0, p.notes))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of(PaymentDirection::Sent),
+        vec![(149_000, 1200, 1500, 30), (119_000, 600, 1200, 60), (59_000, 0, 600, 60)]
+    );
+    assert_eq!(
+        of(PaymentDirection::Received),
+        vec![(149_500, 120, 150, 30), (119_500, 60, 120, 60), (59_500, 0, 60, 60)]
+    );
+
+    // Within a minute, a note that does not continue the newest row (a gap, as after a lost
+    // store), another rail, or another neighbor starts a row of its own.
+    let t = T0 + 10 * MINUTE_MS;
+    let mut batch = Batch::new(t);
+    batch
+        .payment(sent(t, 1500, 1510))
+        .payment(sent(t + 1, 1600, 1610))
+        .payment(PaymentRecord { rail: "other".into(), ..sent(t + 2, 1610, 1620) })
+        .payment(sent(t + 3, 1620, 1630))
+        .payment(payment(t + 4, node(2), 1630, 1640));
+    store.commit(&batch).unwrap();
+    let newest: Vec<_> = store
+        .payments(&HistoryQuery::newest(100).between(t, t + MINUTE_MS))
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.at_ms - t, p.cumulative_before.0, p.cumulative_after.0, p.notes, p.rail))
+        .collect();
+    assert_eq!(
+        newest,
+        vec![
+            (4, 1630, 1640, 1, "notes".to_owned()),
+            (3, 1620, 1630, 1, "notes".to_owned()),
+            (2, 1610, 1620, 1, "other".to_owned()),
+            (1, 1600, 1610, 1, "notes".to_owned()),
+            (0, 1500, 1510, 1, "notes".to_owned()),
+        ]
+    );
+
+    // A neighbor flapping its ask 50 times in a minute is one row, from the first old price to
+    // the last new one; the operator's own changes are each kept.
+    let t = T0 + 20 * MINUTE_MS;
+    let mut batch = Batch::new(t);
+    for k in 0..50u64 {
+        let change = |subject, by| PriceChange {
+            at_ms: t + k * 1000,
+            subject,
+            old: Some(Price(k % 2)),
+            new: Price((k + 1) % 2),
+            by,
+            changes: 1,
+        };
+        batch.price_change(change(PriceSubject::TheirAsk(node(2)), ChangedBy::Neighbor));
+        if k < 3 {
+            batch.price_change(change(PriceSubject::OurAsk, ChangedBy::Operator));
+        }
+    }
+    // A change that does not continue the last one starts a new row.
+    batch.price_change(PriceChange {
+        at_ms: t + 55_000,
+        subject: PriceSubject::TheirAsk(node(2)),
+        old: Some(Price(7)),
+        new: Price(8),
+        by: ChangedBy::Neighbor,
+        changes: 1,
+    });
+    store.commit(&batch).unwrap();
+    let changes = store.price_changes(&HistoryQuery::newest(100).between(t, t + MINUTE_MS)).unwrap();
+    let summary: Vec<_> =
+        changes.iter().map(|c| (c.at_ms - t, c.subject.node(), c.old.map(|p| p.0), c.new.0, c.changes)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (55_000, Some(node(2)), Some(7), 8, 1),
+            (49_000, Some(node(2)), Some(0), 0, 50),
+            (2_000, None, Some(0), 1, 1),
+            (1_000, None, Some(1), 0, 1),
+            (0, None, Some(0), 1, 1),
+        ]
+    );
+}
+
+#[test]
+fn a_record_standing_for_nothing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(&dir, StoreOptions::default(), &[1]);
+    let mut batch = Batch::new(T0);
+    batch.payment(PaymentRecord { notes: 0, ..payment(T0, node(1), 0, 1) });
+    let e = store.commit(&batch).unwrap_err();
+    assert!(e.to_string().contains("0 notes"), "{e}");
+    let mut batch = Batch::new(T0);
+    batch.price_change(PriceChange {
+        at_ms: T0,
+        subject: PriceSubject::OurAsk,
+        old: None,
+        new: Price(1),
+        by: ChangedBy::Operator,
+        changes: 0,
+    });
+    let e = store.commit(&batch).unwrap_err();
+    assert!(e.to_string().contains("0 changes"), "{e}");
 }
 
 #[test]
@@ -193,6 +330,7 @@ fn old_history_is_pruned_a_little_at_each_commit() {
             old: None,
             new: Price(1),
             by: ChangedBy::Automatic,
+            changes: 1,
         });
         store.commit(&batch).unwrap();
     }

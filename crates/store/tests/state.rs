@@ -131,6 +131,7 @@ fn history_for(n: tollway_core::NodeId, batch: &mut Batch) {
         cumulative_before: Amount(0),
         cumulative_after: Amount(5),
         rail: "notes".into(),
+        notes: 1,
     });
     batch.price_change(PriceChange {
         at_ms: 60_000,
@@ -138,6 +139,7 @@ fn history_for(n: tollway_core::NodeId, batch: &mut Batch) {
         old: None,
         new: Price(7),
         by: ChangedBy::Operator,
+        changes: 1,
     });
 }
 
@@ -188,6 +190,7 @@ fn a_batch_that_fails_midway_leaves_nothing_applied() {
         cumulative_before: Amount(0),
         cumulative_after: Amount(1),
         rail: "notes".into(),
+        notes: 1,
     });
     let e = store.commit(&batch).unwrap_err();
     assert!(matches!(e, StoreError::Invalid { .. }) && e.to_string().contains(&node(50).to_string()), "{e}");

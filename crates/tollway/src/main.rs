@@ -87,7 +87,8 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Ledger history: usage per minute, payments, price changes (newest first).
+    /// Ledger history, newest first: usage per minute; payments and price changes, successive ones
+    /// with a neighbor within a minute sharing a row (NOTES, "changes this minute").
     Ledger {
         #[command(flatten)]
         target: Target,

@@ -150,30 +150,32 @@ pub fn ledger_tables(l: &Ledger) -> String {
     }
     out += "\nPAYMENTS\n";
     out += &format!(
-        "{:<19}  {:<12}  {:<8}  {:>12}  {:>12}  {}\n",
-        "TIME (UTC)", "NEIGHBOR", "", "AMOUNT", "CUMULATIVE", "RAIL"
+        "{:<19}  {:<12}  {:<8}  {:>12}  {:>12}  {:>5}  {}\n",
+        "TIME (UTC)", "NEIGHBOR", "", "AMOUNT", "CUMULATIVE", "NOTES", "RAIL"
     );
     for p in &l.payments {
         out += &format!(
-            "{:<19}  {:<12}  {:<8}  {:>12}  {:>12}  {}\n",
+            "{:<19}  {:<12}  {:<8}  {:>12}  {:>12}  {:>5}  {}\n",
             time(p.unix_ms),
             &p.neighbor[..12],
             p.direction,
             p.amount,
             p.cumulative,
+            p.notes,
             p.rail
         );
     }
     out += "\nPRICE CHANGES\n";
     for p in &l.prices {
         out += &format!(
-            "{:<19}  {:<9}  {:<12}  {} -> {}  (by {})\n",
+            "{:<19}  {:<9}  {:<12}  {} -> {}  (by {}{})\n",
             time(p.unix_ms),
             p.what,
             p.neighbor.as_deref().map(|n| &n[..12]).unwrap_or("-"),
             p.old.as_deref().unwrap_or("-"),
             p.new,
-            p.by
+            p.by,
+            if p.changes > 1 { format!(", {} changes this minute", p.changes) } else { String::new() }
         );
     }
     out

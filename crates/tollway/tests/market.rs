@@ -88,6 +88,23 @@ fn two_nodes_exchange_100_mb_and_their_ledgers_agree() {
     assert!(units(&a.received_total) > 0, "b paid a");
     assert_eq!(units(&b.received_total), 0, "a never owed b");
     assert!(units(&a.balance).abs() < units("0.005") + 100, "what is still open is below the pay threshold");
+
+    // b paid at nearly every sampling tick; a's history holds those notes in at most one row
+    // per minute, which add up to everything received.
+    let ledger = client(&lab, "a").ledger(None, Some(10_000), None).expect("a's ledger");
+    let received: Vec<_> = ledger.payments.iter().filter(|p| p.direction == "received").collect();
+    let notes: u32 = received.iter().map(|p| p.notes).sum();
+    let minutes = {
+        let mut m: Vec<u64> = received.iter().map(|p| p.unix_ms / 60_000).collect();
+        m.dedup();
+        m.len()
+    };
+    eprintln!("a received {notes} notes, stored as {} payment rows in {minutes} minutes", received.len());
+    assert!(notes as usize > received.len(), "successive notes share rows: {notes} notes, {} rows", received.len());
+    assert_eq!(received.len(), minutes, "one row per minute");
+    let amounts: i128 = received.iter().map(|p| units(&p.amount)).sum();
+    assert_eq!(amounts, units(&a.received_total), "the rows add up to what a received");
+    assert_eq!(received.first().map(|p| units(&p.cumulative)), Some(units(&a.received_total)));
 }
 
 #[test]

@@ -203,6 +203,7 @@ fn to_store_batch(batch: &PersistBatch) -> store::Batch {
                     cumulative_before: tollway_core::market::Amount(*before),
                     cumulative_after: tollway_core::market::Amount(*after),
                     rail: rail.to_string(),
+                    notes: 1,
                 });
             }
             MarketEvent::PriceChange { subject, old, new, by_operator } => {
@@ -219,7 +220,7 @@ fn to_store_batch(batch: &PersistBatch) -> store::Batch {
                 if subject.node().is_some_and(|n| !batch_knows(batch, &n)) {
                     continue;
                 }
-                b.price_change(store::PriceChange { at_ms: now, subject, old: *old, new: *new, by });
+                b.price_change(store::PriceChange { at_ms: now, subject, old: *old, new: *new, by, changes: 1 });
             }
         }
     }

@@ -109,6 +109,7 @@ impl Driver {
                     amount: c.format(p.cumulative_after.0.saturating_sub(p.cumulative_before.0)),
                     cumulative: c.format(p.cumulative_after.0),
                     rail: p.rail,
+                    notes: p.notes,
                 })
                 .collect(),
             prices: s
@@ -135,6 +136,7 @@ impl Driver {
                             ChangedBy::Neighbor => "neighbor",
                         }
                         .into(),
+                        changes: p.changes,
                     }
                 })
                 .collect(),
