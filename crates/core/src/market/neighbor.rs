@@ -5,7 +5,40 @@ use super::config::MarketConfig;
 use super::ledger::{CounterBaseline, LinkLedger, Statement};
 use super::money::{Accrual, Amount, Balance, Price};
 use super::notes::ChannelId;
-use crate::time::Millis;
+use crate::time::{LogLimit, Millis};
+
+/// How many log lines about one neighbor's prices (its ask, its bid, our bid for it) are
+/// written per minute, each kind: a neighbor may change its prices dozens of times a second.
+const PRICE_LOG_BURST: u32 = 5;
+const PRICE_LOG_WINDOW: Millis = Millis(60_000);
+
+/// Limits on the log lines a neighbor's price changes cause, one per kind of line.
+#[derive(Debug, Clone, Default)]
+pub struct PriceLogs {
+    their_ask: LogLimit,
+    our_bid: LogLimit,
+    their_bid: LogLimit,
+}
+
+/// Which price a log line is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceLine {
+    TheirAsk,
+    OurBid,
+    TheirBid,
+}
+
+impl PriceLogs {
+    /// Whether to log a change of `line` at `now`; if so, how many changes of it went unlogged.
+    pub fn admit(&mut self, now: Millis, line: PriceLine) -> Option<u64> {
+        let l = match line {
+            PriceLine::TheirAsk => &mut self.their_ask,
+            PriceLine::OurBid => &mut self.our_bid,
+            PriceLine::TheirBid => &mut self.their_bid,
+        };
+        l.admit(now, PRICE_LOG_BURST, PRICE_LOG_WINDOW)
+    }
+}
 
 /// A payment we issued (the latest; notes are cumulative).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +223,8 @@ pub struct NeighborMarket {
     negotiating_since: Option<Millis>,
     /// The neighbor's latest statement, kept until the prices are known to check it against.
     deferred: Option<Statement>,
+    /// Limits on the log lines its price changes cause.
+    pub price_logs: PriceLogs,
 }
 
 impl NeighborMarket {
@@ -224,6 +259,7 @@ impl NeighborMarket {
             known: false,
             negotiating_since: None,
             deferred: None,
+            price_logs: PriceLogs::default(),
         }
     }
 

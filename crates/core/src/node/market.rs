@@ -7,8 +7,8 @@ use crate::action::{Action, MarketEvent, PersistBatch, PriceSubject, SessionId};
 use crate::ids::{IfName, NodeId};
 use crate::market::policy::{plan, ShareInput};
 use crate::market::{
-    BidPolicy, Enforcement, MarketConfig, MarketRecord, NeighborMarket, OurBid, PaymentRail, Price, ReceivedNote,
-    TheirBid, TrafficPolicy,
+    BidPolicy, Enforcement, MarketConfig, MarketRecord, NeighborMarket, OurBid, PaymentRail, Price, PriceLine,
+    ReceivedNote, TheirBid, TrafficPolicy,
 };
 use crate::time::{Millis, Now};
 use crate::wire::control::ControlMessage;
@@ -227,9 +227,12 @@ impl Node {
     ) -> Result<(), String> {
         match msg {
             MarketMessage::Ask { seq, price } => {
-                let old = self.neighbors[id].market.their_ask.map(|(_, p)| p);
+                let m = &mut self.neighbors.get_mut(id).expect("exists").market;
+                let old = m.their_ask.map(|(_, p)| p);
                 if old != Some(price) {
-                    tracing::info!(neighbor = %id.short(), ask = price.0, "neighbor's ask");
+                    if let Some(unlogged) = m.price_logs.admit(now.mono, PriceLine::TheirAsk) {
+                        tracing::info!(neighbor = %id.short(), ask = price.0, changes_not_logged = unlogged, "neighbor's ask");
+                    }
                     self.market.events.push(MarketEvent::PriceChange {
                         subject: PriceSubject::TheirAsk(*id),
                         old,
@@ -258,7 +261,9 @@ impl Node {
                         TheirBid::Accepted(p) => Some(p),
                         _ => None,
                     };
-                    tracing::info!(neighbor = %id.short(), bid = price.0, "neighbor accepted our ask");
+                    if let Some(unlogged) = m.price_logs.admit(now.mono, PriceLine::TheirBid) {
+                        tracing::info!(neighbor = %id.short(), bid = price.0, changes_not_logged = unlogged, "neighbor accepted our ask");
+                    }
                     m.set_their_bid(now.mono, TheirBid::Accepted(price));
                     self.market.events.push(MarketEvent::PriceChange {
                         subject: PriceSubject::TheirBid(*id),
@@ -375,7 +380,12 @@ impl Node {
         let msg = match decision {
             Ok(bid) => {
                 if m.our_bid != OurBid::Bid(bid) {
-                    tracing::info!(neighbor = %id.short(), ask = price.0, bid = bid.0, "bidding for neighbor's service");
+                    // The operator's own changes are always logged; the neighbor's ask may
+                    // change far more often.
+                    let logged = if by_operator { Some(0) } else { m.price_logs.admit(now.mono, PriceLine::OurBid) };
+                    if let Some(unlogged) = logged {
+                        tracing::info!(neighbor = %id.short(), ask = price.0, bid = bid.0, changes_not_logged = unlogged, "bidding for neighbor's service");
+                    }
                     self.market.events.push(MarketEvent::PriceChange {
                         subject: PriceSubject::OurBid(*id),
                         old,

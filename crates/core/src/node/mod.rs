@@ -15,7 +15,7 @@ use crate::action::{Action, SessionId, TunnelSpec};
 use crate::config::CoreConfig;
 use crate::identity::Identity;
 use crate::ids::{IfName, NodeId};
-use crate::time::{Millis, Now};
+use crate::time::{LogLimit, Millis, Now};
 use crate::timer::{Timer, TimerTable};
 use neighbor::Session;
 use rand_chacha::ChaCha20Rng;
@@ -335,22 +335,14 @@ impl TokenBucket {
 #[derive(Debug, Default)]
 struct RejectLog {
     counts: BTreeMap<&'static str, u64>,
-    last_logged: HashMap<&'static str, (Millis, u64)>,
+    logs: HashMap<&'static str, LogLimit>,
 }
 
 impl RejectLog {
     fn record(&mut self, now: Millis, reason: &'static str, detail: std::fmt::Arguments<'_>) {
-        let c = self.counts.entry(reason).or_default();
-        *c += 1;
-        let total = *c;
-        let due = match self.last_logged.get(reason) {
-            None => true,
-            Some((t, _)) => now.since(*t) >= Millis::from_secs(10),
-        };
-        if due {
-            let since_last = total - self.last_logged.get(reason).map(|(_, n)| *n).unwrap_or(0);
-            tracing::warn!(reason, %detail, count_since_last_log = since_last, "discovery message ignored");
-            self.last_logged.insert(reason, (now, total));
+        *self.counts.entry(reason).or_default() += 1;
+        if let Some(held) = self.logs.entry(reason).or_default().admit(now, 1, Millis::from_secs(10)) {
+            tracing::warn!(reason, %detail, count_since_last_log = held + 1, "discovery message ignored");
         }
     }
 }

@@ -792,3 +792,35 @@ fn a_restarted_node_whose_session_is_slow_to_return_prices_nothing_at_zero() {
     assert_eq!(b.inbound.receiver_owes.units, sent[0] / MB * 2000, "all at the agreed price");
     assert_eq!(a, b.mirrored());
 }
+
+#[test]
+fn a_neighbor_flipping_its_ask_is_followed_but_logged_only_a_few_times_a_minute() {
+    let mut p = pair(0, |_, _| {});
+    let lines = logs(|| {
+        for i in 0..100u64 {
+            let now = p.now;
+            p.nodes[0].set_ask(now, Price(if i % 2 == 0 { 2500 } else { 2000 }));
+            p.run_for(100);
+        }
+    });
+    // B follows every change (A's last ask is 2000) ...
+    assert_eq!(m(&p, 1).our_bid, OurBid::Bid(Price(2000)));
+    assert_eq!(m(&p, 0).their_bid, TheirBid::Accepted(Price(2000)));
+    // ... but the lines about them stay within the per-minute burst; A's own (operator) ask
+    // changes are all logged.
+    let count = |what: &str| lines.iter().filter(|l| l.contains(&format!("message={what} "))).count();
+    let (asks, bids, accepted) =
+        (count("neighbor's ask"), count("bidding for neighbor's service"), count("neighbor accepted our ask"));
+    println!("100 flips: {asks} ask lines, {bids} bid lines, {accepted} accepted lines");
+    assert!((1..=5).contains(&asks) && (1..=5).contains(&bids) && (1..=5).contains(&accepted), "{lines:#?}");
+    assert_eq!(count("our ask changed"), 100);
+    // A minute later the next change is logged again, saying how many were not.
+    p.run_for(60_000);
+    let lines = logs(|| {
+        let now = p.now;
+        p.nodes[0].set_ask(now, Price(2500));
+        p.run_for(100);
+    });
+    let ask_line = lines.iter().find(|l| l.contains("message=neighbor's ask ")).expect("logged again");
+    assert!(ask_line.contains(&format!("changes_not_logged={} ", 100 - asks)), "{ask_line}");
+}
