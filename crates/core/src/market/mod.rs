@@ -11,7 +11,7 @@ pub use config::{BidPolicy, EnforcementPolicy, MarketConfig};
 pub use ledger::{CounterBaseline, LinkLedger, Statement};
 pub use money::{Accrual, Amount, Balance, Currency, Price, BYTES_PER_MB};
 pub use neighbor::{
-    Enforcement, IssuedNote, MarketRecord, NeighborMarket, OurBid, PriceLine, PriceLogs, ReceivedNote, TheirBid,
+    Enforcement, IssuedNote, LogLine, MarketRecord, NeighborLogs, NeighborMarket, OurBid, ReceivedNote, TheirBid,
     UsageDelta,
 };
 pub use notes::{ChannelId, NotesRail, PaymentRail, Proven, RailError, RAIL_NOTES};

@@ -7,36 +7,40 @@ use super::money::{Accrual, Amount, Balance, Price};
 use super::notes::ChannelId;
 use crate::time::{LogLimit, Millis};
 
-/// How many log lines about one neighbor's prices (its ask, its bid, our bid for it) are
-/// written per minute, each kind: a neighbor may change its prices dozens of times a second.
-const PRICE_LOG_BURST: u32 = 5;
-const PRICE_LOG_WINDOW: Millis = Millis(60_000);
+/// How many log lines of each kind one neighbor can cause per minute: it decides how often it
+/// changes its prices, pays, or sends something we reject (up to the control channel's 50
+/// messages a second), and a busy payer pays at every one-second sample.
+pub(crate) const NEIGHBOR_LOG_BURST: u32 = 10;
+const NEIGHBOR_LOG_WINDOW: Millis = Millis(60_000);
 
-/// Limits on the log lines a neighbor's price changes cause, one per kind of line.
-#[derive(Debug, Clone, Default)]
-pub struct PriceLogs {
-    their_ask: LogLimit,
-    our_bid: LogLimit,
-    their_bid: LogLimit,
-}
-
-/// Which price a log line is about.
+/// A kind of log line a neighbor's messages cause; each kind is limited on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PriceLine {
+pub enum LogLine {
     TheirAsk,
     OurBid,
     TheirBid,
+    BidBelowAsk,
+    Declined,
+    Paying,
+    PaymentReceived,
+    PaymentRejected,
+    StatementRejected,
+    Dispute,
 }
 
-impl PriceLogs {
-    /// Whether to log a change of `line` at `now`; if so, how many changes of it went unlogged.
-    pub fn admit(&mut self, now: Millis, line: PriceLine) -> Option<u64> {
-        let l = match line {
-            PriceLine::TheirAsk => &mut self.their_ask,
-            PriceLine::OurBid => &mut self.our_bid,
-            PriceLine::TheirBid => &mut self.their_bid,
-        };
-        l.admit(now, PRICE_LOG_BURST, PRICE_LOG_WINDOW)
+impl LogLine {
+    const COUNT: usize = 10;
+}
+
+/// Limits on the log lines one neighbor causes (see [`LogLine`]).
+#[derive(Debug, Clone, Default)]
+pub struct NeighborLogs([LogLimit; LogLine::COUNT]);
+
+impl NeighborLogs {
+    /// Whether to write a line of `kind` at `now`; if so, how many of that kind were not
+    /// written since the last one that was.
+    pub fn admit(&mut self, now: Millis, kind: LogLine) -> Option<u64> {
+        self.0[kind as usize].admit(now, NEIGHBOR_LOG_BURST, NEIGHBOR_LOG_WINDOW)
     }
 }
 
@@ -223,8 +227,8 @@ pub struct NeighborMarket {
     negotiating_since: Option<Millis>,
     /// The neighbor's latest statement, kept until the prices are known to check it against.
     deferred: Option<Statement>,
-    /// Limits on the log lines its price changes cause.
-    pub price_logs: PriceLogs,
+    /// Limits on the log lines it causes.
+    pub logs: NeighborLogs,
 }
 
 impl NeighborMarket {
@@ -259,7 +263,7 @@ impl NeighborMarket {
             known: false,
             negotiating_since: None,
             deferred: None,
-            price_logs: PriceLogs::default(),
+            logs: NeighborLogs::default(),
         }
     }
 

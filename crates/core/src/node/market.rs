@@ -7,7 +7,7 @@ use crate::action::{Action, MarketEvent, PersistBatch, PriceSubject, SessionId};
 use crate::ids::{IfName, NodeId};
 use crate::market::policy::{plan, ShareInput};
 use crate::market::{
-    BidPolicy, Enforcement, MarketConfig, MarketRecord, NeighborMarket, OurBid, PaymentRail, Price, PriceLine,
+    BidPolicy, Enforcement, LogLine, MarketConfig, MarketRecord, NeighborMarket, OurBid, PaymentRail, Price,
     ReceivedNote, TheirBid, TrafficPolicy,
 };
 use crate::time::{Millis, Now};
@@ -180,7 +180,9 @@ impl Node {
             let n = self.neighbors.get_mut(id).expect("exists");
             if let Some(why) = n.market.check_overclaim(slack) {
                 n.market.disputes += 1;
-                tracing::warn!(neighbor = %id.short(), reason = %why, "statement dispute");
+                if let Some(unlogged) = n.market.logs.admit(now.mono, LogLine::Dispute) {
+                    tracing::warn!(neighbor = %id.short(), reason = %why, not_logged = unlogged, "statement dispute");
+                }
                 n.market.last_dispute = Some(why);
             }
             self.judge_deferred_statement(now, id);
@@ -230,8 +232,8 @@ impl Node {
                 let m = &mut self.neighbors.get_mut(id).expect("exists").market;
                 let old = m.their_ask.map(|(_, p)| p);
                 if old != Some(price) {
-                    if let Some(unlogged) = m.price_logs.admit(now.mono, PriceLine::TheirAsk) {
-                        tracing::info!(neighbor = %id.short(), ask = price.0, changes_not_logged = unlogged, "neighbor's ask");
+                    if let Some(unlogged) = m.logs.admit(now.mono, LogLine::TheirAsk) {
+                        tracing::info!(neighbor = %id.short(), ask = price.0, not_logged = unlogged, "neighbor's ask");
                     }
                     self.market.events.push(MarketEvent::PriceChange {
                         subject: PriceSubject::TheirAsk(*id),
@@ -254,15 +256,17 @@ impl Node {
                 let m = &mut self.neighbors.get_mut(id).expect("exists").market;
                 m.awaiting_answer_since = None;
                 if price < ask {
-                    tracing::warn!(neighbor = %id.short(), bid = price.0, ask = ask.0, "bid below our ask: treated as declined");
+                    if let Some(unlogged) = m.logs.admit(now.mono, LogLine::BidBelowAsk) {
+                        tracing::warn!(neighbor = %id.short(), bid = price.0, ask = ask.0, not_logged = unlogged, "bid below our ask: treated as declined");
+                    }
                     m.set_their_bid(now.mono, TheirBid::Declined(format!("bid {} below our ask {}", price.0, ask.0)));
                 } else if m.their_bid != TheirBid::Accepted(price) {
                     let old = match m.their_bid {
                         TheirBid::Accepted(p) => Some(p),
                         _ => None,
                     };
-                    if let Some(unlogged) = m.price_logs.admit(now.mono, PriceLine::TheirBid) {
-                        tracing::info!(neighbor = %id.short(), bid = price.0, changes_not_logged = unlogged, "neighbor accepted our ask");
+                    if let Some(unlogged) = m.logs.admit(now.mono, LogLine::TheirBid) {
+                        tracing::info!(neighbor = %id.short(), bid = price.0, not_logged = unlogged, "neighbor accepted our ask");
                     }
                     m.set_their_bid(now.mono, TheirBid::Accepted(price));
                     self.market.events.push(MarketEvent::PriceChange {
@@ -277,8 +281,10 @@ impl Node {
             }
             MarketMessage::Decline { ask_seq, reason } => {
                 if ask_seq == self.market.ask_seq {
-                    tracing::warn!(neighbor = %id.short(), %reason, "neighbor declined our ask");
                     let m = &mut self.neighbors.get_mut(id).expect("exists").market;
+                    if let Some(unlogged) = m.logs.admit(now.mono, LogLine::Declined) {
+                        tracing::warn!(neighbor = %id.short(), %reason, not_logged = unlogged, "neighbor declined our ask");
+                    }
                     m.awaiting_answer_since = None;
                     m.set_their_bid(now.mono, TheirBid::Declined(reason));
                     self.judge_deferred_statement(now, id);
@@ -314,7 +320,9 @@ impl Node {
         let Some(st) = m.take_deferred() else { return };
         if let Err(why) = m.accept_statement(now.mono, &st) {
             m.disputes += 1;
-            tracing::warn!(neighbor = %id.short(), reason = %why, "statement rejected");
+            if let Some(unlogged) = m.logs.admit(now.mono, LogLine::StatementRejected) {
+                tracing::warn!(neighbor = %id.short(), reason = %why, not_logged = unlogged, "statement rejected");
+            }
             m.last_dispute = Some(why);
         }
     }
@@ -322,7 +330,10 @@ impl Node {
     fn on_payment(&mut self, now: Now, id: &NodeId, session: SessionId, rail: u8, proof: &[u8]) {
         let reject = |node: &mut Node, why: String| {
             node.market.payments_rejected += 1;
-            tracing::warn!(neighbor = %id.short(), reason = %why, "payment rejected");
+            let logs = &mut node.neighbors.get_mut(id).expect("exists").market.logs;
+            if let Some(unlogged) = logs.admit(now.mono, LogLine::PaymentRejected) {
+                tracing::warn!(neighbor = %id.short(), reason = %why, not_logged = unlogged, "payment rejected");
+            }
         };
         if rail != self.market.rail.id() {
             return reject(self, format!("rail {rail} is not ours ({})", self.market.rail.name()));
@@ -357,7 +368,9 @@ impl Node {
         m.record.received =
             Some(ReceivedNote { channel: proven.channel, cumulative: proven.cumulative, proof: proof.to_vec() });
         m.dirty = true;
-        tracing::info!(neighbor = %id.short(), amount = proven.cumulative.0 - before.0, total = proven.cumulative.0, "payment received");
+        if let Some(unlogged) = m.logs.admit(now.mono, LogLine::PaymentReceived) {
+            tracing::info!(neighbor = %id.short(), amount = proven.cumulative.0 - before.0, total = proven.cumulative.0, not_logged = unlogged, "payment received");
+        }
         self.market.events.push(MarketEvent::PaymentReceived {
             neighbor: *id,
             before: before.0,
@@ -382,9 +395,9 @@ impl Node {
                 if m.our_bid != OurBid::Bid(bid) {
                     // The operator's own changes are always logged; the neighbor's ask may
                     // change far more often.
-                    let logged = if by_operator { Some(0) } else { m.price_logs.admit(now.mono, PriceLine::OurBid) };
+                    let logged = if by_operator { Some(0) } else { m.logs.admit(now.mono, LogLine::OurBid) };
                     if let Some(unlogged) = logged {
-                        tracing::info!(neighbor = %id.short(), ask = price.0, bid = bid.0, changes_not_logged = unlogged, "bidding for neighbor's service");
+                        tracing::info!(neighbor = %id.short(), ask = price.0, bid = bid.0, not_logged = unlogged, "bidding for neighbor's service");
                     }
                     self.market.events.push(MarketEvent::PriceChange {
                         subject: PriceSubject::OurBid(*id),
@@ -471,7 +484,9 @@ impl Node {
             let proof = self.market.rail.pay(id, &m.record.channel, cumulative);
             m.issue(cumulative, proof.clone());
             m.note_sent_at = Some(now.mono);
-            tracing::info!(neighbor = %id.short(), amount = cumulative.0 - before.0, total = cumulative.0, "paying");
+            if let Some(unlogged) = m.logs.admit(now.mono, LogLine::Paying) {
+                tracing::info!(neighbor = %id.short(), amount = cumulative.0 - before.0, total = cumulative.0, not_logged = unlogged, "paying");
+            }
             self.market.events.push(MarketEvent::PaymentSent {
                 neighbor: *id,
                 before: before.0,
