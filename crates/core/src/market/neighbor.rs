@@ -13,7 +13,8 @@ use crate::time::{LogLimit, Millis};
 pub(crate) const NEIGHBOR_LOG_BURST: u32 = 10;
 const NEIGHBOR_LOG_WINDOW: Millis = Millis(60_000);
 
-/// A kind of log line a neighbor's messages cause; each kind is limited on its own.
+/// A kind of log line a neighbor's messages cause; each kind is limited on its own. New kinds go
+/// before `Dispute`, which stays last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLine {
     TheirAsk,
@@ -29,7 +30,8 @@ pub enum LogLine {
 }
 
 impl LogLine {
-    const COUNT: usize = 10;
+    /// `Dispute` is the last variant: the number of kinds follows from it.
+    const COUNT: usize = LogLine::Dispute as usize + 1;
 }
 
 /// Limits on the log lines one neighbor causes (see [`LogLine`]).
