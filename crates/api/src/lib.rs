@@ -132,6 +132,10 @@ pub struct NeighborStatus {
     /// Statements rejected or flagged, and the last reason.
     pub disputes: u64,
     pub last_dispute: Option<String>,
+    /// Bytes its statements claim it received from us beyond what we sent: never priced, never
+    /// paid. A neighbor whose claims keep growing is restricted and not paid (`enforcement`).
+    #[serde(default)]
+    pub disputed_bytes: u64,
 }
 
 /// `tollway ledger`: history, newest first, amounts as decimal strings.
@@ -151,6 +155,9 @@ pub struct UsageRow {
     pub bytes_out: u64,
     pub earned: String,
     pub spent: String,
+    /// Bytes the neighbor claimed beyond what we sent, found this minute (never priced).
+    #[serde(default)]
+    pub disputed_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

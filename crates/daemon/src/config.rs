@@ -151,7 +151,7 @@ impl Market {
             capacity_bps: self.capacity_mbit.saturating_mul(1_000_000),
             interface_capacity_bps,
             negotiation_grace: Millis::from_secs(self.negotiation_grace_secs),
-            overclaim_slack_bytes: 1_000_000,
+            overclaim_slack_bytes: tollway_core::market::DEFAULT_OVERCLAIM_SLACK,
             payments_paused: self.payments_paused,
         })
     }

@@ -87,6 +87,7 @@ pub fn build(d: &Driver) -> Status {
                     reported_loss_ppm: mk.reported_loss_ppm(),
                     disputes: mk.disputes,
                     last_dispute: mk.last_dispute.clone(),
+                    disputed_bytes: mk.disputed_bytes(),
                 }
             })
             .collect(),

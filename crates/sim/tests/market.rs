@@ -467,6 +467,71 @@ fn a_neighbor_under_reporting_what_it_received_is_restricted_for_its_exposure() 
     }
 }
 
+/// The inflater's statements claim three times what it received (consistently priced).
+fn triple(core: &tollway_sim::Node, peer: &tollway_sim::NodeId, msg: ControlMessage) -> Option<ControlMessage> {
+    let m = &core.neighbor(peer)?.market;
+    Some(match msg {
+        ControlMessage::Market(MarketMessage::Statement(st)) => {
+            let bytes = st.bytes * 3;
+            let (mut receiver_owes, mut sender_owes) = (Accrual::default(), Accrual::default());
+            receiver_owes.add(m.our_price(), bytes);
+            sender_owes.add(m.their_price(), bytes);
+            ControlMessage::Market(MarketMessage::Statement(Statement {
+                seq: st.seq,
+                bytes,
+                receiver_owes,
+                sender_owes,
+            }))
+        }
+        other => other,
+    })
+}
+
+#[test]
+fn a_neighbor_inflating_its_statements_is_paid_only_for_what_it_was_sent() {
+    let limit = 10_000;
+    for seed in 61..=66 {
+        let mut sim = Sim::new(seed);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        // The inflater sells at 2000/MB; the buyer sends it data: every byte the inflater claims
+        // to have received makes the buyer owe it 2000/MB.
+        let inflater = sim.add_node("inflater", market(2000, 2000, limit));
+        let buyer = sim.add_node("buyer", market(0, 2000, limit));
+        let honest = sim.add_node("honest", market(2000, 2000, limit));
+        sim.link(inflater, buyer);
+        sim.link(honest, buyer);
+        randomize_links(&mut sim, &mut rng, 50_000);
+        converge(&mut sim, secs(20), "inflater, buyer and honest seller");
+        within(&mut sim, secs(10), "agreed", |s| !s.restricts(buyer, inflater) && !s.restricts(buyer, honest));
+        sim.set_tamper(inflater, Some(Box::new(triple)));
+        let rate = rng.gen_range(4..12) * MBIT;
+        sim.start_flow(buyer, inflater, rate);
+        sim.start_flow(buyer, honest, rate);
+        let took = within(&mut sim, secs(30), "inflater restricted", |s| s.restricts(buyer, inflater));
+        sim.run_for(secs(30));
+        let m = sim.market(buyer, inflater).unwrap();
+        let sent = sim.flow(buyer, inflater).sent;
+        let accepted = m.record.ledger.outbound.bytes;
+        println!(
+            "seed {seed}: inflater restricted after {} ms; sent {sent}, accepted {accepted}, disputed {}",
+            took.0,
+            m.disputed_bytes()
+        );
+        // Accepted at most what the buyer's tunnel sent (its flow plus control messages).
+        assert!(accepted <= m.record.sent + tollway_core::market::DEFAULT_OVERCLAIM_SLACK);
+        assert!(m.record.sent < sent + sent / 100 + 1_000_000, "sent {} vs flow {sent}", m.record.sent);
+        assert!(m.disputed_bytes() > sent, "the invented bytes are disputed: {}", m.disputed_bytes());
+        assert!(m.overclaiming && sim.restricts(buyer, inflater));
+        // Never paid more than the accepted bytes are worth.
+        let worth = m.record.ledger.outbound.sender_owes.units;
+        assert!(m.record.ledger.paid.0 <= worth, "paid {:?} for {worth}", m.record.ledger.paid);
+        let h = sim.market(buyer, honest).unwrap();
+        assert_eq!(h.disputes, 0, "{:?}", h.last_dispute);
+        assert!(!sim.restricts(buyer, honest));
+        assert!(h.record.ledger.paid.0 > 0, "the honest seller is paid");
+    }
+}
+
 /// A busy market run: flows, price changes, a crash and a restart. Returns the trace hash and
 /// every ledger.
 fn market_run(seed: u64) -> (String, Vec<String>) {

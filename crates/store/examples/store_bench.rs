@@ -41,6 +41,7 @@ fn tick(records: &mut [NeighborRecord], t: u64, now: u64) -> Batch {
             bytes_out: 900_000,
             earned: Amount(5),
             spent: Amount(4),
+            disputed_bytes: 0,
         });
         if (t + i as u64) % 10 == 9 {
             let before = r.ledger.paid;
@@ -115,6 +116,7 @@ fn day(store: &mut Store, records: &mut [NeighborRecord], day: u64) {
                 bytes_out: 54_000_000 + m,
                 earned: Amount(300 + m),
                 spent: Amount(200 + i as u64),
+                disputed_bytes: 0,
             });
             // A busy neighbor: a payment each way at every one-second tick (a payer over its
             // threshold pays at every sample); they merge into one row per minute each way.

@@ -38,6 +38,8 @@ pub struct UsageRecord {
     pub earned: Amount,
     /// What we came to owe the neighbor, in smallest units.
     pub spent: Amount,
+    /// Bytes the neighbor claimed beyond what we sent (disputed, never priced).
+    pub disputed_bytes: u64,
 }
 
 /// Usage with one neighbor summed over one minute. Sums saturate at `u64::MAX`.
@@ -55,6 +57,8 @@ pub struct UsageMinute {
     pub earned: Amount,
     /// What we came to owe the neighbor, in smallest units.
     pub spent: Amount,
+    /// Bytes the neighbor claimed beyond what we sent (disputed, never priced).
+    pub disputed_bytes: u64,
 }
 
 /// Whether a payment went to a neighbor or came from it.
@@ -230,10 +234,11 @@ pub(crate) fn add_usage(tx: &Transaction<'_>, nid: i64, u: &UsageRecord) -> rusq
     static SQL: OnceLock<String> = OnceLock::new();
     let sql = SQL.get_or_init(|| {
         format!(
-            "INSERT INTO usage_minute (minute_ms, neighbor, bytes_in, bytes_out, earned, spent) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (minute_ms, neighbor) DO UPDATE SET \
+            "INSERT INTO usage_minute (minute_ms, neighbor, bytes_in, bytes_out, earned, spent, disputed_bytes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (minute_ms, neighbor) DO UPDATE SET \
              bytes_in = {U64_ADD}(bytes_in, excluded.bytes_in), bytes_out = {U64_ADD}(bytes_out, excluded.bytes_out), \
-             earned = {U64_ADD}(earned, excluded.earned), spent = {U64_ADD}(spent, excluded.spent)"
+             earned = {U64_ADD}(earned, excluded.earned), spent = {U64_ADD}(spent, excluded.spent), \
+             disputed_bytes = {U64_ADD}(disputed_bytes, excluded.disputed_bytes)"
         )
     });
     let minute = (u.at_ms - u.at_ms % MINUTE_MS) as i64;
@@ -243,7 +248,8 @@ pub(crate) fn add_usage(tx: &Transaction<'_>, nid: i64, u: &UsageRecord) -> rusq
         to_sql(u.bytes_in),
         to_sql(u.bytes_out),
         to_sql(u.earned.0),
-        to_sql(u.spent.0)
+        to_sql(u.spent.0),
+        to_sql(u.disputed_bytes)
     ])?;
     Ok(())
 }
@@ -365,7 +371,7 @@ pub(crate) struct Table<T> {
 pub(crate) const USAGE: Table<UsageMinute> = Table {
     name: "usage_minute",
     time: "minute_ms",
-    columns: "bytes_in, bytes_out, earned, spent",
+    columns: "bytes_in, bytes_out, earned, spent, disputed_bytes",
     tiebreak: "neighbor",
     decode: |r, minute_ms, node| {
         let u = |i| r.get::<_, i64>(i).map(from_sql);
@@ -377,6 +383,7 @@ pub(crate) const USAGE: Table<UsageMinute> = Table {
             bytes_out: u(3)?,
             earned: Amount(u(4)?),
             spent: Amount(u(5)?),
+            disputed_bytes: u(6)?,
         }))
     },
 };

@@ -92,6 +92,12 @@ pub struct NeighborRecord {
     pub tx_counter: CounterBaseline,
     /// Our channel and the latest notes both ways.
     pub payment: PaymentState,
+    /// Bytes we sent to the neighbor, cumulative (its statements are accepted up to this).
+    pub sent_bytes: u64,
+    /// Most bytes sent in one sample lately.
+    pub tx_peak: u64,
+    /// The neighbor's latest statement as it sent it (`ledger.outbound` is the accepted part).
+    pub claimed: Statement,
 }
 
 impl NeighborRecord {
@@ -106,6 +112,9 @@ impl NeighborRecord {
             rx_counter: CounterBaseline::default(),
             tx_counter: CounterBaseline::default(),
             payment: PaymentState { channel: ChannelId::random(), issued: None, received: None },
+            sent_bytes: 0,
+            tx_peak: 0,
+            claimed: Statement::default(),
         }
     }
 
@@ -117,6 +126,8 @@ impl NeighborRecord {
             ("inbound.sender_owes", self.ledger.inbound.sender_owes),
             ("outbound.receiver_owes", self.ledger.outbound.receiver_owes),
             ("outbound.sender_owes", self.ledger.outbound.sender_owes),
+            ("claimed.receiver_owes", self.claimed.receiver_owes),
+            ("claimed.sender_owes", self.claimed.sender_owes),
         ];
         if let Some((name, a)) = accruals.iter().find(|(_, a)| Accrual::new(a.units, a.micros).is_none()) {
             return Some(format!("neighbor {node}: {name}.micros {} is not below 1000000", a.micros));
@@ -139,7 +150,9 @@ const COLUMNS: &str = "node, first_seen_ms, updated_ms, \
     in_seq, in_bytes, in_receiver_owes_units, in_receiver_owes_micros, in_sender_owes_units, in_sender_owes_micros, \
     out_seq, out_bytes, out_receiver_owes_units, out_receiver_owes_micros, out_sender_owes_units, out_sender_owes_micros, \
     paid, received, rx_counter_instance, rx_counter_value, tx_counter_instance, tx_counter_value, \
-    channel, issued_cumulative, issued_note, issued_acked, recv_channel, recv_cumulative, recv_note";
+    channel, issued_cumulative, issued_note, issued_acked, recv_channel, recv_cumulative, recv_note, \
+    sent_bytes, tx_peak, \
+    claim_seq, claim_bytes, claim_receiver_owes_units, claim_receiver_owes_micros, claim_sender_owes_units, claim_sender_owes_micros";
 
 fn upsert_sql() -> String {
     let n = COLUMNS.split(',').count();
@@ -192,6 +205,14 @@ pub(crate) fn upsert(tx: &Transaction<'_>, r: &NeighborRecord) -> rusqlite::Resu
             recv.map(|n| &n.payer_channel.0[..]),
             recv.map(|n| to_sql(n.cumulative.0)),
             recv.map(|n| &n.note[..]),
+            to_sql(r.sent_bytes),
+            to_sql(r.tx_peak),
+            to_sql(r.claimed.seq),
+            to_sql(r.claimed.bytes),
+            to_sql(r.claimed.receiver_owes.units),
+            r.claimed.receiver_owes.micros,
+            to_sql(r.claimed.sender_owes.units),
+            r.claimed.sender_owes.micros,
         ],
         |row| row.get(0),
     )
@@ -221,7 +242,7 @@ pub(crate) fn decode(row: &Row<'_>) -> rusqlite::Result<Result<NeighborRecord, S
             _ => None,
         })
     };
-    let (Some(inbound), Some(outbound)) = (statement(3)?, statement(9)?) else {
+    let (Some(inbound), Some(outbound), Some(claimed)) = (statement(3)?, statement(9)?, statement(30)?) else {
         return Ok(Err(format!("neighbor {node}: an accrual's micros is out of range")));
     };
     let channel = |i: usize| -> rusqlite::Result<Option<Result<ChannelId, String>>> {
@@ -262,5 +283,8 @@ pub(crate) fn decode(row: &Row<'_>) -> rusqlite::Result<Result<NeighborRecord, S
         rx_counter: CounterBaseline { instance: u(17)?, value: u(18)? },
         tx_counter: CounterBaseline { instance: u(19)?, value: u(20)? },
         payment: PaymentState { channel: own_channel, issued, received },
+        sent_bytes: u(28)?,
+        tx_peak: u(29)?,
+        claimed,
     }))
 }

@@ -21,7 +21,7 @@ pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"tlwy");
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Forward migrations, in order. Version N is the schema after the first N have run.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: neighbor state and the three history tables.
 ///
@@ -117,6 +117,28 @@ ALTER TABLE payment ADD COLUMN notes INTEGER NOT NULL DEFAULT 1 CHECK (notes >= 
 ALTER TABLE price_change ADD COLUMN changes INTEGER NOT NULL DEFAULT 1 CHECK (changes >= 1);
 ";
 
+/// Version 3: what we sent to each neighbor (its statements are accepted up to that), its latest
+/// statement as it sent it (the accepted part is `out_*`; the rest is disputed), the recent
+/// peak of bytes sent per sample (what a restart may have left uncounted), and the bytes
+/// disputed per minute in the history. A migrated neighbor is taken to have been sent what it
+/// confirmed, and its claim to be what was accepted.
+const V3: &str = "
+ALTER TABLE neighbor ADD COLUMN sent_bytes INTEGER NOT NULL DEFAULT 0; -- u64
+ALTER TABLE neighbor ADD COLUMN tx_peak INTEGER NOT NULL DEFAULT 0; -- u64
+ALTER TABLE neighbor ADD COLUMN claim_seq INTEGER NOT NULL DEFAULT 0; -- u64
+ALTER TABLE neighbor ADD COLUMN claim_bytes INTEGER NOT NULL DEFAULT 0; -- u64
+ALTER TABLE neighbor ADD COLUMN claim_receiver_owes_units INTEGER NOT NULL DEFAULT 0; -- u64
+ALTER TABLE neighbor ADD COLUMN claim_receiver_owes_micros INTEGER NOT NULL DEFAULT 0
+    CHECK (claim_receiver_owes_micros BETWEEN 0 AND 999999);
+ALTER TABLE neighbor ADD COLUMN claim_sender_owes_units INTEGER NOT NULL DEFAULT 0; -- u64
+ALTER TABLE neighbor ADD COLUMN claim_sender_owes_micros INTEGER NOT NULL DEFAULT 0
+    CHECK (claim_sender_owes_micros BETWEEN 0 AND 999999);
+UPDATE neighbor SET sent_bytes = out_bytes, claim_seq = out_seq, claim_bytes = out_bytes,
+    claim_receiver_owes_units = out_receiver_owes_units, claim_receiver_owes_micros = out_receiver_owes_micros,
+    claim_sender_owes_units = out_sender_owes_units, claim_sender_owes_micros = out_sender_owes_micros;
+ALTER TABLE usage_minute ADD COLUMN disputed_bytes INTEGER NOT NULL DEFAULT 0; -- u64
+";
+
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
@@ -188,6 +210,34 @@ mod tests {
         assert_eq!((new, changes), (5, 1));
         let e = conn.execute("UPDATE price_change SET changes = 0", []).unwrap_err();
         assert!(e.to_string().contains("CHECK"), "{e}");
+    }
+
+    #[test]
+    fn a_version_2_neighbor_is_taken_to_have_been_sent_what_it_confirmed_and_to_claim_only_that() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute_batch(V2).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.execute(
+            "INSERT INTO neighbor (node, first_seen_ms, updated_ms, in_seq, in_bytes, in_receiver_owes_units, \
+             in_receiver_owes_micros, in_sender_owes_units, in_sender_owes_micros, out_seq, out_bytes, \
+             out_receiver_owes_units, out_receiver_owes_micros, out_sender_owes_units, out_sender_owes_micros, \
+             paid, received, rx_counter_instance, rx_counter_value, tx_counter_instance, tx_counter_value, channel) \
+             VALUES (zeroblob(32), 1, 1, 0, 0, 0, 0, 0, 0, 7, 5000, 11, 12, 13, 14, 0, 0, 0, 0, 0, 0, zeroblob(16))",
+            [],
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn, Path::new(":memory:")).unwrap(), 2);
+        let row: (i64, i64, i64, i64, i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT sent_bytes, tx_peak, claim_seq, claim_bytes, claim_receiver_owes_units, \
+                 claim_receiver_owes_micros, claim_sender_owes_units, claim_sender_owes_micros FROM neighbor",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+            )
+            .unwrap();
+        assert_eq!(row, (5000, 0, 7, 5000, 11, 12, 13, 14));
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn batch(n: u64) -> Batch {
             bytes_out: 2,
             earned: Amount(3),
             spent: Amount(u64::MAX / 1000),
+            disputed_bytes: 6,
         });
         b.payment(PaymentRecord {
             at_ms: now(n),

@@ -26,7 +26,7 @@ fn store_with(dir: &tempfile::TempDir, options: StoreOptions, nodes: &[u8]) -> S
 }
 
 fn usage(at_ms: u64, n: NodeId, bytes_in: u64, bytes_out: u64, earned: u64, spent: u64) -> UsageRecord {
-    UsageRecord { at_ms, node: n, bytes_in, bytes_out, earned: Amount(earned), spent: Amount(spent) }
+    UsageRecord { at_ms, node: n, bytes_in, bytes_out, earned: Amount(earned), spent: Amount(spent), disputed_bytes: 0 }
 }
 
 fn payment(at_ms: u64, n: NodeId, before: u64, after: u64) -> PaymentRecord {
@@ -65,6 +65,7 @@ fn usage_is_summed_per_neighbor_per_minute() {
         bytes_out,
         earned: Amount(earned),
         spent: Amount(spent),
+        disputed_bytes: 0,
     };
     assert_eq!(
         rows,

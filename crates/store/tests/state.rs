@@ -44,6 +44,9 @@ fn distinct_record() -> NeighborRecord {
                 note: b"received".to_vec(),
             }),
         },
+        sent_bytes: 25,
+        tx_peak: 26,
+        claimed: Statement { seq: 27, bytes: 28, receiver_owes: acc(29, 30), sender_owes: acc(31, 32) },
     }
 }
 
@@ -123,7 +126,15 @@ fn new_records_get_distinct_random_channels_and_empty_state() {
 }
 
 fn history_for(n: tollway_core::NodeId, batch: &mut Batch) {
-    batch.usage(UsageRecord { at_ms: 60_000, node: n, bytes_in: 1, bytes_out: 2, earned: Amount(3), spent: Amount(4) });
+    batch.usage(UsageRecord {
+        at_ms: 60_000,
+        node: n,
+        bytes_in: 1,
+        bytes_out: 2,
+        earned: Amount(3),
+        spent: Amount(4),
+        disputed_bytes: 5,
+    });
     batch.payment(PaymentRecord {
         at_ms: 60_000,
         node: n,

@@ -77,6 +77,15 @@ pub fn status_table(s: &Status) -> String {
                 .or_else(|| (nb.negotiation != "agreed").then(|| nb.negotiation.clone()))
                 .or_else(|| nb.last_dispute.clone().map(|d| format!("dispute: {d}")))
                 .unwrap_or_default();
+            let note = if nb.disputed_bytes > 0 {
+                format!(
+                    "{} disputed (claimed, never sent){}{note}",
+                    bytes(nb.disputed_bytes),
+                    if note.is_empty() { "" } else { "; " }
+                )
+            } else {
+                note
+            };
             out += &format!(
                 "{:<12}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}  {:>12}  {:<10}  {}\n",
                 &nb.id[..12.min(nb.id.len())],
@@ -134,18 +143,19 @@ pub fn time(unix_ms: u64) -> String {
 pub fn ledger_tables(l: &Ledger) -> String {
     let mut out = format!("USAGE (per minute, amounts in {})\n", l.currency);
     out += &format!(
-        "{:<19}  {:<12}  {:>10}  {:>10}  {:>12}  {:>12}\n",
-        "MINUTE (UTC)", "NEIGHBOR", "IN", "OUT", "EARNED", "SPENT"
+        "{:<19}  {:<12}  {:>10}  {:>10}  {:>12}  {:>12}  {:>10}\n",
+        "MINUTE (UTC)", "NEIGHBOR", "IN", "OUT", "EARNED", "SPENT", "DISPUTED"
     );
     for u in &l.usage {
         out += &format!(
-            "{:<19}  {:<12}  {:>10}  {:>10}  {:>12}  {:>12}\n",
+            "{:<19}  {:<12}  {:>10}  {:>10}  {:>12}  {:>12}  {:>10}\n",
             time(u.minute_unix_ms),
             &u.neighbor[..12],
             bytes(u.bytes_in),
             bytes(u.bytes_out),
             u.earned,
-            u.spent
+            u.spent,
+            if u.disputed_bytes > 0 { bytes(u.disputed_bytes) } else { "-".into() }
         );
     }
     out += "\nPAYMENTS\n";

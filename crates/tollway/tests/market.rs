@@ -87,6 +87,7 @@ fn two_nodes_exchange_100_mb_and_their_ledgers_agree() {
     assert!((service - expected).abs() <= 2, "a earned {service} units net, prices say {expected}");
     assert!(units(&a.received_total) > 0, "b paid a");
     assert_eq!(units(&b.received_total), 0, "a never owed b");
+    assert_eq!((a.disputed_bytes, b.disputed_bytes, a.disputes, b.disputes), (0, 0, 0, 0), "honest: nothing disputed");
     assert!(units(&a.balance).abs() < units("0.005") + 100, "what is still open is below the pay threshold");
 
     // b paid at nearly every sampling tick; a's history holds those notes in at most one row
@@ -513,4 +514,103 @@ fn rules_flushed_by_someone_else_never_bill_twice_or_lose_earlier_bytes() {
     assert!(log.contains("re-applying"), "the daemon noticed and said so");
     let (ok, out) = run_in(&lab, "a", &["nft", "list", "table", "inet", "tollway"]);
     assert!(ok, "our table is back: {out}");
+}
+
+#[test]
+fn a_neighbor_inflating_its_statements_moves_our_balance_only_by_what_we_sent() {
+    use tollway_core::market::{Accrual, Price, Statement};
+    use tollway_core::wire::control::ControlMessage;
+    use tollway_core::wire::market::MarketMessage;
+    if !can_run("inflated statements") {
+        return;
+    }
+    // a buys from the rogue (which takes r's place on the link) at 0.004 per MB: every byte the
+    // rogue claims to have received from a makes a owe it 4000 units.
+    let topology = r#"
+[defaults.config.market]
+max_price = "0.01"
+pay_threshold = "0.001"
+credit_limit = "1"
+[[node]]
+name = "a"
+[[node]]
+name = "r"
+[[link]]
+a = "a"
+b = "r"
+"#;
+    let mut lab = lab_up("ov", topology);
+    lab.stop_daemon("r").unwrap();
+    let mut rogue = rogue::Rogue::join(&lab, "r", "a");
+    let ask_seq = match rogue.recv_until(|m| matches!(m, ControlMessage::Market(MarketMessage::Ask { .. }))) {
+        Some(ControlMessage::Market(MarketMessage::Ask { seq, .. })) => seq,
+        other => panic!("{other:?}"),
+    };
+    rogue.send(ControlMessage::Market(MarketMessage::Bid { ask_seq, price: Price(0) }));
+    rogue.send(ControlMessage::Market(MarketMessage::Ask { seq: 1, price: Price(4000) }));
+    let rid = rogue.identity.node_id().to_string();
+    let mine = |lab: &tollway_lab::Lab| neighbor(&status(lab, "a"), &rid).unwrap().clone();
+    wait_for(Duration::from_secs(10), "a to bid for the rogue's ask", || {
+        rogue.pump_for(Duration::from_millis(100));
+        mine(&lab).bid.filter(|b| units(b) == 4000).map(|_| ())
+    });
+
+    // a sends the rogue real traffic (pings through the tunnel, ~300 kB/s until restricted).
+    let nb = mine(&lab);
+    let target = format!("{}%{}", rogue.identity.node_id().tunnel_link_local(), nb.interface);
+    let ns = lab.node("a").unwrap().namespace.clone();
+    let mut ping = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "ping", "-q", "-i", "0.004", "-s", "1200", "-w", "40", &target])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The rogue claims three times what a's tunnel sent it, plus 10 MB, every half second,
+    // priced consistently at the agreed bids.
+    let mut claimed = 0;
+    for step in 0..40u64 {
+        let nb = mine(&lab);
+        claimed = (3 * nb.bytes_out + 10_000_000).max(claimed);
+        let seq = step + 1;
+        let mut sender_owes = Accrual::default();
+        sender_owes.add(Price(4000), claimed);
+        let st = Statement { seq, bytes: claimed, receiver_owes: Accrual::default(), sender_owes };
+        rogue.send(ControlMessage::Market(MarketMessage::Statement(st)));
+        rogue.pump_for(Duration::from_millis(500));
+        // At every moment, what a accepted is within what its tunnel sent.
+        let nb = mine(&lab);
+        assert!(
+            nb.billed_bytes_out <= nb.bytes_out + 128 * 1024,
+            "step {step}: billed {} for {} sent",
+            nb.billed_bytes_out,
+            nb.bytes_out
+        );
+    }
+    let nb = mine(&lab);
+    println!(
+        "sent {} B, rogue claimed {claimed} B, accepted {} B, disputed {} B, paid {}, enforcement {} ({:?})",
+        nb.bytes_out, nb.billed_bytes_out, nb.disputed_bytes, nb.paid_total, nb.enforcement, nb.enforcement_reason
+    );
+    // (Once restricted, a's traffic to it is throttled to the floor rate: not much flows.)
+    assert!(nb.bytes_out > 200_000, "the pings really flowed: {}", nb.bytes_out);
+    assert!(nb.disputed_bytes > 10_000_000, "{}", nb.disputed_bytes);
+    assert_ne!(nb.enforcement, "none", "restricted like a non-payer");
+    assert!(nb.enforcement_reason.as_deref().unwrap_or("").contains("overclaims"), "{:?}", nb.enforcement_reason);
+    // a's balance moved only by the accepted bytes (a pays 4000/MB for bytes either way: what
+    // the rogue received, as accepted, and the ping replies a received), and it paid at most
+    // their worth.
+    let worth = (nb.billed_bytes_out + nb.billed_bytes_in) as i128 * 4000 / 1_000_000;
+    assert!(units(&nb.paid_total) <= worth + 2, "paid {} for bytes worth {worth}", nb.paid_total);
+    let owed = units(&nb.paid_total) - units(&nb.balance);
+    assert!((owed - worth).abs() <= 2, "owes {owed} in all for bytes worth {worth}");
+    let paid = nb.paid_total.clone();
+    rogue.pump_for(Duration::from_secs(3));
+    assert_eq!(mine(&lab).paid_total, paid, "not paid while it overclaims");
+    // The dispute is in the ledger history.
+    let (ok, out) = run_in(&lab, "a", &[tollway_bin().to_str().unwrap(), "ledger", "--json"]);
+    assert!(ok, "{out}");
+    let ledger: tollway_api::Ledger = serde_json::from_str(&out).unwrap();
+    let disputed: u64 = ledger.usage.iter().filter(|u| u.neighbor == rid).map(|u| u.disputed_bytes).sum();
+    assert!(disputed > 10_000_000, "{disputed}");
+    let _ = ping.kill();
+    let _ = ping.wait();
 }

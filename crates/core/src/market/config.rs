@@ -45,8 +45,9 @@ pub struct MarketConfig {
     pub interface_capacity_bps: BTreeMap<IfName, u64>,
     /// How long a neighbor may leave our ask unanswered before it counts as declined.
     pub negotiation_grace: Millis,
-    /// A neighbor that claims (in its statements) to have received more than we sent by more
-    /// than this many bytes is flagged as disputed.
+    /// Bytes a neighbor's statements may claim beyond what we sent, in all: beyond it the
+    /// excess is disputed (never priced) and a neighbor whose claims keep growing beyond what
+    /// we send is restricted and not paid.
     pub overclaim_slack_bytes: u64,
     /// Outgoing payments paused by the operator.
     pub payments_paused: bool,
@@ -65,7 +66,7 @@ impl Default for MarketConfig {
             capacity_bps: 1_000_000_000,
             interface_capacity_bps: BTreeMap::new(),
             negotiation_grace: Millis(5_000),
-            overclaim_slack_bytes: 1_000_000,
+            overclaim_slack_bytes: super::neighbor::DEFAULT_OVERCLAIM_SLACK,
             payments_paused: false,
         }
     }

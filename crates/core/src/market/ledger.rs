@@ -35,6 +35,32 @@ impl Statement {
     }
 }
 
+impl Statement {
+    /// The statement at `bytes` between `from` and `to` (`from.bytes <= bytes <= to.bytes`),
+    /// each amount interpolated at the rates `to` charged for the bytes after `from`, rounded
+    /// down; `to`'s sequence number. Used to accept part of a claim.
+    pub fn between(from: &Statement, to: &Statement, bytes: u64) -> Statement {
+        let bytes = bytes.clamp(from.bytes, to.bytes.max(from.bytes));
+        let num = (bytes - from.bytes) as u128;
+        let den = to.bytes.saturating_sub(from.bytes) as u128;
+        let mid = |a: Accrual, b: Accrual| {
+            let (a, b) = (a.as_micros(), b.as_micros().max(a.as_micros()));
+            if den == 0 {
+                return Accrual::from_micros(a);
+            }
+            // (b - a) * num / den without overflowing: num <= den < 2^64.
+            let d = b - a;
+            Accrual::from_micros(a + (d / den) * num + (d % den) * num / den)
+        };
+        Statement {
+            seq: to.seq,
+            bytes,
+            receiver_owes: mid(from.receiver_owes, to.receiver_owes),
+            sender_owes: mid(from.sender_owes, to.sender_owes),
+        }
+    }
+}
+
 /// Everything we account with one neighbor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkLedger {
@@ -117,7 +143,47 @@ mod tests {
         assert_eq!(b.advance(7, 1000).0, 0);
     }
 
+    #[test]
+    fn between_interpolates_at_the_later_statements_rates_and_never_overflows() {
+        let mut from = Statement::default();
+        from.add(1_000_000, Price(1000), Price(3000));
+        let mut to = from;
+        to.add(2_000_000, Price(2000), Price(5000));
+        let mid = Statement::between(&from, &to, 2_000_000);
+        assert_eq!(mid.seq, to.seq);
+        assert_eq!(mid.bytes, 2_000_000);
+        assert_eq!(mid.receiver_owes.as_micros(), (1000 + 2000) * 1_000_000);
+        assert_eq!(mid.sender_owes.as_micros(), (3000 + 5000) * 1_000_000);
+        assert_eq!(Statement::between(&from, &to, to.bytes), to);
+        assert_eq!(Statement::between(&from, &to, 0).bytes, from.bytes, "clamped");
+        // Huge amounts: no overflow, still exact at the ends.
+        let mut big = Statement::default();
+        big.add(u64::MAX / 2, Price(u64::MAX / 4), Price(7));
+        let half = Statement::between(&Statement::default(), &big, u64::MAX / 4);
+        assert!(half.receiver_owes.as_micros() <= big.receiver_owes.as_micros());
+        assert_eq!(Statement::between(&Statement::default(), &big, big.bytes), big);
+    }
+
     proptest! {
+        #[test]
+        fn between_is_monotone_and_within_the_two_statements(
+            a in 0u64..1_000_000_000, b in 1u64..1_000_000_000, pa in 0u64..10_000_000, pb in 0u64..10_000_000, f in 0u64..=1000,
+        ) {
+            let mut from = Statement::default();
+            from.add(a, Price(pa), Price(pb));
+            let mut to = from;
+            to.add(b, Price(pb), Price(pa));
+            let x = from.bytes + b * f / 1000;
+            let mid = Statement::between(&from, &to, x);
+            prop_assert!(from.receiver_owes.as_micros() <= mid.receiver_owes.as_micros());
+            prop_assert!(mid.receiver_owes.as_micros() <= to.receiver_owes.as_micros());
+            prop_assert!(from.sender_owes.as_micros() <= mid.sender_owes.as_micros());
+            prop_assert!(mid.sender_owes.as_micros() <= to.sender_owes.as_micros());
+            // Exact to within one millionth of what the rate says.
+            let exact = pb as u128 * (x - from.bytes) as u128;
+            prop_assert!(exact - (mid.receiver_owes.as_micros() - from.receiver_owes.as_micros()) <= 1_000_000);
+        }
+
         #[test]
         fn both_sides_balances_are_exact_opposites(
             a_bid in 0u64..5_000_000, b_bid in 0u64..5_000_000,

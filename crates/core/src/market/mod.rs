@@ -11,8 +11,8 @@ pub use config::{BidPolicy, EnforcementPolicy, MarketConfig};
 pub use ledger::{CounterBaseline, LinkLedger, Statement};
 pub use money::{Accrual, Amount, Balance, Currency, Price, BYTES_PER_MB};
 pub use neighbor::{
-    Enforcement, IssuedNote, LogLine, MarketRecord, NeighborLogs, NeighborMarket, OurBid, ReceivedNote, TheirBid,
-    UsageDelta,
+    Enforcement, IssuedNote, LogLine, MarketRecord, NeighborLogs, NeighborMarket, OurBid, OverclaimChange,
+    ReceivedNote, TheirBid, UsageDelta, DEFAULT_OVERCLAIM_SLACK, OVERCLAIM_QUIET,
 };
 pub use notes::{ChannelId, NotesRail, PaymentRail, Proven, RailError, RAIL_NOTES};
 pub use policy::{Ingress, ShapeGroup, ShapedNeighbor, TrafficPolicy};

@@ -85,6 +85,12 @@ impl Accrual {
     pub fn as_micros(&self) -> u128 {
         self.units as u128 * BYTES_PER_MB as u128 + self.micros as u128
     }
+
+    /// The accrual worth `micros` millionths of a unit (saturating at u64::MAX units).
+    pub fn from_micros(micros: u128) -> Accrual {
+        let units = (micros / BYTES_PER_MB as u128).min(u64::MAX as u128) as u64;
+        Accrual { units, micros: (micros % BYTES_PER_MB as u128) as u32 }
+    }
 }
 
 /// How decimal amounts are written: the currency's name and how many decimals its smallest unit

@@ -76,6 +76,17 @@ pub struct MarketRecord {
     pub channel: ChannelId,
     pub issued: Option<IssuedNote>,
     pub received: Option<ReceivedNote>,
+    /// Bytes we sent to the neighbor, cumulative, by our tunnel's transmit counter. Its
+    /// statements are accepted up to this (plus a small slack): a neighbor cannot bill bytes
+    /// that never left us.
+    pub sent: u64,
+    /// The neighbor's latest valid statement as it sent it. `ledger.outbound` is the part of it
+    /// we accepted: the same statement when the neighbor is honest, less the bytes beyond what
+    /// we sent when it is not (those are disputed, never priced).
+    pub claimed: Statement,
+    /// The most bytes sent to the neighbor in one sample lately (decaying): what a restart or a
+    /// re-created tunnel may have sent without our counter seeing it.
+    pub tx_peak: u64,
 }
 
 impl MarketRecord {
@@ -87,7 +98,15 @@ impl MarketRecord {
             channel,
             issued: None,
             received: None,
+            sent: 0,
+            claimed: Statement::default(),
+            tx_peak: 0,
         }
+    }
+
+    /// Bytes the neighbor claims to have received from us beyond what we accepted.
+    pub fn disputed_bytes(&self) -> u64 {
+        self.claimed.bytes.saturating_sub(self.ledger.outbound.bytes)
     }
 }
 
@@ -132,6 +151,29 @@ pub struct UsageDelta {
     pub bytes_out: u64,
     pub earned: u64,
     pub spent: u64,
+    /// Bytes the neighbor claimed beyond what we sent, found in this period (never priced).
+    pub disputed: u64,
+}
+
+/// Bytes a neighbor's statements may claim beyond what our transmit counter saw, in all (not
+/// per statement: claims are cumulative). Both counters count the same packets, so an honest
+/// neighbor stays far below this.
+pub const DEFAULT_OVERCLAIM_SLACK: u64 = 64 * 1024;
+
+/// An overclaiming neighbor stays restricted, and unpaid, until its claims have not grown
+/// beyond what we send for this long.
+pub const OVERCLAIM_QUIET: Millis = Millis(30_000);
+
+/// A change in whether a neighbor overclaims, for the log and the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverclaimChange {
+    /// It claims `disputed` bytes more than we sent: restricted, not paid.
+    Started { disputed: u64 },
+    /// It went on: `by` more.
+    Grew { disputed: u64, by: u64 },
+    /// Its claims stayed within what we send for [`OVERCLAIM_QUIET`]: `disputed` stays disputed,
+    /// but business goes on.
+    Ended { disputed: u64 },
 }
 
 impl UsageDelta {
@@ -200,10 +242,24 @@ pub struct NeighborMarket {
     /// counted as unconfirmed again (clamping at zero here left a sample's worth of confirmed
     /// bytes exposed forever).
     unconfirmed: i128,
-    /// Bytes the neighbor claimed beyond what we sent (clamped below at -slack, less what may
-    /// still be confirmed).
-    overclaim: i128,
-    overclaim_ticks: u32,
+    /// Bytes a statement may claim beyond what we sent: counting noise, never a way to bill
+    /// much (claims are cumulative, so this is a one-off allowance, not one per statement).
+    slack: u64,
+    /// Bytes our counter may have missed (sent just before a restart or before the tunnel was
+    /// re-created): the next statements may use them, then they expire.
+    tx_allowance: u64,
+    /// A statement arrived since the allowance was granted: it expires at the next sample.
+    statement_since_allowance: bool,
+    /// Disputed bytes at the last sample, and the level already accounted for in a dispute (a
+    /// one-off overclaim stays disputed but is not punished forever; growth is).
+    disputed_at_sample: u64,
+    disputed_settled: u64,
+    /// Consecutive samples at which the dispute grew beyond the settled level plus the slack.
+    overclaim_strikes: u32,
+    /// The neighbor is overclaiming: restricted and not paid until its statements stay within
+    /// what we send for [`OVERCLAIM_QUIET`].
+    pub overclaiming: bool,
+    last_overclaim: Option<Millis>,
     /// Bytes sent since the last accepted statement, and between the one before and it: they
     /// may not be confirmed yet.
     tx_in_flight: [u64; 2],
@@ -235,6 +291,7 @@ pub struct NeighborMarket {
 
 impl NeighborMarket {
     pub fn new(now: Millis, record: MarketRecord) -> NeighborMarket {
+        let disputed = record.disputed_bytes();
         let mut our_bids = BidHistory::default();
         our_bids.set(now, Price(0));
         let mut their_bids = BidHistory::default();
@@ -249,8 +306,14 @@ impl NeighborMarket {
             enforcement: Enforcement::None,
             enforcement_reason: None,
             unconfirmed: 0,
-            overclaim: 0,
-            overclaim_ticks: 0,
+            slack: DEFAULT_OVERCLAIM_SLACK,
+            tx_allowance: 0,
+            statement_since_allowance: false,
+            disputed_at_sample: disputed,
+            disputed_settled: disputed,
+            overclaim_strikes: 0,
+            overclaiming: false,
+            last_overclaim: None,
             tx_in_flight: [0; 2],
             recent_sent: 0,
             recent_confirmed: 0,
@@ -364,10 +427,42 @@ impl NeighborMarket {
 
     /// Count bytes sent to the neighbor (our tunnel's transmit counter).
     pub fn count_tx(&mut self, bytes: u64) {
+        self.tx_peak_update(bytes);
+        self.count_sent(bytes);
+    }
+
+    fn count_sent(&mut self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        self.record.sent = self.record.sent.saturating_add(bytes);
+        self.dirty = true;
         self.unconfirmed += bytes as i128;
-        self.overclaim -= bytes as i128;
         self.tx_in_flight[0] = self.tx_in_flight[0].saturating_add(bytes);
         self.recent_sent = self.recent_sent.saturating_add(bytes);
+    }
+
+    /// Keep the peak of the bytes sent per sample, decaying by 1/64 a sample.
+    fn tx_peak_update(&mut self, bytes: u64) {
+        let decayed = self.record.tx_peak - self.record.tx_peak / 64;
+        let peak = decayed.max(bytes);
+        if peak != self.record.tx_peak {
+            self.record.tx_peak = peak;
+            self.dirty = true;
+        }
+    }
+
+    /// Our transmit counter may have missed bytes (we restarted, or the tunnel was re-created,
+    /// since the last sample): the neighbor's next statements may claim up to two peak
+    /// samples' worth beyond what we counted. The allowance expires at the first sample after
+    /// a statement, so it cannot be used twice.
+    pub fn grant_tx_allowance(&mut self) {
+        self.tx_allowance = self.record.tx_peak.saturating_mul(2);
+        self.statement_since_allowance = false;
+    }
+
+    pub fn set_overclaim_slack(&mut self, slack: u64) {
+        self.slack = slack;
     }
 
     fn note_usage(&mut self, before: &LinkLedger) {
@@ -377,10 +472,11 @@ impl NeighborMarket {
         self.dirty = true;
     }
 
-    /// Apply the neighbor's statement of the bytes it received from us. Returns Ok(false) for a
-    /// stale copy, Err(reason) for one that cannot be right (not applied).
+    /// Take the neighbor's statement of the bytes it received from us: checked against the
+    /// statement before it (order, prices), kept as its claim, and accepted up to what we sent.
+    /// Returns Ok(false) for a stale copy, Err(reason) for one that cannot be right (not kept).
     pub fn accept_statement(&mut self, now: Millis, st: &Statement) -> Result<bool, String> {
-        let prev = self.record.ledger.outbound;
+        let prev = self.record.claimed;
         if st.seq <= prev.seq {
             return Ok(false);
         }
@@ -419,52 +515,108 @@ impl NeighborMarket {
             st.sender_owes.as_micros() - prev.sender_owes.as_micros(),
             self.our_bids.range_since(since),
         )?;
-        let first = self.last_statement_at.replace(now).is_none();
-        let before = self.record.ledger;
-        self.record.ledger.outbound = *st;
-        self.usage.bytes_out += bytes as u64;
-        self.note_usage(&before);
-        // The first statement after a restart may confirm bytes our previous incarnation sent
-        // and counted: not claims beyond what we sent.
-        if !first {
-            self.overclaim += bytes as i128;
-        }
+        self.last_statement_at = Some(now);
+        self.record.claimed = *st;
+        self.statement_since_allowance = true;
+        self.dirty = true;
         // What we sent since the statement before this one may not all be in it yet.
         self.tx_in_flight = [0, self.tx_in_flight[0]];
+        self.settle();
+        Ok(true)
+    }
+
+    /// Accept as much of the neighbor's claim as we sent: all of it when it is within what our
+    /// counter saw (plus the slack and any allowance for bytes it may have missed), else up to
+    /// that, priced at the claim's own rates for the bytes in between.
+    fn settle(&mut self) {
+        let claimed = self.record.claimed;
+        let out = self.record.ledger.outbound;
+        let mut cap = self.record.sent.saturating_add(self.slack);
+        if claimed.bytes > cap && self.tx_allowance > 0 {
+            let used = (claimed.bytes - cap).min(self.tx_allowance);
+            self.tx_allowance -= used;
+            self.count_sent(used);
+            cap = cap.saturating_add(used);
+        }
+        let target = if claimed.bytes <= cap {
+            claimed
+        } else if cap > out.bytes {
+            Statement::between(&out, &claimed, cap)
+        } else {
+            return;
+        };
+        if target == out {
+            return;
+        }
+        let bytes = target.bytes - out.bytes;
+        let before = self.record.ledger;
+        self.record.ledger.outbound = target;
+        self.usage.bytes_out += bytes;
+        self.note_usage(&before);
         // Not reset to zero: a neighbor confirming only part of what it received would
         // otherwise never be exposed for the rest. Loss up to the allowance is written off, but
         // not bytes whose confirmation may still come.
         self.unconfirmed -= bytes as i128;
-        let allowance = (bytes * LOSS_ALLOWANCE_PPM as u128 / (1_000_000 - LOSS_ALLOWANCE_PPM) as u128) as i128;
+        let allowance = (bytes as u128 * LOSS_ALLOWANCE_PPM as u128 / (1_000_000 - LOSS_ALLOWANCE_PPM) as u128) as i128;
         let in_flight = self.tx_in_flight[1] as i128;
         if self.unconfirmed > in_flight {
             self.unconfirmed = (self.unconfirmed - allowance).max(in_flight);
         }
-        self.recent_confirmed = self.recent_confirmed.saturating_add(bytes as u64);
-        Ok(true)
+        self.recent_confirmed = self.recent_confirmed.saturating_add(bytes);
     }
 
-    /// Once per sample (after counting): flag a neighbor that keeps claiming more bytes than we
-    /// sent.
-    ///
-    /// Bytes it never confirmed (lost) are forgotten beyond `slack`, so that old losses give no
-    /// credit for later overclaims; but not those sent since the statement before its last one,
-    /// whose confirmation may still come. (Forgetting everything beyond `slack` at each sample
-    /// flagged as overclaims the statements that were merely late: a sample late at more than
-    /// `slack` per sample, or held up while the session was down.)
-    pub fn check_overclaim(&mut self, slack: u64) -> Option<String> {
-        let in_flight = self.tx_in_flight[0] as i128 + self.tx_in_flight[1] as i128;
-        self.overclaim = self.overclaim.max(-(slack as i128) - in_flight);
-        if self.overclaim > slack as i128 {
-            self.overclaim_ticks += 1;
-        } else {
-            self.overclaim_ticks = 0;
+    /// Once per sample, after counting: accept what the new count allows of the neighbor's
+    /// claim, and judge what stays disputed. At a sample, an honest neighbor's claim is within
+    /// what we sent (its statement counted bytes that left us before our count), so a dispute
+    /// that is still there, and grew beyond the level already judged, at two samples in a row
+    /// is an overclaim. The neighbor is then restricted and not paid until its claims stop
+    /// growing beyond what we send for [`OVERCLAIM_QUIET`]. The disputed bytes are never priced.
+    pub fn after_sample(&mut self, now: Millis) -> Option<OverclaimChange> {
+        self.settle();
+        if self.statement_since_allowance {
+            self.tx_allowance = 0;
         }
         if self.recent_sent > 1 << 40 {
             self.recent_sent /= 2;
             self.recent_confirmed /= 2;
         }
-        (self.overclaim_ticks == 3).then(|| format!("its statements claim {} bytes more than we sent", self.overclaim))
+        let disputed = self.record.disputed_bytes();
+        self.disputed_at_sample = disputed;
+        if disputed > self.disputed_settled.saturating_add(self.slack) {
+            self.overclaim_strikes += 1;
+            if self.overclaim_strikes >= 2 {
+                let grew = disputed - self.disputed_settled;
+                self.disputed_settled = disputed;
+                self.usage.disputed += grew;
+                self.last_overclaim = Some(now);
+                let started = !self.overclaiming;
+                self.overclaiming = true;
+                return Some(if started {
+                    self.disputes += 1;
+                    self.last_dispute = Some(format!(
+                        "its statements claim {disputed} bytes more than we sent; the excess is not paid"
+                    ));
+                    OverclaimChange::Started { disputed }
+                } else {
+                    OverclaimChange::Grew { disputed, by: grew }
+                });
+            }
+        } else {
+            self.overclaim_strikes = 0;
+        }
+        // Disputed bytes later covered by what we send (the neighbor's claim stopped growing
+        // while we kept sending) lower the level judged so far.
+        self.disputed_settled = self.disputed_settled.min(disputed);
+        if self.overclaiming && self.last_overclaim.is_some_and(|t| now.since(t) >= OVERCLAIM_QUIET) {
+            self.overclaiming = false;
+            return Some(OverclaimChange::Ended { disputed });
+        }
+        None
+    }
+
+    /// Bytes the neighbor claimed beyond what we sent, as judged at the last sample.
+    pub fn disputed_bytes(&self) -> u64 {
+        self.disputed_at_sample
     }
 
     /// Decide whether the neighbor must be restricted, and why.
@@ -477,6 +629,10 @@ impl NeighborMarket {
             _ if cfg.ask.0 > 0 && self.awaiting_answer_since.is_some_and(|t| now.since(t) >= cfg.negotiation_grace) => {
                 Some("has not answered our new ask".to_string())
             }
+            _ if self.overclaiming => Some(format!(
+                "overclaims: its statements claim {} bytes more than we sent (not paid)",
+                self.disputed_at_sample
+            )),
             _ => {
                 let owed = self.balance();
                 let exposure = self.exposure();
@@ -503,7 +659,7 @@ impl NeighborMarket {
     /// The cumulative amount to promise now, if we owe at least the threshold.
     pub fn payment_due(&self, cfg: &MarketConfig) -> Option<Amount> {
         let owe = -self.balance().0;
-        if cfg.payments_paused || owe <= 0 || owe < cfg.pay_threshold.0 as i128 {
+        if cfg.payments_paused || self.overclaiming || owe <= 0 || owe < cfg.pay_threshold.0 as i128 {
             return None;
         }
         let owe = u64::try_from(owe).ok()?;
@@ -564,6 +720,7 @@ mod tests {
     #[test]
     fn statements_at_other_prices_or_going_backwards_are_rejected() {
         let mut m = agreed(Millis(0), 1000, 3000);
+        m.count_tx(4_000_000);
         let mut good = Statement::default();
         good.add(2_000_000, Price(3000), Price(1000));
         m.accept_statement(Millis(10_000), &good).unwrap();
@@ -655,52 +812,92 @@ mod tests {
 
     #[test]
     fn statements_arriving_a_sample_late_are_not_overclaims_however_large() {
-        // 3 MB a sample, each confirmed just after our next check: nothing is ever flagged
-        // (forgetting unconfirmed bytes beyond the slack at each check used to flag this).
+        // 3 MB a sample, each confirmed just after our next sample: nothing is ever disputed.
         let mut m = agreed(Millis(0), 0, 0);
         let mut st = Statement::default();
         for s in 1..20u64 {
             m.count_tx(3_000_000);
-            assert_eq!(m.check_overclaim(1_000_000), None, "sample {s}");
+            assert_eq!(m.after_sample(Millis(s * 1000)), None, "sample {s}");
             st.add(3_000_000, Price(0), Price(0));
             m.accept_statement(Millis(s * 1000 + 10), &st).unwrap();
         }
         for s in 0..5 {
-            assert_eq!(m.check_overclaim(1_000_000), None, "after the traffic, {s}");
+            assert_eq!(m.after_sample(Millis(30_000 + s * 1000)), None, "after the traffic, {s}");
         }
         // No statement for 20 samples (the session was down), then one covering them all.
-        for _ in 0..20 {
+        for s in 0..20 {
             m.count_tx(2_000_000);
-            assert_eq!(m.check_overclaim(1_000_000), None);
+            assert_eq!(m.after_sample(Millis(40_000 + s * 1000)), None);
         }
         st.add(40_000_000, Price(0), Price(0));
         m.accept_statement(Millis(60_000), &st).unwrap();
         for s in 0..5 {
-            assert_eq!(m.check_overclaim(1_000_000), None, "after the outage, {s}");
+            assert_eq!(m.after_sample(Millis(61_000 + s * 1000)), None, "after the outage, {s}");
         }
+        assert_eq!(m.record.ledger.outbound, st, "all of it accepted");
+        assert_eq!(m.disputed_bytes(), 0);
     }
 
     #[test]
-    fn after_a_restart_the_first_statement_may_confirm_what_the_previous_incarnation_sent() {
-        // Restored: the neighbor's last statement we held said 10 MB; it has since counted 5 MB
-        // more that we sent (and counted) before we crashed. Our new incarnation never counted
-        // those: not an overclaim.
+    fn a_statement_ahead_of_our_count_is_accepted_up_to_it_and_the_rest_at_the_next_sample() {
+        // The neighbor counted bytes that left us after our last sample: accepted up to what we
+        // counted, priced at the statement's rates; the rest once our next sample sees them.
+        let mut m = agreed(Millis(0), 2000, 1000);
+        m.count_tx(1_000_000);
+        assert_eq!(m.after_sample(Millis(1000)), None);
+        let mut st = Statement::default();
+        st.add(3_000_000, Price(1000), Price(2000));
+        m.accept_statement(Millis(1500), &st).unwrap();
+        let out = m.record.ledger.outbound;
+        assert_eq!(out.bytes, 1_000_000 + DEFAULT_OVERCLAIM_SLACK);
+        assert_eq!(out.seq, st.seq);
+        let third = |a: Accrual| a.as_micros() * out.bytes as u128 / 3_000_000;
+        assert_eq!(out.receiver_owes.as_micros(), third(st.receiver_owes));
+        assert_eq!(out.sender_owes.as_micros(), third(st.sender_owes));
+        m.count_tx(2_000_000);
+        assert_eq!(m.after_sample(Millis(2000)), None);
+        assert_eq!(m.record.ledger.outbound, st, "the whole statement, exactly as the neighbor holds it");
+        assert_eq!(m.disputed_bytes(), 0);
+        assert!(!m.overclaiming);
+    }
+
+    #[test]
+    fn after_a_restart_the_first_statement_may_confirm_what_our_counter_missed_but_no_more() {
+        // Restored: we had counted 10 MB sent and the neighbor's statement said 10 MB; at most
+        // 1 MB a sample was sent lately. Before we crashed we sent 1.5 MB more that our counter
+        // never reported: the neighbor may claim it (two peak samples' worth), not more.
         let mut record = MarketRecord::new([0; 16]);
-        record.ledger.outbound.add(10_000_000, Price(0), Price(0));
+        record.ledger.outbound.add(10_000_000, Price(0), Price(1000));
+        record.claimed = record.ledger.outbound;
+        record.sent = 10_000_000;
+        record.tx_peak = 1_000_000;
         let mut m = NeighborMarket::new(Millis(0), record);
-        m.set_our_bid(Millis(0), OurBid::Bid(Price(0)));
+        m.grant_tx_allowance();
+        m.set_our_bid(Millis(0), OurBid::Bid(Price(1000)));
         m.set_their_bid(Millis(0), TheirBid::Accepted(Price(0)));
-        let mut st = m.record.ledger.outbound;
-        st.add(5_000_000, Price(0), Price(0));
+        let mut st = m.record.claimed;
+        st.add(1_500_000, Price(0), Price(1000));
         m.accept_statement(Millis(1000), &st).unwrap();
-        for _ in 0..5 {
-            assert_eq!(m.check_overclaim(1_000_000), None);
+        for s in 2..6 {
+            assert_eq!(m.after_sample(Millis(s * 1000)), None);
         }
-        // Later claims are checked as usual.
-        st.add(5_000_000, Price(0), Price(0));
-        m.accept_statement(Millis(2000), &st).unwrap();
-        let flags: Vec<_> = (0..3).filter_map(|_| m.check_overclaim(1_000_000)).collect();
-        assert_eq!(flags.len(), 1, "{flags:?}");
+        assert_eq!(m.record.ledger.outbound, st);
+        // The allowance is gone: a later claim beyond what we send is disputed.
+        st.add(5_000_000, Price(0), Price(1000));
+        m.accept_statement(Millis(6500), &st).unwrap();
+        assert_eq!(m.after_sample(Millis(7000)), None, "one sample may still be timing");
+        assert_eq!(m.after_sample(Millis(8000)), Some(OverclaimChange::Started { disputed: 5_000_000 }));
+        // Even a restart does not let it claim more than the allowance.
+        let record = m.record.clone();
+        let mut again = NeighborMarket::new(Millis(0), record);
+        again.grant_tx_allowance();
+        again.set_our_bid(Millis(0), OurBid::Bid(Price(1000)));
+        again.set_their_bid(Millis(0), TheirBid::Accepted(Price(0)));
+        st.add(50_000_000, Price(0), Price(1000));
+        again.accept_statement(Millis(1000), &st).unwrap();
+        again.after_sample(Millis(2000));
+        again.after_sample(Millis(3000));
+        assert_eq!(again.record.ledger.outbound.bytes, 11_500_000 + 2_000_000, "two peak samples more, no more");
     }
 
     #[test]
@@ -737,38 +934,83 @@ mod tests {
         let mut st = Statement::default();
         for s in 1..=8u64 {
             m.count_tx(2_000_000);
+            assert_eq!(m.after_sample(Millis(s * 1000)), None);
             // Its statement covers our sample and half of the next second's bytes.
             st.add(if s == 1 { 3_000_000 } else { 2_000_000 }, Price(1000), Price(0));
             m.accept_statement(Millis(s * 1000 + 500), &st).unwrap();
         }
         // The burst ends; our last sample counts the second it had already confirmed.
         m.count_tx(1_000_000);
+        assert_eq!(m.after_sample(Millis(9000)), None);
+        assert_eq!(m.record.ledger.outbound, st);
         assert_eq!(m.unconfirmed_tx(), 0);
         assert_eq!(m.exposure(), Balance(0));
         // Idle: only control messages, each confirmed.
         for s in 10..20u64 {
             m.count_tx(300);
+            m.after_sample(Millis(s * 1000));
             st.add(300, Price(1000), Price(0));
-            m.accept_statement(Millis(s * 1000), &st).unwrap();
+            m.accept_statement(Millis(s * 1000 + 10), &st).unwrap();
             assert_eq!(m.unconfirmed_tx(), 0, "{s}");
         }
     }
 
     #[test]
-    fn persistent_overclaims_are_flagged_but_timing_noise_is_not() {
-        let mut m = agreed(Millis(0), 0, 0);
-        // Statement arrives before our own sample shows the bytes: transient.
+    fn overclaims_are_never_priced_and_a_neighbor_that_keeps_overclaiming_is_restricted_and_unpaid() {
+        let c = cfg();
+        // It asks more than we do: every byte it claims to have received from us makes us owe
+        // it 3000/MB and it owe us 1000/MB. We sent 10 MB; it claims 30 MB.
+        let mut m = agreed(Millis(0), 3000, 1000);
         let mut st = Statement::default();
-        st.add(3_000_000, Price(0), Price(0));
-        m.accept_statement(Millis(1000), &st).unwrap();
-        assert_eq!(m.check_overclaim(1_000_000), None);
-        m.count_tx(3_000_000);
-        assert_eq!(m.check_overclaim(1_000_000), None);
-        // Claims 5 MB that never left: flagged after three samples.
-        st.add(5_000_000, Price(0), Price(0));
-        m.accept_statement(Millis(2000), &st).unwrap();
-        assert_eq!(m.check_overclaim(1_000_000), None);
-        assert_eq!(m.check_overclaim(1_000_000), None);
-        assert!(m.check_overclaim(1_000_000).unwrap().contains("more than we sent"));
+        let mut t = 0;
+        for _ in 0..10 {
+            t += 1000;
+            m.count_tx(1_000_000);
+            st.add(3_000_000, Price(1000), Price(3000));
+            m.accept_statement(Millis(t - 500), &st).unwrap();
+            m.after_sample(Millis(t));
+        }
+        let accepted = m.record.ledger.outbound;
+        assert!(accepted.bytes <= 10_000_000 + DEFAULT_OVERCLAIM_SLACK, "{accepted:?}");
+        // Our balance moved only by what we sent: -2000 per MB accepted, never for the rest.
+        assert_eq!(m.balance().0, -((accepted.bytes as i128 * 2000) / 1_000_000), "{:?}", m.balance());
+        assert_eq!(m.disputed_bytes(), 30_000_000 - accepted.bytes);
+        assert!(m.overclaiming);
+        assert_eq!(m.disputes, 1, "one dispute for the episode, however many statements");
+        // Restricted like a non-payer, and not paid although we owe it.
+        let (e, why) = m.decide_enforcement(Millis(t), &c);
+        assert_eq!(e, Enforcement::Throttled);
+        assert!(why.unwrap().contains("overclaims"));
+        assert_eq!(m.payment_due(&c), None);
+        assert!(m.usage.disputed > 0, "the dispute is in the history");
+        // It stops inflating: its new claims track what we send. After the quiet period it is
+        // paid again, for the accepted bytes only; the disputed ones stay disputed.
+        for _ in 0..40 {
+            t += 1000;
+            m.count_tx(1_000_000);
+            st.add(1_000_000, Price(1000), Price(3000));
+            m.accept_statement(Millis(t - 500), &st).unwrap();
+            m.after_sample(Millis(t));
+        }
+        assert!(!m.overclaiming);
+        assert_eq!(m.decide_enforcement(Millis(t), &c).0, Enforcement::None);
+        assert!(m.payment_due(&c).is_some());
+        assert!(m.disputed_bytes() >= 20_000_000 - DEFAULT_OVERCLAIM_SLACK);
+        assert!(m.record.ledger.outbound.bytes <= m.record.sent + DEFAULT_OVERCLAIM_SLACK);
+    }
+
+    #[test]
+    fn counting_noise_below_the_slack_is_never_a_dispute() {
+        let mut m = agreed(Millis(0), 0, 0);
+        let mut st = Statement::default();
+        for s in 1..100u64 {
+            m.count_tx(1_000_000);
+            // The receiver counts a few bytes more than we do (e.g. a packet counted on its
+            // side just as our sample was read).
+            st.add(1_000_000 + if s % 7 == 0 { 1500 } else { 0 }, Price(0), Price(0));
+            m.accept_statement(Millis(s * 1000 - 10), &st).unwrap();
+            assert_eq!(m.after_sample(Millis(s * 1000)), None, "{s}");
+        }
+        assert!(!m.overclaiming);
     }
 }

@@ -7,8 +7,8 @@ use crate::action::{Action, MarketEvent, PersistBatch, PriceSubject, SessionId};
 use crate::ids::{IfName, NodeId};
 use crate::market::policy::{plan, ShareInput};
 use crate::market::{
-    BidPolicy, Enforcement, LogLine, MarketConfig, MarketRecord, NeighborMarket, OurBid, PaymentRail, Price,
-    ReceivedNote, TheirBid, TrafficPolicy,
+    BidPolicy, Enforcement, LogLine, MarketConfig, MarketRecord, NeighborMarket, OurBid, OverclaimChange, PaymentRail,
+    Price, ReceivedNote, TheirBid, TrafficPolicy,
 };
 use crate::time::{Millis, Now};
 use crate::wire::control::ControlMessage;
@@ -168,24 +168,42 @@ impl Node {
                 m.count_rx(delta);
             }
             if let Some(tx) = s.tx {
-                let base = m.record.tx_baseline.unwrap_or_default();
-                let (delta, next) = base.advance(tx.instance, tx.value);
-                m.record.tx_baseline = Some(next);
+                let base = m.record.tx_baseline;
+                let (delta, next) = base.unwrap_or_default().advance(tx.instance, tx.value);
+                // A re-created tunnel starts a new counter: what the old one counted after our
+                // last sample was never seen, and the neighbor may claim it.
+                if base.is_some_and(|b| b.instance != tx.instance || tx.value < b.value) {
+                    m.grant_tx_allowance();
+                }
+                if m.record.tx_baseline != Some(next) {
+                    m.record.tx_baseline = Some(next);
+                    m.dirty = true;
+                }
                 m.count_tx(delta);
             }
         }
-        let slack = self.config.market.overclaim_slack_bytes;
         let ids: Vec<NodeId> = self.neighbors.keys().copied().collect();
         for id in &ids {
-            let n = self.neighbors.get_mut(id).expect("exists");
-            if let Some(why) = n.market.check_overclaim(slack) {
-                n.market.disputes += 1;
-                if let Some(unlogged) = n.market.logs.admit(now.mono, LogLine::Dispute) {
-                    tracing::warn!(neighbor = %id.short(), reason = %why, not_logged = unlogged, "statement dispute");
-                }
-                n.market.last_dispute = Some(why);
-            }
             self.judge_deferred_statement(now, id);
+            let m = &mut self.neighbors.get_mut(id).expect("exists").market;
+            match m.after_sample(now.mono) {
+                Some(OverclaimChange::Started { disputed }) => {
+                    if let Some(unlogged) = m.logs.admit(now.mono, LogLine::Dispute) {
+                        tracing::warn!(neighbor = %id.short(), disputed_bytes = disputed, not_logged = unlogged,
+                            "neighbor overclaims: its statements claim bytes we never sent; the excess is not paid, and it is restricted and not paid until its claims stop growing");
+                    }
+                }
+                Some(OverclaimChange::Grew { disputed, by }) => {
+                    if let Some(unlogged) = m.logs.admit(now.mono, LogLine::Dispute) {
+                        tracing::warn!(neighbor = %id.short(), disputed_bytes = disputed, more = by, not_logged = unlogged, "neighbor keeps overclaiming");
+                    }
+                }
+                Some(OverclaimChange::Ended { disputed }) => {
+                    tracing::info!(neighbor = %id.short(), disputed_bytes = disputed,
+                        "neighbor's statements are back within what we send; the disputed bytes stay unpaid");
+                }
+                None => {}
+            }
         }
         // Statements first, stored before they go out (a restart must never send the neighbor
         // a different statement under a number it already holds); payments after them, on the
@@ -554,12 +572,18 @@ impl Node {
             Some(record) => {
                 let mut m = NeighborMarket::new(now, record);
                 m.known = true;
+                // Met again (after our restart, or after it was gone): our counter may have
+                // missed what was sent just before.
+                m.grant_tx_allowance();
+                m.set_overclaim_slack(self.config.market.overclaim_slack_bytes);
                 m
             }
             None => {
                 let mut channel = [0u8; 16];
                 self.rng.fill_bytes(&mut channel);
-                NeighborMarket::new(now, MarketRecord::new(channel))
+                let mut m = NeighborMarket::new(now, MarketRecord::new(channel));
+                m.set_overclaim_slack(self.config.market.overclaim_slack_bytes);
+                m
             }
         }
     }

@@ -163,6 +163,9 @@ fn to_store_batch(batch: &PersistBatch) -> store::Batch {
         rec.ledger = r.ledger;
         rec.rx_counter = baseline(r.rx_baseline);
         rec.tx_counter = baseline(r.tx_baseline);
+        rec.sent_bytes = r.sent;
+        rec.tx_peak = r.tx_peak;
+        rec.claimed = r.claimed;
         rec.payment = store::PaymentState {
             channel: store::ChannelId(r.channel),
             issued: r.issued.as_ref().map(|n| store::IssuedNote {
@@ -186,6 +189,7 @@ fn to_store_batch(batch: &PersistBatch) -> store::Batch {
             bytes_out: u.bytes_out,
             earned: tollway_core::market::Amount(u.earned),
             spent: tollway_core::market::Amount(u.spent),
+            disputed_bytes: u.disputed,
         });
     }
     for e in &batch.events {
@@ -244,5 +248,8 @@ fn from_store(r: store::NeighborRecord) -> MarketRecord {
             cumulative: n.cumulative,
             proof: n.note,
         }),
+        sent: r.sent_bytes,
+        claimed: r.claimed,
+        tx_peak: r.tx_peak,
     }
 }

@@ -92,6 +92,7 @@ impl Driver {
                     bytes_out: u.bytes_out,
                     earned: c.format(u.earned.0),
                     spent: c.format(u.spent.0),
+                    disputed_bytes: u.disputed_bytes,
                 })
                 .collect(),
             payments: s

@@ -28,5 +28,8 @@ pub fn record_all(node: NodeId, v: u64, channel: ChannelId) -> NeighborRecord {
             issued: Some(IssuedNote { cumulative: Amount(v), note: vec![1, 2, 3], acknowledged: false }),
             received: Some(ReceivedNote { payer_channel: ChannelId([9; 16]), cumulative: Amount(v), note: vec![4] }),
         },
+        sent_bytes: v,
+        tx_peak: v,
+        claimed: st,
     }
 }

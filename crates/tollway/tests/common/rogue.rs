@@ -145,6 +145,20 @@ impl Rogue {
         }
     }
 
+    /// Read (and answer pings) for about `d`, dropping what arrives: keeps the session alive.
+    pub fn pump_for(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        self.stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        while Instant::now() < end {
+            match self.recv() {
+                Some(ControlMessage::Ping { nonce }) => self.send(ControlMessage::Pong { nonce }),
+                Some(_) => {}
+                None => {}
+            }
+        }
+        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+
     /// Read messages until one matches (answering pings), or None after the timeout.
     pub fn recv_until(&mut self, mut f: impl FnMut(&ControlMessage) -> bool) -> Option<ControlMessage> {
         while let Some(m) = self.recv() {

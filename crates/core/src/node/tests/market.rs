@@ -842,3 +842,64 @@ fn a_neighbor_flipping_its_ask_is_followed_but_logged_only_a_few_times_a_minute(
     let ask_line = lines.iter().find(|l| l.contains("message=neighbor's ask ")).expect("logged again");
     assert!(ask_line.contains(&format!("not_logged={} ", 100 - asks)), "{ask_line}");
 }
+
+#[test]
+fn a_neighbor_inflating_its_statements_is_never_paid_for_bytes_we_did_not_send() {
+    // A (side 0) asks more than B: each byte A claims to have received from B makes B owe
+    // 2000/MB and A owe 1000/MB, so A gains 1000/MB for every byte it invents. It claims three
+    // times what it receives, priced consistently (so the price checks pass).
+    let mut p = pair(5, |_, _| {});
+    let inflated = Rc::new(RefCell::new(true));
+    let on = inflated.clone();
+    p.tamper = Some(Box::new(move |side, msg| {
+        Some(match msg {
+            ControlMessage::Market(MarketMessage::Statement(st)) if side == 0 && *on.borrow() => {
+                let mut big = Statement { seq: st.seq, bytes: st.bytes * 3, ..Statement::default() };
+                big.receiver_owes.add(Price(1000), big.bytes);
+                big.sender_owes.add(Price(2000), big.bytes);
+                ControlMessage::Market(MarketMessage::Statement(big))
+            }
+            other => other,
+        })
+    }));
+    let mut sent = 0;
+    for s in 0..20 {
+        p.transfer(1, 2 * MB, 0);
+        sent += 2 * MB;
+        p.run_for(1000);
+        let b = m(&p, 1);
+        // What B accepted never exceeds what it sent (plus the slack), at any moment.
+        assert!(b.record.ledger.outbound.bytes <= b.record.sent + crate::market::DEFAULT_OVERCLAIM_SLACK, "second {s}");
+        assert!(b.record.sent <= sent + 1_000_000, "control bytes only beyond the transfers");
+    }
+    let b = m(&p, 1);
+    assert!(b.overclaiming, "{:?}", b.enforcement_reason);
+    assert!(restricted(&p, 1), "B restricts the overclaimer like a non-payer");
+    assert!(b.disputed_bytes() > 30 * MB, "{}", b.disputed_bytes());
+    assert_eq!(b.disputes, 1);
+    // B's balance moved only by what it sent: 1000/MB net on accepted bytes, less what it paid.
+    let out = b.record.ledger.outbound;
+    let accepted = out.bytes as i128;
+    let paid = b.record.ledger.paid.0 as i128;
+    assert_eq!(out.receiver_owes.as_micros(), out.bytes as u128 * 1000, "priced on accepted bytes only");
+    assert_eq!(out.sender_owes.as_micros(), out.bytes as u128 * 2000);
+    assert_eq!(b.balance().0, out.receiver_owes.units as i128 - out.sender_owes.units as i128 + paid);
+    // And it stopped paying once the overclaim was found: at most what the accepted bytes
+    // were worth.
+    assert!(paid <= accepted * 1000 / MB as i128, "paid {paid} for {accepted} bytes");
+    let paid_then = paid;
+    p.run_for(5000);
+    assert_eq!(m(&p, 1).record.ledger.paid.0 as i128, paid_then, "no payment while it overclaims");
+    // A stops inflating (its statements now add exactly what it receives): after the quiet
+    // period B pays again for the accepted bytes, and the disputed bytes stay unpaid.
+    *inflated.borrow_mut() = false;
+    for _ in 0..45 {
+        p.transfer(1, MB, 0);
+        p.run_for(1000);
+    }
+    let b = m(&p, 1);
+    assert!(!b.overclaiming);
+    assert!(!restricted(&p, 1));
+    assert!(b.record.ledger.paid.0 as i128 > paid_then, "paid again");
+    assert!(b.record.ledger.outbound.bytes <= b.record.sent + crate::market::DEFAULT_OVERCLAIM_SLACK);
+}
