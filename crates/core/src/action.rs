@@ -83,6 +83,9 @@ pub enum Action {
     /// Store these records and history durably, in one transaction, before executing any later
     /// action (a payment is stored before it is sent).
     Persist(PersistBatch),
+    /// Routing may use exactly these neighbors' tunnels, at these costs (the whole set, sent
+    /// whenever it changes).
+    SetRoutingNeighbors(Vec<crate::routing::RoutedNeighbor>),
 }
 
 /// One durable write: the changed neighbors' records and the history since the last write.

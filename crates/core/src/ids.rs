@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// A node's identity: its Ed25519 public key. Displayed as 64 lowercase hex digits.
@@ -23,6 +23,29 @@ impl NodeId {
         let mut b = [0u8; 16];
         b[0] = 0xfd;
         b[1..].copy_from_slice(&h[..15]);
+        Ipv6Addr::from(b)
+    }
+
+    /// The node's default mesh IPv4 address: in 100.64.0.0/10 (shared address space, RFC 6598),
+    /// 22 bits from its key. Two nodes of a large mesh may derive the same one (about 12
+    /// pairs among 10,000 nodes): routing reports a collision and the operator then sets
+    /// `mesh_ipv4` in the config.
+    pub fn mesh_ipv4(&self) -> Ipv4Addr {
+        let h = tagged_hash(b"tollway mesh ipv4 v1", &self.0);
+        let bits = u32::from_be_bytes([0, h[0], h[1], h[2]]) & 0x3f_ffff;
+        // Neither the first nor the last address of the /10.
+        let bits = bits.clamp(1, 0x3f_fffe);
+        Ipv4Addr::from(0x6440_0000 | bits)
+    }
+
+    /// The node's default LAN IPv6 prefix, a /64 in fd00::/8 (a ULA global id of 40 bits from
+    /// its key, subnet 1).
+    pub fn lan_prefix_v6(&self) -> Ipv6Addr {
+        let h = tagged_hash(b"tollway lan prefix v1", &self.0);
+        let mut b = [0u8; 16];
+        b[0] = 0xfd;
+        b[1..6].copy_from_slice(&h[..5]);
+        b[7] = 1;
         Ipv6Addr::from(b)
     }
 
@@ -187,6 +210,17 @@ mod tests {
         assert_ne!(a.tunnel_link_local(), b.tunnel_link_local());
         // Stable: the same key always gives the same address.
         assert_eq!(a.mesh_ip(), NodeId([1u8; 32]).mesh_ip());
+        for i in 0..=255u8 {
+            let n = NodeId([i; 32]);
+            let v4 = u32::from(n.mesh_ipv4());
+            assert!((0x6440_0001..=0x647f_fffe).contains(&v4), "{}", n.mesh_ipv4());
+            let lan = n.lan_prefix_v6().segments();
+            assert_eq!(lan[0] >> 8, 0xfd);
+            assert_eq!(lan[3], 1);
+            assert_eq!(&lan[4..], &[0; 4]);
+        }
+        assert_ne!(a.mesh_ipv4(), b.mesh_ipv4());
+        assert_ne!(a.lan_prefix_v6(), b.lan_prefix_v6());
     }
 
     #[test]

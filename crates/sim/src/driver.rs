@@ -79,6 +79,7 @@ impl Sim {
             Action::CloseControl { session } => self.close_control(n, session),
             Action::ApplyTraffic(policy) => self.apply_traffic(n, policy),
             Action::Persist(batch) => self.persist(n, batch),
+            Action::SetRoutingNeighbors(routed) => self.nodes[n.0].routing = routed,
         }
     }
 

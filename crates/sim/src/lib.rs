@@ -103,6 +103,8 @@ pub struct SimNode {
     tunnels_created: u64,
     /// Receive counters and the applied traffic policy.
     ruleset: Ruleset,
+    /// The neighbors the core last told routing to use, with their link costs.
+    routing: Vec<tollway_core::RoutedNeighbor>,
     /// The latest persisted market record per neighbor.
     disk: BTreeMap<NodeId, tollway_core::market::MarketRecord>,
 }
@@ -220,6 +222,7 @@ impl Sim {
             clock_offset_ms: 0,
             tunnels_created: 0,
             ruleset: Ruleset::default(),
+            routing: Vec::new(),
             disk: BTreeMap::new(),
         });
         idx
@@ -383,6 +386,11 @@ impl Sim {
         self.nodes[n.0].core.as_ref()
     }
 
+    /// The neighbors `n`'s core last told routing to use, with their link costs.
+    pub fn routing(&self, n: NodeIdx) -> &[tollway_core::RoutedNeighbor] {
+        &self.nodes[n.0].routing
+    }
+
     pub fn idx(&self, name: &str) -> NodeIdx {
         NodeIdx(self.nodes.iter().position(|n| n.name == name).unwrap_or_else(|| panic!("no node {name:?}")))
     }
@@ -522,6 +530,7 @@ impl Sim {
         node.core = None;
         node.start_pending = false;
         node.tunnels.clear();
+        node.routing.clear();
         self.drop_connections_of(n);
     }
 

@@ -489,6 +489,7 @@ impl Node {
             n.market.enforcement_reason = why;
         }
         self.update_traffic_policy();
+        self.update_routing();
         self.persist(now);
     }
 

@@ -4,6 +4,7 @@
 mod discovery;
 mod market;
 mod neighbor;
+mod routing;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -57,6 +58,8 @@ pub struct Node {
     /// Timestamp of the last discovery message we sent (ours are strictly increasing).
     last_discovery_ms: u64,
     market: market::MarketState,
+    /// The routing neighbors last sent to the driver.
+    routed: Vec<crate::routing::RoutedNeighbor>,
 }
 
 impl Node {
@@ -84,6 +87,7 @@ impl Node {
             last_now: now,
             last_discovery_ms: 0,
             market: market::MarketState::new(rail),
+            routed: Vec::new(),
         }
     }
 
@@ -240,6 +244,7 @@ impl Node {
         self.actions.push_back(Action::RemoveTunnel { ifname: n.ifname.clone(), neighbor: n.id });
         self.slots[n.slot] = None;
         self.market_neighbor_removed(n);
+        self.update_routing();
         if penalize {
             if self.penalized.len() >= MAX_PENALIZED {
                 if let Some(oldest) = self.penalized.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {

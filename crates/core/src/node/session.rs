@@ -196,6 +196,7 @@ impl Node {
             self.actions.push_back(Action::SendControl { session, msg });
         }
         self.actions.push_back(Action::CloseControl { session });
+        self.update_routing();
     }
 
     fn neighbor_by_session(&self, session: SessionId) -> Option<NodeId> {

@@ -243,6 +243,8 @@ impl Driver {
             }
             Action::ApplyTraffic(policy) => self.apply_traffic(policy),
             Action::Persist(batch) => self.persist(batch),
+            // Applied by the router (crates/routing) once it is wired in.
+            Action::SetRoutingNeighbors(_) => {}
         }
     }
 

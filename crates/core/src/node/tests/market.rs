@@ -903,3 +903,58 @@ fn a_neighbor_inflating_its_statements_is_never_paid_for_bytes_we_did_not_send()
     assert!(b.record.ledger.paid.0 as i128 > paid_then, "paid again");
     assert!(b.record.ledger.outbound.bytes <= b.record.sent + crate::market::DEFAULT_OVERCLAIM_SLACK);
 }
+
+// ----- routing -----
+
+/// What `side` last told routing, and how many times it told it.
+fn routing_log(p: &Pair, side: usize) -> (Vec<crate::routing::RoutedNeighbor>, usize) {
+    let all: Vec<_> = p
+        .logged(0, |a| matches!(a, Action::SetRoutingNeighbors(_)))
+        .into_iter()
+        .filter(|(_, s, _)| *s == side)
+        .map(|(_, _, a)| match a {
+            Action::SetRoutingNeighbors(r) => r,
+            _ => unreachable!(),
+        })
+        .collect();
+    (all.last().cloned().unwrap_or_default(), all.len())
+}
+
+fn routed(p: &Pair, side: usize) -> Vec<crate::routing::RoutedNeighbor> {
+    routing_log(p, side).0
+}
+
+#[test]
+fn routing_uses_a_neighbor_once_connected_and_agreed_at_a_cost_from_its_price_and_drops_it_when_gone() {
+    let mut p = pair(3, |_, _| {});
+    p.run_for(2000);
+    // Side 1 pays side 0's ask of 2000 (max 5000): 256 + 768 * 2/5 = 563.2, stepped to 512.
+    let r1 = routed(&p, 1);
+    assert_eq!(r1.len(), 1, "{r1:?}");
+    assert_eq!(r1[0].neighbor, p.ids[0].node_id());
+    assert_eq!(r1[0].peer_link_local, p.ids[0].node_id().tunnel_link_local());
+    assert_eq!(r1[0].cost, crate::routing::LinkCost(512));
+    assert_eq!(routed(&p, 0)[0].cost, crate::routing::LinkCost(256 + 128), "side 0 pays 1000");
+    assert_eq!(p.nodes[1].routing_neighbors(), &r1[..]);
+    // Emitted once, not at every sample.
+    let before = routing_log(&p, 1).1;
+    p.run_for(5000);
+    assert_eq!(routing_log(&p, 1).1, before);
+    // The session dies: no longer routed through.
+    p.drop_control = true;
+    p.run_for(30_000);
+    assert!(routed(&p, 1).is_empty(), "{:?}", routed(&p, 1));
+}
+
+#[test]
+fn a_neighbor_whose_price_we_decline_is_not_routed_through() {
+    let p = pair(3, |side, c| {
+        if side == 1 {
+            c.market.max_price = Price(1500); // side 0 asks 2000
+        }
+    });
+    let mut p = p;
+    p.run_for(3000);
+    assert!(routed(&p, 1).is_empty(), "{:?}", routed(&p, 1));
+    assert_eq!(routed(&p, 0).len(), 1, "side 0 pays side 1's ask");
+}

@@ -347,7 +347,7 @@ impl Pair {
                 let msg = ControlMessage::decode(&bytes[4..]).expect("own encoding decodes");
                 self.send(o, Input::Message(s, msg));
             }
-            Action::ApplyTraffic(_) => {}
+            Action::ApplyTraffic(_) | Action::SetRoutingNeighbors(_) => {}
             Action::Persist(batch) => {
                 for (id, r) in batch.records {
                     self.disk[side].insert(id, r);
