@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tollway_core::market::{Amount, BidPolicy, Currency, EnforcementPolicy, MarketConfig, Price};
-use tollway_core::{CoreConfig, IfName, Millis};
+use tollway_core::{CoreConfig, IfName, Millis, NodeId};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +30,12 @@ pub struct Config {
     pub control: Control,
     #[serde(default)]
     pub market: Market,
+    /// The node's mesh IPv4 address; default: derived from its key, in 100.64.0.0/10.
+    pub mesh_ipv4: Option<String>,
+    #[serde(default)]
+    pub routing: crate::mesh_config::Routing,
+    pub uplink: Option<crate::mesh_config::Uplink>,
+    pub lan: Option<crate::mesh_config::Lan>,
 }
 
 /// Prices, payments and enforcement. Amounts are decimal strings in the currency, e.g. "0.002".
@@ -348,7 +354,13 @@ impl Config {
         })?;
         check(m.history_days >= 1, "market.history_days", || "must be at least 1".into())?;
         m.to_core()?;
+        self.mesh(&NodeId([0; 32]))?;
         Ok(())
+    }
+
+    /// The mesh settings for the node `id` (addresses derived from its key where not set).
+    pub fn mesh(&self, id: &NodeId) -> Result<crate::mesh_config::MeshSettings, (&'static str, String)> {
+        crate::mesh_config::parse(self.mesh_ipv4.as_deref(), &self.routing, self.uplink.as_ref(), self.lan.as_ref(), id)
     }
 
     pub fn interface_names(&self) -> Vec<IfName> {
