@@ -6,16 +6,20 @@ use crate::ids::{IfName, NodeId};
 use crate::market::Price;
 use std::net::Ipv6Addr;
 
-/// What a link to a neighbor costs routing, in Babel's units: [`LinkCost::BEST`] is a good
+/// What a link to a neighbor costs routing, in Babel's units: [`LinkCost::GOOD`] is a good
 /// hop, higher is worse, [`LinkCost::UNUSABLE`] carries nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LinkCost(pub u16);
 
 impl LinkCost {
-    pub const BEST: LinkCost = LinkCost(256);
+    pub const GOOD: LinkCost = LinkCost(256);
     /// The most a usable link costs (four good hops).
     pub const WORST_USABLE: LinkCost = LinkCost(1024);
     pub const UNUSABLE: LinkCost = LinkCost(u16::MAX);
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
 
     /// A link's cost from what we pay the neighbor per MB, relative to the most we pay anyone:
     /// free and cheap neighbors cost one good hop, one at our max price four. Stepped in 64s,
@@ -23,12 +27,18 @@ impl LinkCost {
     /// the routes through the link).
     pub fn from_price(our_price: Price, max_price: Price) -> LinkCost {
         if our_price.0 == 0 || max_price.0 == 0 {
-            return LinkCost::BEST;
+            return LinkCost::GOOD;
         }
-        let span = (LinkCost::WORST_USABLE.0 - LinkCost::BEST.0) as u128;
+        let span = (LinkCost::WORST_USABLE.0 - LinkCost::GOOD.0) as u128;
         let extra = span * our_price.0.min(max_price.0) as u128 / max_price.0 as u128;
         let stepped = (extra / 64 * 64) as u16;
-        LinkCost(LinkCost::BEST.0 + stepped)
+        LinkCost(LinkCost::GOOD.0 + stepped)
+    }
+}
+
+impl std::fmt::Display for LinkCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
@@ -49,15 +59,15 @@ mod tests {
     #[test]
     fn cost_follows_the_price_in_steps_from_one_to_four_good_hops() {
         let max = Price(5000);
-        assert_eq!(LinkCost::from_price(Price(0), max), LinkCost::BEST);
-        assert_eq!(LinkCost::from_price(Price(1000), Price(0)), LinkCost::BEST, "no max: free mesh");
+        assert_eq!(LinkCost::from_price(Price(0), max), LinkCost::GOOD);
+        assert_eq!(LinkCost::from_price(Price(1000), Price(0)), LinkCost::GOOD, "no max: free mesh");
         assert_eq!(LinkCost::from_price(max, max), LinkCost::WORST_USABLE);
         assert_eq!(LinkCost::from_price(Price(50_000), max), LinkCost::WORST_USABLE, "capped");
         let mid = LinkCost::from_price(Price(2500), max);
         assert_eq!(mid, LinkCost(256 + 384));
         // Small changes do not move it.
         assert_eq!(LinkCost::from_price(Price(2510), max), mid);
-        let mut last = LinkCost::BEST;
+        let mut last = LinkCost::GOOD;
         for p in (0..=5000).step_by(50) {
             let c = LinkCost::from_price(Price(p), max);
             assert!(c >= last && c.0 % 64 == 0, "{p}: {c:?}");
