@@ -2,6 +2,8 @@
 //!
 //! - [`Tunnels`]: WireGuard devices, one peer each (kernel WireGuard via netlink, or userspace).
 //! - [`Links`]: interface state, addresses and routes (rtnetlink).
+//! - [`Routes`]: routes in any table (both families, v4-via-v6 next hops) and policy rules,
+//!   for mesh routing; [`sysctl`] has the forwarding switches.
 //!
 //! Every trait has a real implementation and an in-memory fake for unit tests of the driver.
 //! Calls are synchronous: the driver thread that owns the core calls them directly, holding no
@@ -9,17 +11,23 @@
 //!
 //! - [`KernelTunnels`], [`UserspaceTunnels`] (boringtun in-process), chosen by
 //!   [`open_tunnels`] with a [`TunnelBackend`]; [`probe_kernel_wireguard`].
-//! - [`NetlinkLinks`].
-//! - [`fake::FakeTunnels`], [`fake::FakeLinks`] sharing a [`fake::FakeKernel`].
+//! - [`NetlinkLinks`], [`NetlinkRoutes`].
+//! - [`fake::FakeTunnels`], [`fake::FakeLinks`] sharing a [`fake::FakeKernel`];
+//!   [`fake::FakeRoutes`].
 //! - [`netns`]: throw-away network namespaces for tests.
 
 pub mod fake;
 mod link;
 pub mod netns;
 pub mod nl;
+pub mod routes;
+pub mod sysctl;
 mod tunnel;
 
 pub use link::NetlinkLinks;
+pub use routes::{
+    Family, NetlinkRoutes, RouteError, RouteTarget, Routes, Rule, TableRoute, PROTO_BABEL, PROTO_TOLLWAY,
+};
 pub use tunnel::uapi;
 pub use tunnel::{
     open_tunnels, probe_kernel_wireguard, KernelTunnels, ParseBackendError, TunnelBackend, UserspaceOptions,

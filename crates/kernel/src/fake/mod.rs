@@ -7,9 +7,11 @@
 //! another to inspect what was done, inject statistics, or make the next calls fail.
 
 mod links;
+mod routes;
 mod tunnels;
 
 pub use links::FakeLinks;
+pub use routes::FakeRoutes;
 pub use tunnels::FakeTunnels;
 
 use crate::{LinkStats, Route6, WgConfig};

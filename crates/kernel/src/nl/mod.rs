@@ -4,6 +4,7 @@
 
 pub(crate) mod genl;
 pub(crate) mod route;
+pub(crate) mod table;
 
 pub use route::{all_links, delete_link, link_by_name, set_link_up, LinkSummary};
 
