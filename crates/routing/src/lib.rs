@@ -14,6 +14,7 @@ pub mod babel;
 pub mod fake;
 pub mod plan;
 pub mod rules;
+pub mod table;
 
 pub use plan::{LinkCost, RoutedNeighbor, RoutingPlan};
 
@@ -133,6 +134,12 @@ pub trait Router: Send {
 
     /// Every route the router knows, installed or not.
     fn routes(&mut self) -> Result<Vec<RouteEntry>, RoutingError>;
+
+    /// What is wrong now that the operator should know (a rejected routes file, a babeld that
+    /// keeps dying, an address collision), for status.
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Withdraw everything this router installed and stop what it started (on daemon stop).
     /// Idempotent.
