@@ -8,7 +8,8 @@
 //! - [`Router::apply`]: add the plan's tunnels over the socket (every parameter spelled out),
 //!   flush the ones that left it, flush and re-add one whose cost changed (babeld reads an
 //!   interface's parameters only when it comes up); write the plan's exports into the import
-//!   table as blackhole routes of protocol 251, which babeld announces.
+//!   table as blackhole routes of protocol 251, which babeld announces; withdraw one in two
+//!   steps (announced unreachable first, deleted later: see [`config`] for why).
 //! - [`Router::tick`]: if babeld died, delete what it left in the kernel and start it again at
 //!   once (then with a growing delay if it keeps dying), and add the plan's tunnels; every
 //!   [`RECONCILE_EVERY`] ticks compare babeld's interfaces (`dump`) and the import table with
@@ -48,6 +49,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long babeld may take to exit after SIGTERM (it sleeps about 20 ms per interface).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a withdrawn export is announced as unreachable before it is deleted.
+pub const WITHDRAW_HOLD: Duration = Duration::from_secs(1);
 /// Ticks between two full reconciliations.
 pub const RECONCILE_EVERY: u32 = 10;
 /// A babeld that ran this long is healthy: the restart delay starts over.
@@ -71,6 +74,8 @@ pub struct BabelRouter {
     /// The plan's tunnels and exports.
     neighbors: BTreeMap<IfName, LinkCost>,
     exports: BTreeSet<IpNet>,
+    /// Exports being withdrawn (announced as unreachable) since when.
+    withdrawing: BTreeMap<IpNet, Instant>,
     ticks: u32,
     /// babeld starts since this router was made (the first included).
     starts: u32,
@@ -126,6 +131,7 @@ impl BabelRouter {
             running: None,
             neighbors: BTreeMap::new(),
             exports: BTreeSet::new(),
+            withdrawing: BTreeMap::new(),
             ticks: 0,
             starts: 0,
             quick_deaths: 0,
@@ -354,34 +360,78 @@ impl BabelRouter {
     }
 
     /// Make the import table hold exactly the plan's exports (blackhole routes of protocol
-    /// 251: nothing looks the table up; babeld announces what it finds there).
+    /// 251: nothing looks the table up; babeld announces what it finds there). An export that
+    /// left the plan is first moved to [`config::PROTO_WITHDRAWN`] (announced as unreachable),
+    /// and deleted [`BabelRouter::withdraw_hold`] later: babeld 1.12.1 does not retract a
+    /// prefix whose route is simply deleted.
     fn sync_exports(&mut self) -> Result<(), RoutingError> {
         let table = self.settings.import_table;
-        let marker = |dst: IpNet| TableRoute {
+        let marker = |dst: IpNet, protocol: u8| TableRoute {
             dst,
             table,
-            protocol: PROTO_TOLLWAY,
+            protocol,
             target: RouteTarget::Blackhole,
             pref_src: None,
             metric: 0,
         };
-        let present = self.kernel.list(table, Some(PROTO_TOLLWAY))?;
+        let present: Vec<TableRoute> = self
+            .kernel
+            .list(table, None)?
+            .into_iter()
+            .filter(|r| r.protocol == PROTO_TOLLWAY || r.protocol == config::PROTO_WITHDRAWN)
+            .collect();
+        let announcing = self.running.is_some();
+        let hold = self.withdraw_hold();
+        let now = Instant::now();
         let mut errors = Vec::new();
+        let mut kept = BTreeSet::new();
         for route in &present {
-            if !(route.target == RouteTarget::Blackhole && self.exports.contains(&route.dst)) {
-                if let Err(e) = self.kernel.delete(route) {
-                    errors.push(e.into());
+            let wanted = self.exports.contains(&route.dst) && route.target == RouteTarget::Blackhole;
+            let result = match (route.protocol == PROTO_TOLLWAY, wanted) {
+                (true, true) => {
+                    kept.insert(route.dst);
+                    Ok(())
                 }
+                (false, true) => {
+                    self.withdrawing.remove(&route.dst);
+                    kept.insert(route.dst);
+                    self.kernel.replace(&marker(route.dst, PROTO_TOLLWAY))
+                }
+                (true, false) if announcing && route.target == RouteTarget::Blackhole => {
+                    info!(prefix = %route.dst, "babel: withdrawing export");
+                    self.withdrawing.insert(route.dst, now);
+                    self.kernel.replace(&marker(route.dst, config::PROTO_WITHDRAWN))
+                }
+                (false, false) if announcing && self.withdrawing.get(&route.dst).is_some_and(|t| now < *t + hold) => {
+                    Ok(())
+                }
+                _ => {
+                    self.withdrawing.remove(&route.dst);
+                    self.kernel.delete(route)
+                }
+            };
+            if let Err(e) = result {
+                errors.push(e.into());
             }
         }
+        self.withdrawing.retain(|dst, _| present.iter().any(|r| r.dst == *dst));
         for dst in &self.exports {
-            if !present.iter().any(|r| r.dst == *dst && r.target == RouteTarget::Blackhole) {
-                if let Err(e) = self.kernel.replace(&marker(*dst)) {
+            if !kept.contains(dst) {
+                if let Err(e) = self.kernel.replace(&marker(*dst, PROTO_TOLLWAY)) {
                     errors.push(e.into());
                 }
             }
         }
         combine(errors)
+    }
+
+    /// How long a withdrawn export is announced as unreachable before its route is deleted.
+    /// babeld sends the change at once (within half a hello interval); until the route is
+    /// deleted this node will not install a neighbor's route to the same prefix (its own
+    /// announcement wins), so the hold is short: a node whose uplink failed falls back to
+    /// another's default after the hold, the next tick and that neighbor's next full update.
+    pub fn withdraw_hold(&self) -> Duration {
+        WITHDRAW_HOLD
     }
 
     /// Compare babeld's interfaces with what we told it (someone else may have used the
@@ -488,10 +538,11 @@ impl Router for BabelRouter {
         }
         self.ticks = self.ticks.wrapping_add(1);
         if self.ticks.is_multiple_of(RECONCILE_EVERY) {
-            self.reconcile()
-        } else {
-            self.push_interfaces()
+            return self.reconcile();
         }
+        let interfaces = self.push_interfaces();
+        let exports = if self.withdrawing.is_empty() { Ok(()) } else { self.sync_exports() };
+        combine(interfaces.err().into_iter().chain(exports.err()).collect())
     }
 
     fn routes(&mut self) -> Result<Vec<RouteEntry>, RoutingError> {
