@@ -123,11 +123,7 @@ impl Routes for FakeRoutes {
 
     fn list(&mut self, table: u32, protocol: Option<u8>) -> Result<Vec<TableRoute>, RouteError> {
         let s = self.enter("routes")?;
-        Ok(s.routes
-            .iter()
-            .filter(|r| r.table == table && protocol.is_none_or(|p| p == r.protocol))
-            .cloned()
-            .collect())
+        Ok(s.routes.iter().filter(|r| r.table == table && protocol.is_none_or(|p| p == r.protocol)).cloned().collect())
     }
 
     fn add_rule(&mut self, rule: &Rule) -> Result<(), RouteError> {
