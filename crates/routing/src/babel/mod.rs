@@ -365,6 +365,13 @@ impl BabelRouter {
     /// and deleted [`BabelRouter::withdraw_hold`] later: babeld 1.12.1 does not retract a
     /// prefix whose route is simply deleted.
     fn sync_exports(&mut self) -> Result<(), RoutingError> {
+        let announcing = self.running.is_some();
+        self.sync_exports_at(announcing, Instant::now())
+    }
+
+    /// [`BabelRouter::sync_exports`] with babeld's state and the time given: withdrawals go
+    /// through [`config::PROTO_WITHDRAWN`] only while babeld runs to announce them.
+    fn sync_exports_at(&mut self, announcing: bool, now: Instant) -> Result<(), RoutingError> {
         let table = self.settings.import_table;
         let marker = |dst: IpNet, protocol: u8| TableRoute {
             dst,
@@ -380,9 +387,7 @@ impl BabelRouter {
             .into_iter()
             .filter(|r| r.protocol == PROTO_TOLLWAY || r.protocol == config::PROTO_WITHDRAWN)
             .collect();
-        let announcing = self.running.is_some();
         let hold = self.withdraw_hold();
-        let now = Instant::now();
         let mut errors = Vec::new();
         let mut kept = BTreeSet::new();
         for route in &present {
@@ -666,4 +671,124 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RoutingError> {
     let tmp: PathBuf = path.with_extension("tmp");
     fs::write(&tmp, bytes).map_err(file_err("writing", &tmp))?;
     fs::rename(&tmp, path).map_err(file_err("renaming into place", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollway_kernel::fake::FakeRoutes;
+
+    /// A router that never started babeld, on a fake kernel.
+    fn idle_router(kernel: FakeRoutes) -> BabelRouter {
+        let settings = BabelSettings::new(
+            PathBuf::from("/nonexistent"),
+            RouterId([2, 0, 0, 0, 0, 0, 0, 1]),
+            "fd00::1".parse().unwrap(),
+            Some("100.64.0.1".parse().unwrap()),
+        );
+        BabelRouter {
+            settings,
+            kernel: Box::new(kernel),
+            running: None,
+            neighbors: BTreeMap::new(),
+            exports: BTreeSet::new(),
+            withdrawing: BTreeMap::new(),
+            ticks: 0,
+            starts: 0,
+            quick_deaths: 0,
+            next_start: Instant::now(),
+            stopped: true,
+        }
+    }
+
+    fn import_table(k: &FakeRoutes) -> Vec<(String, u8)> {
+        let mut v: Vec<_> =
+            k.routes().iter().filter(|r| r.table == 75).map(|r| (r.dst.to_string(), r.protocol)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn exports_are_announced_then_withdrawn_through_an_infinite_metric_then_deleted() {
+        let k = FakeRoutes::new();
+        let mut r = idle_router(k.clone());
+        let t0 = Instant::now();
+        let default4: IpNet = "0.0.0.0/0".parse().unwrap();
+        let lan: IpNet = "10.1.2.0/24".parse().unwrap();
+        r.exports = [default4, lan].into();
+        r.sync_exports_at(true, t0).unwrap();
+        assert_eq!(import_table(&k), vec![("0.0.0.0/0".into(), 251), ("10.1.2.0/24".into(), 251)]);
+        assert!(k.routes().iter().all(|r| r.target == RouteTarget::Blackhole && r.metric == 0));
+
+        // The uplink fails: the default is withdrawn, first as an unreachable announcement.
+        r.exports = [lan].into();
+        r.sync_exports_at(true, t0).unwrap();
+        assert_eq!(import_table(&k), vec![("0.0.0.0/0".into(), 252), ("10.1.2.0/24".into(), 251)]);
+        // Kept through the hold, deleted after it.
+        r.sync_exports_at(true, t0 + WITHDRAW_HOLD / 2).unwrap();
+        assert_eq!(import_table(&k).len(), 2);
+        r.sync_exports_at(true, t0 + WITHDRAW_HOLD).unwrap();
+        assert_eq!(import_table(&k), vec![("10.1.2.0/24".into(), 251)]);
+        assert!(r.withdrawing.is_empty());
+
+        // Withdrawn, then back before the hold ends: announced again at once.
+        r.exports = BTreeSet::new();
+        r.sync_exports_at(true, t0).unwrap();
+        assert_eq!(import_table(&k), vec![("10.1.2.0/24".into(), 252)]);
+        r.exports = [lan].into();
+        r.sync_exports_at(true, t0).unwrap();
+        assert_eq!(import_table(&k), vec![("10.1.2.0/24".into(), 251)]);
+        assert!(r.withdrawing.is_empty());
+
+        // Without a running babeld nothing is announced: withdrawal deletes at once, and a
+        // leftover withdrawn route from an earlier run goes too.
+        r.exports = BTreeSet::new();
+        r.sync_exports_at(false, t0).unwrap();
+        assert!(import_table(&k).is_empty());
+        let mut kk = k.clone();
+        kk.replace(&TableRoute {
+            dst: lan,
+            table: 75,
+            protocol: config::PROTO_WITHDRAWN,
+            target: RouteTarget::Blackhole,
+            pref_src: None,
+            metric: 0,
+        })
+        .unwrap();
+        r.sync_exports_at(true, t0).unwrap();
+        assert!(import_table(&k).is_empty(), "a withdrawn route not ours to hold is deleted");
+    }
+
+    #[test]
+    fn only_our_protocols_in_the_import_table_are_touched_and_prefixes_are_normalised() {
+        let k = FakeRoutes::new();
+        let mut kk = k.clone();
+        let foreign = TableRoute {
+            dst: "192.0.2.0/24".parse().unwrap(),
+            table: 75,
+            protocol: 4,
+            target: RouteTarget::Blackhole,
+            pref_src: None,
+            metric: 0,
+        };
+        kk.replace(&foreign).unwrap();
+        let mut r = idle_router(k.clone());
+        let plan = RoutingPlan { neighbors: vec![], exports: vec!["10.1.2.3/24".parse().unwrap()] };
+        r.apply(&plan).unwrap();
+        assert_eq!(import_table(&k), vec![("10.1.2.0/24".into(), 251), ("192.0.2.0/24".into(), 4)]);
+        r.apply(&RoutingPlan::default()).unwrap();
+        assert_eq!(import_table(&k), vec![("192.0.2.0/24".into(), 4)]);
+    }
+
+    #[test]
+    fn kernel_failures_are_reported_with_the_route() {
+        let k = FakeRoutes::new();
+        let mut r = idle_router(k.clone());
+        k.fail_next(1);
+        let err = r.apply(&RoutingPlan { neighbors: vec![], exports: vec!["::/0".parse().unwrap()] }).unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        // The next apply (or tick) puts it right.
+        r.apply(&RoutingPlan { neighbors: vec![], exports: vec!["::/0".parse().unwrap()] }).unwrap();
+        assert_eq!(import_table(&k), vec![("::/0".into(), 251)]);
+    }
 }
