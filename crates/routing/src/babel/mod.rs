@@ -11,7 +11,7 @@
 //!   table as blackhole routes of protocol 251, which babeld announces; withdraw one in two
 //!   steps (announced unreachable first, deleted later: see [`config`] for why).
 //! - [`Router::tick`]: if babeld died, delete what it left in the kernel and start it again at
-//!   once (then with a growing delay if it keeps dying), and add the plan's tunnels; every
+//!   once (a start that fails is retried after a growing delay), and add the plan's tunnels; every
 //!   [`RECONCILE_EVERY`] ticks compare babeld's interfaces (`dump`) and the import table with
 //!   the plan and fix the differences.
 //! - [`Router::shutdown`]: SIGTERM (babeld withdraws its routes and retracts them from its
@@ -53,9 +53,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WITHDRAW_HOLD: Duration = Duration::from_secs(1);
 /// Ticks between two full reconciliations.
 pub const RECONCILE_EVERY: u32 = 10;
-/// A babeld that ran this long is healthy: the restart delay starts over.
-const HEALTHY_AFTER: Duration = Duration::from_secs(30);
-/// The longest wait before another restart of a babeld that keeps dying.
+/// The longest wait before another attempt to start a babeld that fails to start.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 
 /// The running babeld.
@@ -79,8 +77,8 @@ pub struct BabelRouter {
     ticks: u32,
     /// babeld starts since this router was made (the first included).
     starts: u32,
-    /// Deaths in a row of a babeld that had not run [`HEALTHY_AFTER`].
-    quick_deaths: u32,
+    /// Failed starts in a row (they delay the next attempt).
+    failed_starts: u32,
     next_start: Instant,
     stopped: bool,
 }
@@ -134,7 +132,7 @@ impl BabelRouter {
             withdrawing: BTreeMap::new(),
             ticks: 0,
             starts: 0,
-            quick_deaths: 0,
+            failed_starts: 0,
             next_start: Instant::now(),
             stopped: false,
         };
@@ -279,7 +277,7 @@ impl BabelRouter {
             warn!(want = %s.router_id, got = ?banner.my_id, "babeld reports another router-id");
         }
         self.running = Some(Running { child, started, client: Some(client), interfaces: BTreeMap::new() });
-        self.push_interfaces()
+        Ok(())
     }
 
     /// One request to the running babeld, reconnecting if needed. A broken connection is
@@ -483,17 +481,9 @@ impl BabelRouter {
         let lived = run.started.elapsed();
         warn!(pid = run.child.id(), %status, lived_ms = lived.as_millis() as u64, "babeld died; restarting it");
         self.running = None;
-        if lived < HEALTHY_AFTER {
-            self.quick_deaths += 1;
-        } else {
-            self.quick_deaths = 0;
-        }
-        // The first restart is immediate; a babeld that keeps dying waits 1, 2, 4… 30 s.
-        let delay = match self.quick_deaths {
-            0 | 1 => Duration::ZERO,
-            n => Duration::from_secs(1u64 << (n - 2).min(5)).min(MAX_RESTART_DELAY),
-        };
-        self.next_start = Instant::now() + delay;
+        // A babeld that had started is restarted at once, however often it dies (at most once
+        // a tick): routing is down until it runs.
+        self.next_start = Instant::now();
         true
     }
 }
@@ -527,19 +517,17 @@ impl Router for BabelRouter {
                 return Ok(());
             }
             if let Err(e) = self.spawn() {
-                // A failed start counts as a quick death for the next delay.
-                self.running = None;
-                self.quick_deaths += 1;
-                let delay = Duration::from_secs(1u64 << self.quick_deaths.saturating_sub(1).min(5));
+                // A start that fails (babeld exits during start-up, never opens its socket)
+                // is retried after 1, 2, 4… 30 s.
+                self.failed_starts += 1;
+                let delay = Duration::from_secs(1u64 << (self.failed_starts - 1).min(5));
                 self.next_start = Instant::now() + delay.min(MAX_RESTART_DELAY);
                 return Err(e);
             }
-            return self.sync_exports();
-        }
-        if let Some(run) = &self.running {
-            if run.started.elapsed() >= HEALTHY_AFTER {
-                self.quick_deaths = 0;
-            }
+            self.failed_starts = 0;
+            let interfaces = self.push_interfaces();
+            let exports = self.sync_exports();
+            return combine(interfaces.err().into_iter().chain(exports.err()).collect());
         }
         self.ticks = self.ticks.wrapping_add(1);
         if self.ticks.is_multiple_of(RECONCILE_EVERY) {
@@ -695,7 +683,7 @@ mod tests {
             withdrawing: BTreeMap::new(),
             ticks: 0,
             starts: 0,
-            quick_deaths: 0,
+            failed_starts: 0,
             next_start: Instant::now(),
             stopped: true,
         }
