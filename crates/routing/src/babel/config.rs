@@ -13,6 +13,12 @@
 //!   a penalty of 96: interfaces are `type wired` with timestamps off, which adds no RTT cost;
 //! - `link-quality true` is what lets this node alone set a floor on a neighbor's cost (see
 //!   [`interface_line`]);
+//! - when a redistributed route disappears, `check_xroutes` retracts and reinstalls the prefix
+//!   at the wrong index (fixed in 1.12.2, "Reinstall the right route in check_xroutes"): the
+//!   withdrawn prefix is not retracted and neighbors keep using it until it expires (16 s
+//!   here). A metric change goes through a correct path, so an export is withdrawn in two
+//!   steps: its import-table route moves to protocol [`PROTO_WITHDRAWN`], which is announced
+//!   with metric 65534 (infinite after any hop), and is deleted a few update intervals later;
 //! - `skip-kernel-setup true`: otherwise babeld sets forwarding, `rp_filter` and redirect
 //!   sysctls at start and restores them at a clean exit (not after kill -9); the daemon owns
 //!   the forwarding switches instead.
@@ -34,6 +40,13 @@ pub const IDLE_INTERFACE: &str = "tollway:idle";
 /// max(its claim, 256) × max(our rxcost, 256) / 256, so below 256 the neighbor's claim alone
 /// would decide.
 pub const MIN_RXCOST: u16 = 256;
+
+/// The protocol number of an import-table route being withdrawn: announced with metric
+/// 65534, which every neighbor reads as unreachable (see the module notes).
+pub const PROTO_WITHDRAWN: u8 = 252;
+/// The metric babeld gives routes of [`PROTO_WITHDRAWN`]: the largest finite one, so the
+/// change is announced as an update, not handled as a removal.
+pub const WITHDRAWN_METRIC: u16 = 65534;
 
 /// A babel router-id: 8 bytes, written as a modified EUI-64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,6 +199,7 @@ pub fn render_config(s: &BabelSettings) -> String {
     }
     let _ = writeln!(c, "redistribute local deny");
     let _ = writeln!(c, "redistribute proto {PROTO_TOLLWAY} allow");
+    let _ = writeln!(c, "redistribute proto {PROTO_WITHDRAWN} metric {WITHDRAWN_METRIC}");
     let _ = writeln!(c, "redistribute deny");
     let _ = writeln!(c, "install pref-src {}", s.mesh_ipv6);
     if let Some(v4) = s.mesh_ipv4 {
@@ -249,6 +263,7 @@ mod tests {
                 "redistribute local ip 100.64.1.2/32 allow",
                 "redistribute local deny",
                 "redistribute proto 251 allow",
+                "redistribute proto 252 metric 65534",
                 "redistribute deny",
                 "install pref-src fd12:3456::1",
                 "install pref-src 100.64.1.2",

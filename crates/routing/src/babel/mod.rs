@@ -8,9 +8,10 @@
 //! - [`Router::apply`]: add the plan's tunnels over the socket (every parameter spelled out),
 //!   flush the ones that left it, flush and re-add one whose cost changed (babeld reads an
 //!   interface's parameters only when it comes up); write the plan's exports into the import
-//!   table as blackhole routes of protocol 251, which babeld announces.
+//!   table as blackhole routes of protocol 251, which babeld announces; withdraw one in two
+//!   steps (announced unreachable first, deleted later: see [`config`] for why).
 //! - [`Router::tick`]: if babeld died, delete what it left in the kernel and start it again at
-//!   once (then with a growing delay if it keeps dying), and add the plan's tunnels; every
+//!   once (a start that fails is retried after a growing delay), and add the plan's tunnels; every
 //!   [`RECONCILE_EVERY`] ticks compare babeld's interfaces (`dump`) and the import table with
 //!   the plan and fix the differences.
 //! - [`Router::shutdown`]: SIGTERM (babeld withdraws its routes and retracts them from its
@@ -48,11 +49,11 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long babeld may take to exit after SIGTERM (it sleeps about 20 ms per interface).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a withdrawn export is announced as unreachable before it is deleted.
+pub const WITHDRAW_HOLD: Duration = Duration::from_secs(1);
 /// Ticks between two full reconciliations.
 pub const RECONCILE_EVERY: u32 = 10;
-/// A babeld that ran this long is healthy: the restart delay starts over.
-const HEALTHY_AFTER: Duration = Duration::from_secs(30);
-/// The longest wait before another restart of a babeld that keeps dying.
+/// The longest wait before another attempt to start a babeld that fails to start.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 
 /// The running babeld.
@@ -71,11 +72,13 @@ pub struct BabelRouter {
     /// The plan's tunnels and exports.
     neighbors: BTreeMap<IfName, LinkCost>,
     exports: BTreeSet<IpNet>,
+    /// Exports being withdrawn (announced as unreachable) since when.
+    withdrawing: BTreeMap<IpNet, Instant>,
     ticks: u32,
     /// babeld starts since this router was made (the first included).
     starts: u32,
-    /// Deaths in a row of a babeld that had not run [`HEALTHY_AFTER`].
-    quick_deaths: u32,
+    /// Failed starts in a row (they delay the next attempt).
+    failed_starts: u32,
     next_start: Instant,
     stopped: bool,
 }
@@ -126,9 +129,10 @@ impl BabelRouter {
             running: None,
             neighbors: BTreeMap::new(),
             exports: BTreeSet::new(),
+            withdrawing: BTreeMap::new(),
             ticks: 0,
             starts: 0,
-            quick_deaths: 0,
+            failed_starts: 0,
             next_start: Instant::now(),
             stopped: false,
         };
@@ -273,7 +277,7 @@ impl BabelRouter {
             warn!(want = %s.router_id, got = ?banner.my_id, "babeld reports another router-id");
         }
         self.running = Some(Running { child, started, client: Some(client), interfaces: BTreeMap::new() });
-        self.push_interfaces()
+        Ok(())
     }
 
     /// One request to the running babeld, reconnecting if needed. A broken connection is
@@ -354,34 +358,83 @@ impl BabelRouter {
     }
 
     /// Make the import table hold exactly the plan's exports (blackhole routes of protocol
-    /// 251: nothing looks the table up; babeld announces what it finds there).
+    /// 251: nothing looks the table up; babeld announces what it finds there). An export that
+    /// left the plan is first moved to [`config::PROTO_WITHDRAWN`] (announced as unreachable),
+    /// and deleted [`BabelRouter::withdraw_hold`] later: babeld 1.12.1 does not retract a
+    /// prefix whose route is simply deleted.
     fn sync_exports(&mut self) -> Result<(), RoutingError> {
+        let announcing = self.running.is_some();
+        self.sync_exports_at(announcing, Instant::now())
+    }
+
+    /// [`BabelRouter::sync_exports`] with babeld's state and the time given: withdrawals go
+    /// through [`config::PROTO_WITHDRAWN`] only while babeld runs to announce them.
+    fn sync_exports_at(&mut self, announcing: bool, now: Instant) -> Result<(), RoutingError> {
         let table = self.settings.import_table;
-        let marker = |dst: IpNet| TableRoute {
+        let marker = |dst: IpNet, protocol: u8| TableRoute {
             dst,
             table,
-            protocol: PROTO_TOLLWAY,
+            protocol,
             target: RouteTarget::Blackhole,
             pref_src: None,
             metric: 0,
         };
-        let present = self.kernel.list(table, Some(PROTO_TOLLWAY))?;
+        let present: Vec<TableRoute> = self
+            .kernel
+            .list(table, None)?
+            .into_iter()
+            .filter(|r| r.protocol == PROTO_TOLLWAY || r.protocol == config::PROTO_WITHDRAWN)
+            .collect();
+        let hold = self.withdraw_hold();
         let mut errors = Vec::new();
+        let mut kept = BTreeSet::new();
         for route in &present {
-            if !(route.target == RouteTarget::Blackhole && self.exports.contains(&route.dst)) {
-                if let Err(e) = self.kernel.delete(route) {
-                    errors.push(e.into());
+            let wanted = self.exports.contains(&route.dst) && route.target == RouteTarget::Blackhole;
+            let result = match (route.protocol == PROTO_TOLLWAY, wanted) {
+                (true, true) => {
+                    kept.insert(route.dst);
+                    Ok(())
                 }
+                (false, true) => {
+                    self.withdrawing.remove(&route.dst);
+                    kept.insert(route.dst);
+                    self.kernel.replace(&marker(route.dst, PROTO_TOLLWAY))
+                }
+                (true, false) if announcing && route.target == RouteTarget::Blackhole => {
+                    info!(prefix = %route.dst, "babel: withdrawing export");
+                    self.withdrawing.insert(route.dst, now);
+                    self.kernel.replace(&marker(route.dst, config::PROTO_WITHDRAWN))
+                }
+                (false, false) if announcing && self.withdrawing.get(&route.dst).is_some_and(|t| now < *t + hold) => {
+                    Ok(())
+                }
+                _ => {
+                    self.withdrawing.remove(&route.dst);
+                    self.kernel.delete(route)
+                }
+            };
+            if let Err(e) = result {
+                errors.push(e.into());
             }
         }
+        self.withdrawing.retain(|dst, _| present.iter().any(|r| r.dst == *dst));
         for dst in &self.exports {
-            if !present.iter().any(|r| r.dst == *dst && r.target == RouteTarget::Blackhole) {
-                if let Err(e) = self.kernel.replace(&marker(*dst)) {
+            if !kept.contains(dst) {
+                if let Err(e) = self.kernel.replace(&marker(*dst, PROTO_TOLLWAY)) {
                     errors.push(e.into());
                 }
             }
         }
         combine(errors)
+    }
+
+    /// How long a withdrawn export is announced as unreachable before its route is deleted.
+    /// babeld sends the change at once (within half a hello interval); until the route is
+    /// deleted this node will not install a neighbor's route to the same prefix (its own
+    /// announcement wins), so the hold is short: a node whose uplink failed falls back to
+    /// another's default after the hold, the next tick and that neighbor's next full update.
+    pub fn withdraw_hold(&self) -> Duration {
+        WITHDRAW_HOLD
     }
 
     /// Compare babeld's interfaces with what we told it (someone else may have used the
@@ -428,17 +481,9 @@ impl BabelRouter {
         let lived = run.started.elapsed();
         warn!(pid = run.child.id(), %status, lived_ms = lived.as_millis() as u64, "babeld died; restarting it");
         self.running = None;
-        if lived < HEALTHY_AFTER {
-            self.quick_deaths += 1;
-        } else {
-            self.quick_deaths = 0;
-        }
-        // The first restart is immediate; a babeld that keeps dying waits 1, 2, 4… 30 s.
-        let delay = match self.quick_deaths {
-            0 | 1 => Duration::ZERO,
-            n => Duration::from_secs(1u64 << (n - 2).min(5)).min(MAX_RESTART_DELAY),
-        };
-        self.next_start = Instant::now() + delay;
+        // A babeld that had started is restarted at once, however often it dies (at most once
+        // a tick): routing is down until it runs.
+        self.next_start = Instant::now();
         true
     }
 }
@@ -472,26 +517,25 @@ impl Router for BabelRouter {
                 return Ok(());
             }
             if let Err(e) = self.spawn() {
-                // A failed start counts as a quick death for the next delay.
-                self.running = None;
-                self.quick_deaths += 1;
-                let delay = Duration::from_secs(1u64 << self.quick_deaths.saturating_sub(1).min(5));
+                // A start that fails (babeld exits during start-up, never opens its socket)
+                // is retried after 1, 2, 4… 30 s.
+                self.failed_starts += 1;
+                let delay = Duration::from_secs(1u64 << (self.failed_starts - 1).min(5));
                 self.next_start = Instant::now() + delay.min(MAX_RESTART_DELAY);
                 return Err(e);
             }
-            return self.sync_exports();
-        }
-        if let Some(run) = &self.running {
-            if run.started.elapsed() >= HEALTHY_AFTER {
-                self.quick_deaths = 0;
-            }
+            self.failed_starts = 0;
+            let interfaces = self.push_interfaces();
+            let exports = self.sync_exports();
+            return combine(interfaces.err().into_iter().chain(exports.err()).collect());
         }
         self.ticks = self.ticks.wrapping_add(1);
         if self.ticks.is_multiple_of(RECONCILE_EVERY) {
-            self.reconcile()
-        } else {
-            self.push_interfaces()
+            return self.reconcile();
         }
+        let interfaces = self.push_interfaces();
+        let exports = if self.withdrawing.is_empty() { Ok(()) } else { self.sync_exports() };
+        combine(interfaces.err().into_iter().chain(exports.err()).collect())
     }
 
     fn routes(&mut self) -> Result<Vec<RouteEntry>, RoutingError> {
@@ -615,4 +659,124 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RoutingError> {
     let tmp: PathBuf = path.with_extension("tmp");
     fs::write(&tmp, bytes).map_err(file_err("writing", &tmp))?;
     fs::rename(&tmp, path).map_err(file_err("renaming into place", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollway_kernel::fake::FakeRoutes;
+
+    /// A router that never started babeld, on a fake kernel.
+    fn idle_router(kernel: FakeRoutes) -> BabelRouter {
+        let settings = BabelSettings::new(
+            PathBuf::from("/nonexistent"),
+            RouterId([2, 0, 0, 0, 0, 0, 0, 1]),
+            "fd00::1".parse().unwrap(),
+            Some("100.64.0.1".parse().unwrap()),
+        );
+        BabelRouter {
+            settings,
+            kernel: Box::new(kernel),
+            running: None,
+            neighbors: BTreeMap::new(),
+            exports: BTreeSet::new(),
+            withdrawing: BTreeMap::new(),
+            ticks: 0,
+            starts: 0,
+            failed_starts: 0,
+            next_start: Instant::now(),
+            stopped: true,
+        }
+    }
+
+    fn import_table(k: &FakeRoutes) -> Vec<(String, u8)> {
+        let mut v: Vec<_> =
+            k.routes().iter().filter(|r| r.table == 75).map(|r| (r.dst.to_string(), r.protocol)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn exports_are_announced_then_withdrawn_through_an_infinite_metric_then_deleted() {
+        let k = FakeRoutes::new();
+        let mut r = idle_router(k.clone());
+        let t0 = Instant::now();
+        let default4: IpNet = "0.0.0.0/0".parse().unwrap();
+        let lan: IpNet = "10.1.2.0/24".parse().unwrap();
+        r.exports = [default4, lan].into();
+        r.sync_exports_at(true, t0).unwrap();
+        assert_eq!(import_table(&k), vec![("0.0.0.0/0".into(), 251), ("10.1.2.0/24".into(), 251)]);
+        assert!(k.routes().iter().all(|r| r.target == RouteTarget::Blackhole && r.metric == 0));
+
+        // The uplink fails: the default is withdrawn, first as an unreachable announcement.
+        r.exports = [lan].into();
+        r.sync_exports_at(true, t0).unwrap();
+        assert_eq!(import_table(&k), vec![("0.0.0.0/0".into(), 252), ("10.1.2.0/24".into(), 251)]);
+        // Kept through the hold, deleted after it.
+        r.sync_exports_at(true, t0 + WITHDRAW_HOLD / 2).unwrap();
+        assert_eq!(import_table(&k).len(), 2);
+        r.sync_exports_at(true, t0 + WITHDRAW_HOLD).unwrap();
+        assert_eq!(import_table(&k), vec![("10.1.2.0/24".into(), 251)]);
+        assert!(r.withdrawing.is_empty());
+
+        // Withdrawn, then back before the hold ends: announced again at once.
+        r.exports = BTreeSet::new();
+        r.sync_exports_at(true, t0).unwrap();
+        assert_eq!(import_table(&k), vec![("10.1.2.0/24".into(), 252)]);
+        r.exports = [lan].into();
+        r.sync_exports_at(true, t0).unwrap();
+        assert_eq!(import_table(&k), vec![("10.1.2.0/24".into(), 251)]);
+        assert!(r.withdrawing.is_empty());
+
+        // Without a running babeld nothing is announced: withdrawal deletes at once, and a
+        // leftover withdrawn route from an earlier run goes too.
+        r.exports = BTreeSet::new();
+        r.sync_exports_at(false, t0).unwrap();
+        assert!(import_table(&k).is_empty());
+        let mut kk = k.clone();
+        kk.replace(&TableRoute {
+            dst: lan,
+            table: 75,
+            protocol: config::PROTO_WITHDRAWN,
+            target: RouteTarget::Blackhole,
+            pref_src: None,
+            metric: 0,
+        })
+        .unwrap();
+        r.sync_exports_at(true, t0).unwrap();
+        assert!(import_table(&k).is_empty(), "a withdrawn route not ours to hold is deleted");
+    }
+
+    #[test]
+    fn only_our_protocols_in_the_import_table_are_touched_and_prefixes_are_normalised() {
+        let k = FakeRoutes::new();
+        let mut kk = k.clone();
+        let foreign = TableRoute {
+            dst: "192.0.2.0/24".parse().unwrap(),
+            table: 75,
+            protocol: 4,
+            target: RouteTarget::Blackhole,
+            pref_src: None,
+            metric: 0,
+        };
+        kk.replace(&foreign).unwrap();
+        let mut r = idle_router(k.clone());
+        let plan = RoutingPlan { neighbors: vec![], exports: vec!["10.1.2.3/24".parse().unwrap()] };
+        r.apply(&plan).unwrap();
+        assert_eq!(import_table(&k), vec![("10.1.2.0/24".into(), 251), ("192.0.2.0/24".into(), 4)]);
+        r.apply(&RoutingPlan::default()).unwrap();
+        assert_eq!(import_table(&k), vec![("192.0.2.0/24".into(), 4)]);
+    }
+
+    #[test]
+    fn kernel_failures_are_reported_with_the_route() {
+        let k = FakeRoutes::new();
+        let mut r = idle_router(k.clone());
+        k.fail_next(1);
+        let err = r.apply(&RoutingPlan { neighbors: vec![], exports: vec!["::/0".parse().unwrap()] }).unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        // The next apply (or tick) puts it right.
+        r.apply(&RoutingPlan { neighbors: vec![], exports: vec!["::/0".parse().unwrap()] }).unwrap();
+        assert_eq!(import_table(&k), vec![("::/0".into(), 251)]);
+    }
 }
