@@ -236,7 +236,7 @@ fn up_builds_namespaces_veths_shaping_and_daemons_and_down_removes_them() {
     let code = tollway_lab::run(
         tollway_lab::LabCommand::Exec {
             name: Some(name.clone()),
-            node: "c".into(),
+            target: vec!["c".into()],
             command: vec!["sh".into(), "-c".into(), "ip -j link show v-b >/dev/null && exit 7".into()],
         },
         Path::new("/nonexistent"),
