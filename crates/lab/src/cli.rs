@@ -55,8 +55,11 @@ pub enum LabCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run a command inside a node's namespace, or a host's (`internet`, `<node>-lan`); its
-    /// exit code is returned. `tollway lab exec [LAB] TARGET -- COMMAND...`
+    /// Run a command inside a node's or a host's namespace; its exit code is returned.
+    ///
+    /// TARGET is a node, `internet` or `<node>-lan`. Inside a node, `tollway` client commands
+    /// talk to that node's daemon (TOLLWAY_SOCKET is set).
+    #[command(override_usage = "tollway lab exec [--name LAB] [LAB] TARGET -- COMMAND...")]
     Exec {
         /// Lab name (default: the only running lab); may instead come first among the
         /// positional arguments.
@@ -81,8 +84,9 @@ pub enum LabCommand {
         /// The other end.
         b: String,
     },
-    /// Restart a node's daemon (SIGTERM, then SIGKILL after 5 s; or SIGKILL at once with
-    /// --kill) with the same config and data dir.
+    /// Restart a node's daemon with the same config and data dir.
+    ///
+    /// SIGTERM, then SIGKILL if it has not exited after 5 s; with --kill, SIGKILL at once.
     Restart {
         /// Lab name (default: the only running lab).
         #[arg(long, value_parser = parse_lab_name)]
@@ -306,7 +310,11 @@ fn daemon_word(r: &NodeReport) -> String {
 
 /// The human table of `lab status`.
 pub fn status_table(lab: &Lab, reports: &[NodeReport], links: &[LinkReport]) -> String {
-    let mut out = format!("lab {} ({} nodes, {} links)\n", lab.name(), lab.nodes().len(), lab.links().len());
+    let hosts = match lab.hosts().len() {
+        0 => String::new(),
+        n => format!(", {n} hosts"),
+    };
+    let mut out = format!("lab {} ({} nodes, {} links{hosts})\n", lab.name(), lab.nodes().len(), lab.links().len());
     let mut rows =
         vec![["NODE", "NAMESPACE", "PID", "DAEMON", "NODE ID", "MESH IP", "TUNNELS"].map(String::from).to_vec()];
     for r in reports {

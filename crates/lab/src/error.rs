@@ -36,7 +36,7 @@ pub enum LinkError {
     #[error("lab {lab} has no link between {a} and {b} (its links: {links})")]
     NoSuchLink { lab: LabName, a: String, b: String, links: String },
     #[error("lab {lab}: setting link {a}–{b} {word}: {source}", word = if *.up { "up" } else { "down" })]
-    Network { lab: LabName, a: String, b: String, up: bool, source: NetError },
+    Network { lab: LabName, a: String, b: String, up: bool, source: Box<NetError> },
     #[error(transparent)]
     State(#[from] StateError),
 }

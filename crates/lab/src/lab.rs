@@ -452,7 +452,8 @@ impl Lab {
             })
             .collect();
         let lab = self.state.name.clone();
-        let network = |source| LinkError::Network { lab: lab.clone(), a: a.into(), b: b.into(), up, source };
+        let network =
+            |source| LinkError::Network { lab: lab.clone(), a: a.into(), b: b.into(), up, source: Box::new(source) };
         netns::set_links(&changes, up).map_err(network)?;
         self.update(|s| match (node_link, host_link) {
             (Some(i), _) => s.links[i].down = !up,
