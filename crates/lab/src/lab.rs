@@ -416,54 +416,63 @@ impl Lab {
     /// Take the link between `a` and `b` (two nodes, or a node and a host, in either order)
     /// down or up: both ends of the veth, administratively, checked with `ip -j` afterwards.
     /// Bringing an uplink or LAN link up puts back the default routes the kernel deleted when
-    /// it went down. Recorded in state.json (`lab status` shows it; a later `lab up` of the
-    /// same state would leave it down).
+    /// it went down. Recorded in state.json; `lab status` shows it.
     pub fn set_link(&mut self, a: &str, b: &str, up: bool) -> Result<(), LinkError> {
         for name in [a, b] {
             if self.state.namespace_of(name).is_none() {
                 return Err(self.unknown_target(name).into());
             }
         }
+        enum Which {
+            Mesh(usize),
+            Host(usize),
+        }
         let pair = |x: &str, y: &str| (x == a && y == b) || (x == b && y == a);
-        let node_link = self.state.links.iter().position(|l| pair(l.a.as_str(), l.b.as_str()));
-        let host_link = self.state.host_links.iter().position(|l| pair(l.node.as_str(), &l.host));
-        let ends: [(String, String); 2] = match (node_link, host_link) {
-            (Some(i), _) => {
+        let which = match self.state.links.iter().position(|l| pair(l.a.as_str(), l.b.as_str())) {
+            Some(i) => Which::Mesh(i),
+            None => match self.state.host_links.iter().position(|l| pair(l.node.as_str(), &l.host)) {
+                Some(i) => Which::Host(i),
+                None => {
+                    let links = (self.state.links.iter().map(|l| format!("{}–{}", l.a, l.b)))
+                        .chain(self.state.host_links.iter().map(|l| format!("{}–{}", l.node, l.host)))
+                        .collect::<Vec<_>>();
+                    let links = if links.is_empty() { "none".to_owned() } else { links.join(", ") };
+                    let lab = self.state.name.clone();
+                    return Err(LinkError::NoSuchLink { lab, a: a.into(), b: b.into(), links });
+                }
+            },
+        };
+        let ends: [(&str, &str); 2] = match which {
+            Which::Mesh(i) => {
                 let l = &self.state.links[i];
-                [(l.a.to_string(), l.a_interface.clone()), (l.b.to_string(), l.b_interface.clone())]
+                [(l.a.as_str(), &l.a_interface), (l.b.as_str(), &l.b_interface)]
             }
-            (None, Some(i)) => {
+            Which::Host(i) => {
                 let l = &self.state.host_links[i];
-                [(l.node.to_string(), l.node_interface.clone()), (l.host.clone(), l.host_interface.clone())]
-            }
-            (None, None) => {
-                let links = (self.state.links.iter().map(|l| format!("{}–{}", l.a, l.b)))
-                    .chain(self.state.host_links.iter().map(|l| format!("{}–{}", l.node, l.host)))
-                    .collect::<Vec<_>>();
-                let links = if links.is_empty() { "none".to_owned() } else { links.join(", ") };
-                return Err(LinkError::NoSuchLink { lab: self.state.name.clone(), a: a.into(), b: b.into(), links });
+                [(l.node.as_str(), &l.node_interface), (&l.host, &l.host_interface)]
             }
         };
         let changes: Vec<(String, Vec<String>)> = ends
             .iter()
-            .map(|(name, iface)| {
-                let ns = self.state.namespace_of(name).expect("link ends are nodes or hosts");
-                (ns.to_owned(), vec![iface.clone()])
-            })
+            .filter_map(|(name, iface)| Some((self.state.namespace_of(name)?.to_owned(), vec![iface.to_string()])))
             .collect();
         let lab = self.state.name.clone();
         let network =
             |source| LinkError::Network { lab: lab.clone(), a: a.into(), b: b.into(), up, source: Box::new(source) };
         netns::set_links(&changes, up).map_err(network)?;
-        self.update(|s| match (node_link, host_link) {
-            (Some(i), _) => s.links[i].down = !up,
-            (None, Some(i)) => s.host_links[i].down = !up,
-            (None, None) => unreachable!("handled above"),
+        self.update(|s| {
+            let down = match which {
+                Which::Mesh(i) => s.links.get_mut(i).map(|l| &mut l.down),
+                Which::Host(i) => s.host_links.get_mut(i).map(|l| &mut l.down),
+            };
+            if let Some(d) = down {
+                *d = !up;
+            }
         })?;
-        if up && host_link.is_some() {
+        if up && matches!(which, Which::Host(_)) {
             let namespaces: Vec<&String> = changes.iter().map(|(ns, _)| ns).collect();
-            for setup in crate::up::namespace_setups(&self.state).iter().filter(|s| namespaces.contains(&&s.namespace))
-            {
+            let setups = crate::up::namespace_setups(&self.state);
+            for setup in setups.iter().filter(|s| namespaces.contains(&&s.namespace)) {
                 let routes = setup.route_batch();
                 if !routes.is_empty() {
                     crate::command::run(&["ip", "-n", &setup.namespace, "-batch", "-"], Some(&routes))

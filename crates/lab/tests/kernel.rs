@@ -733,8 +733,10 @@ fn down_removes_host_namespaces_their_veths_and_processes() {
             })
             .collect()
     };
-    let started = in_hosts();
+    let mut started = in_hosts();
     assert_eq!(started.len(), 2, "one sleep in each host");
+    started.extend(lab.nodes().iter().filter_map(|n| n.pid));
+    assert_eq!(started.len(), 5, "and a daemon per node");
 
     let report = lab.down().unwrap();
     let mut others: Vec<(String, String)> =
