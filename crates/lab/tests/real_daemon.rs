@@ -30,16 +30,9 @@ impl Drop for Guard {
     }
 }
 
-/// The shipped chain3, without its uplink and LAN while the daemon does not yet accept the
-/// `[uplink]` and `[lan]` sections the lab generates for them (issue 8: the daemon's routing
-/// work adds them; then drop this and use the file as it is).
-fn chain3_without_hosts() -> Topology {
-    let mut t = Topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab/chain3.toml")).unwrap();
-    for n in &mut t.nodes {
-        n.uplink = false;
-        n.lan = false;
-    }
-    t
+/// The shipped chain3, with its uplink on a and its LAN on c.
+fn chain3() -> Topology {
+    Topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab/chain3.toml")).unwrap()
 }
 
 #[test]
@@ -47,7 +40,7 @@ fn chain3_comes_up_and_a_restarted_daemon_comes_back_with_the_same_id() {
     let Some(bin) = daemon_binary() else { return };
     let name: LabName = format!("tr{}", std::process::id() % 10_000_000).parse().unwrap();
     let _guard = Guard(name.clone());
-    let t = chain3_without_hosts();
+    let t = chain3();
     let opts = UpOptions { wait: Some(Duration::from_secs(30)), ..UpOptions::new(DaemonCommand::tollway(&bin)) };
     let started = Instant::now();
     let lab = Lab::up(&name, &t, &opts).unwrap_or_else(|e| panic!("{e}"));
