@@ -424,8 +424,10 @@ fn a_flood_claiming_a_connected_neighbors_id_costs_bounded_cpu_and_leaves_it_con
     // Signature checks of a's id stay within its budget: 6 per announce interval (1 s in the lab).
     let checked = delta("bad signature");
     assert!(checked as f64 <= 6.0 * (wall + 3.0) + 6.0, "{checked} signature checks of forgeries");
-    // The daemon's CPU stays bounded: it reads at most 1,000 datagrams a second on the link and
-    // checks at most 6 signatures a second for a's id; without the bounds it checks every
-    // forgery's signature (~20,000 Ed25519 verifications a second: more than a core).
-    assert!(cpu < 0.25 * wall, "b used {cpu:.2} s of CPU in {wall:.1} s");
+    // The daemon's CPU stays bounded whatever the flood's rate: it reads at most 1,000
+    // datagrams a second on the link (~10 µs of daemon CPU each: 1% of a core) and checks at
+    // most 6 signatures a second of a's id. 10% of a core leaves a tenfold margin for a loaded
+    // machine. Measured (see BENCHMARKS.md): 0.8% with the bounds; 16% with the budgets but
+    // without the read bound; 48% (and 107,000 checks) with neither.
+    assert!(cpu < 0.10 * wall, "b used {cpu:.2} s of CPU in {wall:.1} s");
 }
