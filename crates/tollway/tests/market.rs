@@ -658,6 +658,7 @@ b = "b"
     // lost), and the two ledgers agree again exactly (nothing paid twice).
     drop(b);
     lab.start_daemon("b").unwrap();
+    wait_for(Duration::from_secs(30), "b's API after the restart", || try_status(&lab, "b"));
     wait_agreed(&lab, "a", "b");
     let restarted = units(&nb(&lab, "b", "a").paid_total);
     assert!(restarted >= stored, "b's paid total starts from its stored note: {restarted} < {stored}");
