@@ -266,7 +266,7 @@ fn cpu_secs(pid: u32) -> f64 {
     // The fields after the command name (which is in parentheses and may contain spaces).
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap(); // utime, stime
-    // SAFETY: sysconf has no preconditions.
+                                                                                              // SAFETY: sysconf has no preconditions.
     ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
@@ -283,8 +283,11 @@ fn capture_discovery(ns: &str, iface: &str, wait: Duration, want: usize) -> Vec<
         let c = std::ffi::CString::new(iface.clone()).unwrap();
         // SAFETY: valid C string.
         let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        s.bind(&std::net::SocketAddr::from(std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, 7477, 0, 0)).into())
-            .unwrap();
+        s.bind(
+            &std::net::SocketAddr::from(std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, 7477, 0, 0))
+                .into(),
+        )
+        .unwrap();
         s.join_multicast_v6(&tollway_core::DISCOVERY_GROUP, idx).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let socket: std::net::UdpSocket = s.into();
@@ -329,12 +332,8 @@ fn a_flood_claiming_a_connected_neighbors_id_costs_bounded_cpu_and_leaves_it_con
     let ahead = unix_ms() + 120_000;
     let forged: Vec<Vec<u8>> = (0..2000u64)
         .map(|i| {
-            Discovery::Announce(Announce {
-                node: a_node,
-                wg_key: tollway_core::WgPublicKey(a_wg),
-                unix_ms: ahead + i,
-            })
-            .encode_signed(&mallory)
+            Discovery::Announce(Announce { node: a_node, wg_key: tollway_core::WgPublicKey(a_wg), unix_ms: ahead + i })
+                .encode_signed(&mallory)
         })
         .collect();
 

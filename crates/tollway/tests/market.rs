@@ -532,7 +532,8 @@ impl SmallFs {
             .map(|e| (e.file_name(), std::fs::read(e.path()).unwrap(), e.metadata().unwrap().permissions().mode()))
             .collect();
         let opts = format!("size={size},mode=0700");
-        let out = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &opts, "tollway-test"]).arg(dir).output();
+        let out =
+            std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &opts, "tollway-test"]).arg(dir).output();
         let out = out.expect("run mount");
         assert!(out.status.success(), "mount tmpfs on {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
         let fs = SmallFs { dir: dir.to_owned() };
@@ -613,7 +614,8 @@ b = "b"
     let log = std::fs::File::create(&log_path).unwrap();
     let bin = tollway_bin();
     let argv = [bin.as_os_str(), "daemon".as_ref(), "--config".as_ref(), rec.config_path.as_os_str()];
-    let mut b = Started(lab.command_in("b", &argv).unwrap().stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
+    let mut b =
+        Started(lab.command_in("b", &argv).unwrap().stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
     wait_for(Duration::from_secs(30), "b back and agreed with a", || {
         if let Some(code) = b.0.try_wait().unwrap() {
             panic!("b exited ({code}): {}", std::fs::read_to_string(&log_path).unwrap_or_default());
