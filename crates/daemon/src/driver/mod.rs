@@ -276,14 +276,9 @@ impl Driver {
         );
         // Dropping the senders ends each session once what was queued before is written.
         self.sessions.clear();
-        let mut tunnels: Vec<IfName> = self.desired.drain().map(|(ifname, _)| ifname).collect();
-        tunnels.extend(self.node.neighbors().map(|n| n.ifname.clone()));
-        tunnels.sort();
-        tunnels.dedup();
-        for ifname in tunnels {
-            if let Err(e) = self.k.tunnels.remove(&ifname) {
-                tracing::warn!(%ifname, error = %e, "removing tunnel failed");
-            }
+        self.desired.clear();
+        if let Err(e) = self.remove_own_tunnels("(stopping: the ledger cannot be written)") {
+            tracing::warn!(error = %e, "removing tunnels failed");
         }
         if let Err(e) = self.k.shaper.remove_all() {
             tracing::warn!(error = %e, "removing shaping failed");
