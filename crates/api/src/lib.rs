@@ -194,7 +194,8 @@ pub struct PriceRow {
 pub struct Status {
     pub node: NodeStatus,
     pub neighbors: Vec<NeighborStatus>,
-    /// Discovery messages ignored since start, by reason.
+    /// Discovery messages ignored since start, by reason (`driver queue full`: dropped before
+    /// they were looked at, because the driver had too many waiting).
     pub discovery_rejected: std::collections::BTreeMap<String, u64>,
 }
 

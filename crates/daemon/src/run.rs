@@ -2,7 +2,7 @@
 //! the driver thread, signals.
 
 use crate::config::{Backend, Config};
-use crate::driver::{Backends, Clock, Driver, Input};
+use crate::driver::{Backends, Clock, Driver, Input, Io};
 use crate::{api, net, storage};
 use anyhow::Context;
 use std::collections::HashMap;
@@ -33,6 +33,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 
     let (to_driver, inputs) = std::sync::mpsc::channel::<Input>();
     let mut discovery = HashMap::new();
+    let discovery_queue = net::discovery::DiscoveryQueue::new(net::discovery::DISCOVERY_QUEUE);
     let clock = Clock::new();
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
@@ -42,7 +43,13 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         for iface in cfg.interface_names() {
             let (tx, rx) = unbounded_channel();
             discovery.insert(iface.clone(), tx);
-            tokio::spawn(net::discovery::run(iface, cfg.discovery.port, to_driver.clone(), rx));
+            tokio::spawn(net::discovery::run(
+                iface,
+                cfg.discovery.port,
+                to_driver.clone(),
+                discovery_queue.clone(),
+                rx,
+            ));
         }
         runtime
             .block_on(net::control::listen(cfg.control.port, to_driver.clone()))
@@ -61,23 +68,22 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         });
     }
 
-    let mut driver = Driver::new(
-        node,
-        clock,
-        backends,
-        cfg.market.currency(),
-        cfg.control.port,
+    let io = Io {
         discovery,
-        to_driver.clone(),
-        runtime.handle().clone(),
-    );
+        discovery_queue,
+        sessions: Box::new(net::control::TokioSessions {
+            runtime: runtime.handle().clone(),
+            to_driver: to_driver.clone(),
+        }),
+    };
+    let mut driver = Driver::new(node, clock, backends, io, cfg.market.currency(), cfg.control.port);
     driver.prepare().map_err(anyhow::Error::msg).context("restoring the ledger and preparing the kernel state")?;
     tracing::info!(backend = driver.tunnel_backend(), "ready");
     let handle = std::thread::Builder::new()
         .name("tollway-driver".into())
         .spawn(move || {
             driver.run(inputs);
-            driver.fatal().map(str::to_owned)
+            driver.fatal().map(|stop| stop.to_string())
         })
         .context("starting the driver thread")?;
     drop(to_driver);
@@ -154,5 +160,5 @@ fn open_backends(cfg: &Config, id: &NodeId) -> anyhow::Result<Backends> {
             tracing::warn!("market.traffic_control = false: no traffic is counted, billed, throttled or shaped");
             (Box::new(tollway_traffic::NoopFirewall), Box::new(tollway_traffic::NoopShaper))
         };
-    Ok(Backends { tunnels, links, firewall, shaper, store })
+    Ok(Backends { tunnels, links, firewall, shaper, store: Box::new(store) })
 }

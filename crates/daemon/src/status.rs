@@ -4,6 +4,10 @@ use crate::driver::Driver;
 use tollway_api::{MarketStatus, NeighborStatus, NodeStatus, Status};
 use tollway_core::market::{BidPolicy, EnforcementPolicy, OurBid, TheirBid};
 
+/// The reject reason under which `discovery_rejected` counts datagrams dropped because the
+/// driver's discovery queue was full.
+pub const DRIVER_QUEUE_FULL: &str = "driver queue full";
+
 pub fn build(d: &Driver) -> Status {
     let node = d.node();
     let uptime = d.started.elapsed();
@@ -91,6 +95,15 @@ pub fn build(d: &Driver) -> Status {
                 }
             })
             .collect(),
-        discovery_rejected: node.reject_counts().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        discovery_rejected: {
+            let mut r: std::collections::BTreeMap<String, u64> =
+                node.reject_counts().iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            // Dropped before the core saw them: the driver's queue was full.
+            let dropped = d.discovery_dropped();
+            if dropped > 0 {
+                r.insert(DRIVER_QUEUE_FULL.into(), dropped);
+            }
+            r
+        },
     }
 }

@@ -14,9 +14,10 @@
 //! ```
 
 use crate::daemon::DaemonCommand;
+use crate::hosts::{self, Cidr};
 use crate::lab::{Lab, NodeReport};
 use crate::names::LabName;
-use crate::state::DEFAULT_ROOT;
+use crate::state::{HostLinkKind, DEFAULT_ROOT};
 use crate::topology::Topology;
 use crate::tunnels::LinkReport;
 use crate::up::{UpOptions, DEFAULT_WAIT};
@@ -54,16 +55,47 @@ pub enum LabCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run a command inside a node's namespace; its exit code is returned.
+    /// Run a command inside a node's or a host's namespace; its exit code is returned.
+    ///
+    /// TARGET is a node, `internet` or `<node>-lan`. Inside a node, `tollway` client commands
+    /// talk to that node's daemon (TOLLWAY_SOCKET is set).
+    #[command(override_usage = "tollway lab exec [--name LAB] [LAB] TARGET -- COMMAND...")]
     Exec {
+        /// Lab name (default: the only running lab); may instead come first among the
+        /// positional arguments.
+        #[arg(long, value_parser = parse_lab_name)]
+        name: Option<LabName>,
+        /// `[LAB] TARGET`: optionally the lab's name, then a node, `internet` or `<node>-lan`.
+        #[arg(required = true, num_args = 1..=2, value_name = "TARGET")]
+        target: Vec<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Take the veth between two nodes, or a node and a host, down or up (both ends).
+    Link {
+        /// Lab name (default: the only running lab).
+        #[arg(long, value_parser = parse_lab_name)]
+        name: Option<LabName>,
+        /// `down` or `up`.
+        state: LinkState,
+        /// One end: a node, `internet` or `<node>-lan`.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Restart a node's daemon with the same config and data dir.
+    ///
+    /// SIGTERM, then SIGKILL if it has not exited after 5 s; with --kill, SIGKILL at once.
+    Restart {
         /// Lab name (default: the only running lab).
         #[arg(long, value_parser = parse_lab_name)]
         name: Option<LabName>,
         /// Node name.
         node: String,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "COMMAND")]
-        command: Vec<OsString>,
+        /// Stop the daemon with SIGKILL instead of SIGTERM (a crash, for recovery tests).
+        #[arg(long)]
+        kill: bool,
     },
     /// Stop the lab's daemons and anything else running in its namespaces, delete the
     /// namespaces and the lab's state. Safe to repeat.
@@ -74,8 +106,28 @@ pub enum LabCommand {
     },
 }
 
+/// `lab link down|up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LinkState {
+    Down,
+    Up,
+}
+
 fn parse_lab_name(s: &str) -> Result<LabName, String> {
     LabName::parse_as(s, "--name").map_err(|e| e.to_string())
+}
+
+/// The lab and target of `lab exec`: `[LAB] TARGET` and/or `--name LAB`.
+fn exec_target(name: Option<LabName>, mut target: Vec<String>) -> anyhow::Result<(Option<LabName>, String)> {
+    let t = target.pop().ok_or_else(|| anyhow::anyhow!("lab exec: name a node or host"))?;
+    let Some(first) = target.pop() else { return Ok((name, t)) };
+    let lab = LabName::parse_as(&first, "lab exec's LAB argument")?;
+    match name {
+        Some(n) if n != lab => {
+            anyhow::bail!("lab exec: the lab is given twice, as {lab} and as --name {n}")
+        }
+        _ => Ok((Some(lab), t)),
+    }
 }
 
 /// Run a `tollway lab` subcommand; `daemon_exe` is the `tollway` binary the daemons run as.
@@ -125,14 +177,38 @@ pub fn run(cmd: LabCommand, daemon_exe: &Path) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        LabCommand::Exec { name, node, command } => {
+        LabCommand::Exec { name, target, command } => {
+            let (name, target) = exec_target(name, target)?;
             let name = Lab::resolve_name(root, name.as_ref())?;
             let lab = Lab::load_in(root, &name)?;
             let status = lab
-                .command_in(&node, &command)?
+                .command_in(&target, &command)?
                 .status()
-                .with_context(|| format!("running {:?} in node {node}", command))?;
+                .with_context(|| format!("running {:?} in {target}", command))?;
             Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        }
+        LabCommand::Link { name, state, a, b } => {
+            let name = Lab::resolve_name(root, name.as_ref())?;
+            let mut lab = Lab::load_in(root, &name)?;
+            let up = state == LinkState::Up;
+            lab.set_link(&a, &b, up)?;
+            println!("lab {name}: link {a}–{b} is {}", if up { "up" } else { "down" });
+            Ok(0)
+        }
+        LabCommand::Restart { name, node, kill } => {
+            let name = Lab::resolve_name(root, name.as_ref())?;
+            let mut lab = Lab::load_in(root, &name)?;
+            let r = lab.restart_daemon(&node, kill)?;
+            match r.old {
+                Some(old) => println!(
+                    "lab {name}: node {node}'s daemon restarted: pid {} stopped{}, pid {} started",
+                    old.pid,
+                    if r.needed_sigkill { " with SIGKILL" } else { "" },
+                    r.new.pid
+                ),
+                None => println!("lab {name}: node {node}'s daemon was not running; started pid {}", r.new.pid),
+            }
+            Ok(0)
         }
         LabCommand::Down { name } => {
             let name = match Lab::resolve_name(root, name.as_ref()) {
@@ -164,8 +240,12 @@ pub fn run(cmd: LabCommand, daemon_exe: &Path) -> anyhow::Result<i32> {
 fn print_up_summary(lab: &mut Lab, no_wait: bool) {
     let name = lab.name().clone();
     let t = lab.up_timings().unwrap_or_default();
+    let hosts = match lab.hosts().len() {
+        0 => String::new(),
+        n => format!(", {n} hosts"),
+    };
     let mut line = format!(
-        "lab {name} is up: {} nodes, {} links (network {} ms, daemons {} ms",
+        "lab {name} is up: {} nodes, {} links{hosts} (network {} ms, daemons {} ms",
         lab.nodes().len(),
         lab.links().len(),
         t.network.as_millis(),
@@ -186,8 +266,25 @@ fn print_up_summary(lab: &mut Lab, no_wait: bool) {
         );
         println!("{}", line.trim_end());
     }
+    for h in lab.hosts() {
+        let addrs: Vec<String> = host_addresses(lab, &h.name).iter().map(ToString::to_string).collect();
+        println!("  {:<8} {:<20} host     {}", h.name, h.namespace, addrs.join(" "));
+    }
     println!("next:");
     println!("  tollway lab status --name {name}");
+    if let Some(l) = lab.host_links().iter().find(|l| l.kind == HostLinkKind::Uplink) {
+        println!(
+            "  tollway lab exec {name} {} -- ping -c 3 {}    # the internet host, from its uplink",
+            l.node,
+            hosts::INTERNET_IPV4
+        );
+    }
+    if let Some(l) = lab.host_links().iter().find(|l| l.kind == HostLinkKind::Lan) {
+        println!(
+            "  tollway lab exec {name} {} -- ping -c 3 {}    # the LAN host's gateway, {}",
+            l.host, l.node_ipv6.addr, l.node
+        );
+    }
     if let Some(l) = lab.links().first() {
         let target = lab.node(l.b.as_str()).ok().and_then(|b| b.mesh_ip.clone());
         match target {
@@ -213,7 +310,11 @@ fn daemon_word(r: &NodeReport) -> String {
 
 /// The human table of `lab status`.
 pub fn status_table(lab: &Lab, reports: &[NodeReport], links: &[LinkReport]) -> String {
-    let mut out = format!("lab {} ({} nodes, {} links)\n", lab.name(), lab.nodes().len(), lab.links().len());
+    let hosts = match lab.hosts().len() {
+        0 => String::new(),
+        n => format!(", {n} hosts"),
+    };
+    let mut out = format!("lab {} ({} nodes, {} links{hosts})\n", lab.name(), lab.nodes().len(), lab.links().len());
     let mut rows =
         vec![["NODE", "NAMESPACE", "PID", "DAEMON", "NODE ID", "MESH IP", "TUNNELS"].map(String::from).to_vec()];
     for r in reports {
@@ -239,15 +340,42 @@ pub fn status_table(lab: &Lab, reports: &[NodeReport], links: &[LinkReport]) -> 
     out += &table(&rows);
     if !links.is_empty() {
         out += "\n";
-        let mut rows = vec![["LINK", "RATE", "LOSS", "A SEES B", "B SEES A"].map(String::from).to_vec()];
+        let mut rows = vec![["LINK", "VETH", "RATE", "LOSS", "A SEES B", "B SEES A"].map(String::from).to_vec()];
         for (r, l) in links.iter().zip(lab.links()) {
             rows.push(vec![
                 format!("{}–{}", r.a, r.b),
+                if l.down { "down" } else { "up" }.into(),
                 l.rate_mbit.map_or("-".into(), |m| format!("{m} Mbit/s")),
                 l.loss_permille.map_or("-".into(), |p| format!("{p}‰")),
                 r.a_sees_b.to_string(),
                 r.b_sees_a.to_string(),
             ]);
+        }
+        out += &table(&rows);
+    }
+    if !lab.hosts().is_empty() {
+        out += "\n";
+        let mut rows =
+            vec![["HOST", "NAMESPACE", "NODE", "VETH", "HOST ADDRESSES", "NODE ADDRESSES"].map(String::from).to_vec()];
+        for h in lab.hosts() {
+            let lo: Vec<String> = h.loopback.iter().map(|a| a.addr.to_string()).collect();
+            let links: Vec<_> = lab.host_links().iter().filter(|l| l.host == h.name).collect();
+            if links.is_empty() {
+                rows.push(vec![h.name.clone(), h.namespace.clone(), "-".into(), "-".into(), lo.join(" "), "-".into()]);
+            }
+            for (i, l) in links.iter().enumerate() {
+                let mut host_side = if i == 0 { lo.clone() } else { Vec::new() };
+                host_side.extend([format!("{}:", l.host_interface), l.host_ipv4.to_string(), l.host_ipv6.to_string()]);
+                let node_side = [format!("{}:", l.node_interface), l.node_ipv4.to_string(), l.node_ipv6.to_string()];
+                rows.push(vec![
+                    if i == 0 { h.name.clone() } else { String::new() },
+                    if i == 0 { h.namespace.clone() } else { String::new() },
+                    l.node.to_string(),
+                    if l.down { "down" } else { "up" }.into(),
+                    host_side.join(" "),
+                    node_side.join(" "),
+                ]);
+            }
         }
         out += &table(&rows);
     }
@@ -257,6 +385,13 @@ pub fn status_table(lab: &Lab, reports: &[NodeReport], links: &[LinkReport]) -> 
         }
     }
     out
+}
+
+/// Every address a host has: its loopback's, then each of its veths'.
+fn host_addresses(lab: &Lab, host: &str) -> Vec<Cidr> {
+    let lo = lab.hosts().iter().filter(|h| h.name == host).flat_map(|h| h.loopback.iter().copied());
+    let veths = lab.host_links().iter().filter(|l| l.host == host).flat_map(|l| [l.host_ipv4, l.host_ipv6]);
+    lo.chain(veths).collect()
 }
 
 fn table(rows: &[Vec<String>]) -> String {
@@ -299,11 +434,15 @@ pub fn status_json(lab: &Lab, reports: &[NodeReport], links: &[LinkReport]) -> s
                 "a": l.a, "b": l.b,
                 "a_interface": l.a_interface, "b_interface": l.b_interface,
                 "mtu": l.mtu, "rate_mbit": l.rate_mbit, "loss_permille": l.loss_permille,
+                "veth_down": l.down,
                 "up": r.is_up(), "a_sees_b": r.a_sees_b, "b_sees_a": r.b_sees_a,
             })
         })
         .collect();
-    serde_json::json!({ "lab": lab.name(), "dir": lab.dir(), "nodes": nodes, "links": links })
+    serde_json::json!({
+        "lab": lab.name(), "dir": lab.dir(), "nodes": nodes, "links": links,
+        "hosts": lab.hosts(), "host_links": lab.host_links(),
+    })
 }
 
 #[cfg(test)]
@@ -348,11 +487,52 @@ mod tests {
             parse(&["exec", "--name", "t1", "a", "--", "ping", "-c", "1", "fe80::1%v-b"]).unwrap(),
             LabCommand::Exec {
                 name: Some("t1".parse().unwrap()),
-                node: "a".into(),
+                target: vec!["a".into()],
                 command: ["ping", "-c", "1", "fe80::1%v-b"].map(OsString::from).to_vec()
             }
         );
         assert_eq!(parse(&["down"]).unwrap(), LabCommand::Down { name: None });
+        assert_eq!(
+            parse(&["link", "down", "a", "internet", "--name", "t1"]).unwrap(),
+            LabCommand::Link {
+                name: Some("t1".parse().unwrap()),
+                state: LinkState::Down,
+                a: "a".into(),
+                b: "internet".into()
+            }
+        );
+        assert!(matches!(parse(&["link", "up", "b", "c"]).unwrap(), LabCommand::Link { state: LinkState::Up, .. }));
+        assert_eq!(
+            parse(&["restart", "b", "--kill"]).unwrap(),
+            LabCommand::Restart { name: None, node: "b".into(), kill: true }
+        );
+        assert!(matches!(parse(&["restart", "b"]).unwrap(), LabCommand::Restart { kill: false, .. }));
+    }
+
+    #[test]
+    fn exec_takes_the_lab_as_an_argument_or_by_name() {
+        let exec = |args: &[&str]| match parse(args).unwrap() {
+            LabCommand::Exec { name, target, command } => {
+                assert_eq!(command, vec![OsString::from("true")]);
+                exec_target(name, target).map(|(lab, t)| (lab.map(|l| l.to_string()), t))
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            exec(&["exec", "chain3", "internet", "--", "true"]).unwrap(),
+            (Some("chain3".into()), "internet".into())
+        );
+        assert_eq!(
+            exec(&["exec", "--name", "chain3", "c-lan", "--", "true"]).unwrap(),
+            (Some("chain3".into()), "c-lan".into())
+        );
+        assert_eq!(exec(&["exec", "c-lan", "--", "true"]).unwrap(), (None, "c-lan".into()));
+        assert_eq!(exec(&["exec", "--name", "x", "x", "a", "--", "true"]).unwrap(), (Some("x".into()), "a".into()));
+        let e = exec(&["exec", "--name", "x", "y", "a", "--", "true"]).unwrap_err().to_string();
+        assert!(e.contains("the lab is given twice, as y and as --name x"), "{e}");
+        let e = exec(&["exec", "Bad", "a", "--", "true"]).unwrap_err().to_string();
+        assert!(e.contains("lab exec's LAB argument \"Bad\" is not valid"), "{e}");
+        assert!(parse(&["exec", "l", "a", "b", "--", "true"]).is_err(), "at most [LAB] TARGET");
     }
 
     #[test]
@@ -361,6 +541,9 @@ mod tests {
         assert!(e.contains("--name \"Bad-Name\" is not valid: a lab name"), "{e}");
         assert!(parse(&["exec", "a"]).is_err(), "a command is required");
         assert!(parse(&["up"]).is_err(), "a topology is required");
+        assert!(parse(&["link", "sideways", "a", "b"]).is_err(), "down or up");
+        assert!(parse(&["link", "down", "a"]).is_err(), "two ends");
+        assert!(parse(&["restart"]).is_err(), "a node is required");
     }
 
     #[test]

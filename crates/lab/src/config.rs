@@ -1,10 +1,12 @@
 //! The daemon config the lab writes for each node (`<node-dir>/tollway.toml`).
 //!
-//! The lab generates the fields it must control (`data_dir`, `api_socket`, `interfaces`) and fast
-//! discovery timers suited to a lab, then deep-merges the topology's `[defaults] config` and the
-//! node's own `config` over it, in that order. The daemon rejects unknown fields, so nothing else
-//! is written.
+//! The lab generates the fields it must control (`data_dir`, `api_socket`, `interfaces`), fast
+//! discovery timers suited to a lab, and for nodes with an uplink or a LAN the `[uplink]` and
+//! `[lan]` sections naming the lab's veths and prefixes; then it deep-merges the topology's
+//! `[defaults] config` and the node's own `config` over it, in that order. The daemon rejects
+//! unknown fields, so nothing else is written.
 
+use crate::hosts::Cidr;
 use std::path::Path;
 
 /// Discovery announce interval the lab uses unless the topology overrides it (seconds).
@@ -18,6 +20,18 @@ pub struct GeneratedFields<'a> {
     pub data_dir: &'a Path,
     pub api_socket: &'a Path,
     pub interfaces: &'a [String],
+    /// `[uplink] interface`, for a node with `uplink = true`.
+    pub uplink: Option<&'a str>,
+    /// `[lan]`, for a node with `lan = true`.
+    pub lan: Option<LanFields<'a>>,
+}
+
+/// A node's `[lan]` section: the interface and the prefixes announced into the mesh.
+#[derive(Debug, Clone, Copy)]
+pub struct LanFields<'a> {
+    pub interface: &'a str,
+    pub ipv6_prefix: Cidr,
+    pub ipv4_prefix: Cidr,
 }
 
 /// Build a node's daemon config: generated fields, then `defaults`, then `node` merged over.
@@ -33,6 +47,18 @@ pub fn daemon_config(generated: GeneratedFields<'_>, defaults: &toml::Table, nod
         toml::Value::Array(generated.interfaces.iter().map(|i| toml::Value::from(i.as_str())).collect()),
     );
     t.insert("discovery".into(), discovery.into());
+    if let Some(interface) = generated.uplink {
+        let mut uplink = toml::Table::new();
+        uplink.insert("interface".into(), interface.into());
+        t.insert("uplink".into(), uplink.into());
+    }
+    if let Some(l) = generated.lan {
+        let mut lan = toml::Table::new();
+        lan.insert("interface".into(), l.interface.into());
+        lan.insert("ipv6_prefix".into(), l.ipv6_prefix.to_string().into());
+        lan.insert("ipv4_prefix".into(), l.ipv4_prefix.to_string().into());
+        t.insert("lan".into(), lan.into());
+    }
     deep_merge(&mut t, defaults);
     deep_merge(&mut t, node);
     t
@@ -72,6 +98,8 @@ mod tests {
             data_dir: Path::new("/run/tollway-lab/x/a/data"),
             api_socket: Path::new("/run/tollway-lab/x/a/api.sock"),
             interfaces: &ifs,
+            uplink: None,
+            lan: None,
         };
         let c = daemon_config(g, &toml::Table::new(), &toml::Table::new());
         let text = render(&c, "x", "a");
@@ -93,7 +121,13 @@ neighbor_timeout_secs = 10
     #[test]
     fn defaults_then_node_config_are_deep_merged() {
         let ifs = vec!["v-b".to_string()];
-        let g = GeneratedFields { data_dir: Path::new("/d"), api_socket: Path::new("/s"), interfaces: &ifs };
+        let g = GeneratedFields {
+            data_dir: Path::new("/d"),
+            api_socket: Path::new("/s"),
+            interfaces: &ifs,
+            uplink: None,
+            lan: None,
+        };
         let defaults =
             table("price = 1\n[discovery]\nannounce_interval_secs = 3\n[pricing]\nunit = \"mb\"\nbase = 1\n");
         let node = table("price = 7\ninterfaces = [\"v-b\", \"eth9\"]\n[pricing]\nbase = 2\n[pricing.tiers]\nx = 1\n");
@@ -115,6 +149,43 @@ x = 1
 "#,
         );
         assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn uplink_and_lan_sections_name_the_lab_veths_and_prefixes() {
+        let ifs = vec!["v-b".to_string()];
+        let g = GeneratedFields {
+            data_dir: Path::new("/d"),
+            api_socket: Path::new("/s"),
+            interfaces: &ifs,
+            uplink: Some("v-internet"),
+            lan: Some(LanFields {
+                interface: "v-lan",
+                ipv6_prefix: "fd00:1ab:3::/64".parse().unwrap(),
+                ipv4_prefix: "10.103.0.0/24".parse().unwrap(),
+            }),
+        };
+        // The node's own config adds to the generated sections.
+        let c = daemon_config(g, &toml::Table::new(), &table("[uplink]\nipv6_nat = \"none\"\n"));
+        let expected = table(
+            r#"
+data_dir = "/d"
+api_socket = "/s"
+interfaces = ["v-b"]
+[discovery]
+announce_interval_secs = 1
+neighbor_timeout_secs = 10
+[uplink]
+interface = "v-internet"
+ipv6_nat = "none"
+[lan]
+interface = "v-lan"
+ipv6_prefix = "fd00:1ab:3::/64"
+ipv4_prefix = "10.103.0.0/24"
+"#,
+        );
+        assert_eq!(c, expected);
+        assert_eq!(table(&render(&c, "x", "c")), expected);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! `lab down`: stop the lab's daemons, then anything else inside its namespaces, delete the
-//! namespaces (and with them the veths), remove stale userspace-WireGuard sockets of its nodes,
-//! and delete its state directory. Every step runs even if an earlier one failed; failures are
+//! `lab down`: stop the lab's daemons, then anything else inside its namespaces (nodes' and
+//! hosts'), delete the namespaces (and with them every veth), remove stale userspace-WireGuard
+//! sockets of its nodes, and delete its state directory. Every step runs even if an earlier one failed; failures are
 //! collected, and the state directory is kept if any occurred so `lab down` can be re-run.
 
 use crate::error::{DownError, LoadError};
@@ -83,7 +83,10 @@ impl Lab {
             }
         }
 
-        // 2. Anything else still inside the lab's namespaces (e.g. started with `lab exec`).
+        // 2. Anything else still inside the lab's namespaces, nodes' and hosts' (e.g. an iperf3
+        //    server started with `lab exec`). The namespaces are the lab's own, so whatever runs
+        //    there goes with them (gotcha 4: a process inside would keep a deleted namespace
+        //    alive); each one is logged and listed in the report.
         let existing = match netns::list_namespaces() {
             Ok(all) => all,
             Err(e) => {
@@ -91,8 +94,7 @@ impl Lab {
                 Vec::new()
             }
         };
-        let ours: Vec<String> =
-            self.state.nodes.iter().map(|n| n.namespace.clone()).filter(|ns| existing.contains(ns)).collect();
+        let ours: Vec<String> = self.state.namespaces().into_iter().filter(|ns| existing.contains(ns)).collect();
         // A process may fork while being stopped: look again, a few times.
         for _ in 0..3 {
             let found = others_in(&ours);

@@ -17,6 +17,30 @@ pub struct UnknownNode {
     pub known: String,
 }
 
+/// A name that is neither a node nor a host of the lab (what `lab exec` and `lab link` take).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("lab {lab} has no node or host {name:?} (its nodes: {nodes}; its hosts: {hosts})")]
+pub struct UnknownTarget {
+    pub lab: LabName,
+    pub name: String,
+    pub nodes: String,
+    /// `none` when the lab has no hosts.
+    pub hosts: String,
+}
+
+/// `lab link down|up`.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Unknown(#[from] UnknownTarget),
+    #[error("lab {lab} has no link between {a} and {b} (its links: {links})")]
+    NoSuchLink { lab: LabName, a: String, b: String, links: String },
+    #[error("lab {lab}: setting link {a}–{b} {word}: {source}", word = if *.up { "up" } else { "down" })]
+    Network { lab: LabName, a: String, b: String, up: bool, source: Box<NetError> },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// Finding or loading a lab.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -2,10 +2,11 @@
 //! stop them. Building is in `up.rs`, teardown in `down.rs`.
 
 use crate::daemon::{self, DaemonCommand};
-use crate::error::{DaemonError, LoadError, LogTail, StatusError, UnknownNode, WaitError};
+use crate::error::{DaemonError, LinkError, LoadError, LogTail, StatusError, UnknownNode, UnknownTarget, WaitError};
 use crate::names::{LabName, NodeName};
+use crate::netns;
 use crate::process::{self, Proc, Signal};
-use crate::state::{self, LabState, LinkRecord, NodeRecord, StateError, StateLock};
+use crate::state::{self, HostLinkRecord, HostRecord, LabState, LinkRecord, NodeRecord, StateError, StateLock};
 use crate::tunnels::LinkReport;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +29,17 @@ pub struct Lab {
     pub(crate) dir: PathBuf,
     pub(crate) state: LabState,
     pub(crate) timings: Option<crate::up::UpTimings>,
+}
+
+/// What [`Lab::restart_daemon`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restarted {
+    /// The daemon stopped, if one was running.
+    pub old: Option<Proc>,
+    /// The daemon started.
+    pub new: Proc,
+    /// True if the old daemon was stopped with SIGKILL (asked for, or SIGTERM's grace ran out).
+    pub needed_sigkill: bool,
 }
 
 /// One node's daemon and status, as [`Lab::statuses`] reports it.
@@ -99,6 +111,31 @@ impl Lab {
 
     pub fn links(&self) -> &[LinkRecord] {
         &self.state.links
+    }
+
+    /// The host namespaces: the internet (if any node has an uplink), then the LAN hosts.
+    pub fn hosts(&self) -> &[HostRecord] {
+        &self.state.hosts
+    }
+
+    /// The veths between nodes and hosts.
+    pub fn host_links(&self) -> &[HostLinkRecord] {
+        &self.state.host_links
+    }
+
+    /// A host by name (`internet`, `<node>-lan`).
+    pub fn host(&self, name: &str) -> Result<&HostRecord, UnknownTarget> {
+        self.state.host(name).ok_or_else(|| self.unknown_target(name))
+    }
+
+    fn unknown_target(&self, name: &str) -> UnknownTarget {
+        let hosts = self.state.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ");
+        UnknownTarget {
+            lab: self.state.name.clone(),
+            name: name.to_owned(),
+            nodes: self.state.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", "),
+            hosts: if hosts.is_empty() { "none".into() } else { hosts },
+        }
     }
 
     /// How long the parts of `up` took, when this value came from [`Lab::up`].
@@ -337,15 +374,114 @@ impl Lab {
         }
     }
 
-    /// A command that runs `argv` inside the node's namespace (`ip netns exec <ns> argv...`),
-    /// ready to be spawned with whatever stdio the caller wants. `TOLLWAY_SOCKET` is set to the
-    /// node's API socket, so `tollway status` (or any other client command) run this way talks
-    /// to that node's daemon.
-    pub fn command_in(&self, node: &str, argv: &[impl AsRef<std::ffi::OsStr>]) -> Result<Command, UnknownNode> {
-        let rec = self.node(node)?;
+    /// A command that runs `argv` inside the namespace of a node or a host (`internet`,
+    /// `<node>-lan`): `ip netns exec <ns> argv...`, ready to be spawned with whatever stdio the
+    /// caller wants. For a node, `TOLLWAY_SOCKET` is set to its API socket, so `tollway status`
+    /// (or any other client command) run this way talks to that node's daemon.
+    pub fn command_in(&self, target: &str, argv: &[impl AsRef<std::ffi::OsStr>]) -> Result<Command, UnknownTarget> {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &rec.namespace]).args(argv).env("TOLLWAY_SOCKET", &rec.api_socket);
+        if let Some(rec) = self.state.node(target) {
+            c.args(["netns", "exec", &rec.namespace]).args(argv).env("TOLLWAY_SOCKET", &rec.api_socket);
+        } else {
+            let host = self.host(target)?;
+            c.args(["netns", "exec", &host.namespace]).args(argv);
+        }
         Ok(c)
+    }
+
+    /// Restart a node's daemon: stop it (SIGTERM, up to [`STOP_GRACE`], then SIGKILL; or
+    /// SIGKILL at once with `kill`), then start it again with the same config and data dir,
+    /// recording the new pid in state.json. A daemon that was not running is just started.
+    pub fn restart_daemon(&mut self, node: &str, kill: bool) -> Result<Restarted, DaemonError> {
+        let old = self.daemon(node)?;
+        let mut needed_sigkill = kill && old.is_some();
+        if let Some(p) = old {
+            if kill {
+                self.kill_daemon(node, Signal::Kill)?;
+            } else {
+                let name = self.node(node)?.name.clone();
+                let t = process::terminate(&[p], STOP_GRACE);
+                if let Some((p, why)) = t.failed.first() {
+                    let source = std::io::Error::other(why.clone());
+                    return Err(DaemonError::Signal { node: name, pid: p.pid, source });
+                }
+                needed_sigkill = !t.killed.is_empty();
+            }
+        }
+        let new = self.start_daemon(node)?;
+        tracing::info!(lab = %self.state.name, node, old = ?old.map(|p| p.pid), new = new.pid, "restarted daemon");
+        Ok(Restarted { old, new, needed_sigkill })
+    }
+
+    /// Take the link between `a` and `b` (two nodes, or a node and a host, in either order)
+    /// down or up: both ends of the veth, administratively, checked with `ip -j` afterwards.
+    /// Bringing an uplink or LAN link up puts back the default routes the kernel deleted when
+    /// it went down. Recorded in state.json; `lab status` shows it.
+    pub fn set_link(&mut self, a: &str, b: &str, up: bool) -> Result<(), LinkError> {
+        for name in [a, b] {
+            if self.state.namespace_of(name).is_none() {
+                return Err(self.unknown_target(name).into());
+            }
+        }
+        enum Which {
+            Mesh(usize),
+            Host(usize),
+        }
+        let pair = |x: &str, y: &str| (x == a && y == b) || (x == b && y == a);
+        let which = match self.state.links.iter().position(|l| pair(l.a.as_str(), l.b.as_str())) {
+            Some(i) => Which::Mesh(i),
+            None => match self.state.host_links.iter().position(|l| pair(l.node.as_str(), &l.host)) {
+                Some(i) => Which::Host(i),
+                None => {
+                    let links = (self.state.links.iter().map(|l| format!("{}–{}", l.a, l.b)))
+                        .chain(self.state.host_links.iter().map(|l| format!("{}–{}", l.node, l.host)))
+                        .collect::<Vec<_>>();
+                    let links = if links.is_empty() { "none".to_owned() } else { links.join(", ") };
+                    let lab = self.state.name.clone();
+                    return Err(LinkError::NoSuchLink { lab, a: a.into(), b: b.into(), links });
+                }
+            },
+        };
+        let ends: [(&str, &str); 2] = match which {
+            Which::Mesh(i) => {
+                let l = &self.state.links[i];
+                [(l.a.as_str(), &l.a_interface), (l.b.as_str(), &l.b_interface)]
+            }
+            Which::Host(i) => {
+                let l = &self.state.host_links[i];
+                [(l.node.as_str(), &l.node_interface), (&l.host, &l.host_interface)]
+            }
+        };
+        let changes: Vec<(String, Vec<String>)> = ends
+            .iter()
+            .filter_map(|(name, iface)| Some((self.state.namespace_of(name)?.to_owned(), vec![iface.to_string()])))
+            .collect();
+        let lab = self.state.name.clone();
+        let network =
+            |source| LinkError::Network { lab: lab.clone(), a: a.into(), b: b.into(), up, source: Box::new(source) };
+        netns::set_links(&changes, up).map_err(network)?;
+        self.update(|s| {
+            let down = match which {
+                Which::Mesh(i) => s.links.get_mut(i).map(|l| &mut l.down),
+                Which::Host(i) => s.host_links.get_mut(i).map(|l| &mut l.down),
+            };
+            if let Some(d) = down {
+                *d = !up;
+            }
+        })?;
+        if up && matches!(which, Which::Host(_)) {
+            let namespaces: Vec<&String> = changes.iter().map(|(ns, _)| ns).collect();
+            let setups = crate::up::namespace_setups(&self.state);
+            for setup in setups.iter().filter(|s| namespaces.contains(&&s.namespace)) {
+                let routes = setup.route_batch();
+                if !routes.is_empty() {
+                    crate::command::run(&["ip", "-n", &setup.namespace, "-batch", "-"], Some(&routes))
+                        .map_err(|e| network(e.into()))?;
+                }
+            }
+        }
+        tracing::info!(lab = %self.state.name, a, b, up, "link {}", if up { "up" } else { "down" });
+        Ok(())
     }
 
     /// Read state.json under its lock, apply `f`, write it back, and keep the result.

@@ -3,7 +3,9 @@
 //! Each node gets a network namespace `tw-<lab>-<node>`; each link a–b is a veth pair created
 //! directly in the two namespaces (`v-b` inside a, `v-a` inside b), optionally rate-limited
 //! (HTB) and lossy (nftables); each node runs one daemon started as
-//! `ip netns exec <ns> <program> daemon --config <node-dir>/tollway.toml`.
+//! `ip netns exec <ns> <program> daemon --config <node-dir>/tollway.toml`. Nodes with
+//! `uplink = true` are linked to one host namespace `tw-<lab>-internet`, nodes with
+//! `lan = true` to a host namespace `tw-<lab>-<node>-lan` each (see [`hosts`]).
 //! State lives in `/run/tollway-lab/<lab>/` (see [`state`]). Labs with different names run side
 //! by side.
 //!
@@ -32,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod down;
 pub mod error;
+pub mod hosts;
 pub mod lab;
 pub mod names;
 pub mod netns;
@@ -44,11 +47,14 @@ pub mod up;
 pub use cli::{run, LabCommand};
 pub use daemon::DaemonCommand;
 pub use down::DownReport;
-pub use error::{DaemonError, DownError, LoadError, LogTail, StatusError, UnknownNode, UpError, WaitError};
-pub use lab::{Lab, NodeReport};
+pub use error::{
+    DaemonError, DownError, LinkError, LoadError, LogTail, StatusError, UnknownNode, UnknownTarget, UpError, WaitError,
+};
+pub use hosts::Cidr;
+pub use lab::{Lab, NodeReport, Restarted};
 pub use names::{LabName, NameError, NodeName};
 pub use process::{Proc, Signal};
-pub use state::{LabState, LinkRecord, NodeRecord, DEFAULT_ROOT};
-pub use topology::{LinkSpec, NodeSpec, Topology, TopologyError};
+pub use state::{HostLinkKind, HostLinkRecord, HostRecord, LabState, LinkRecord, NodeRecord, DEFAULT_ROOT};
+pub use topology::{Degrade, LinkSpec, Misbehave, NodeSpec, Topology, TopologyError};
 pub use tunnels::{EndView, LinkReport};
 pub use up::{UpOptions, UpTimings};

@@ -1,7 +1,8 @@
 //! Lab and node names: validated once, then used to derive namespace and interface names.
 //!
 //! Lab names contain no `-`, so the namespace prefix `tw-<lab>-` of one lab never matches
-//! another lab's namespaces.
+//! another lab's namespaces. Node names contain no `-` either, so a host's namespace
+//! `tw-<lab>-<node>-lan` never equals a node's.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -78,6 +79,13 @@ pub fn namespace_name(lab: &LabName, node: &NodeName) -> String {
     format!("tw-{}-{}", lab.0, node.0)
 }
 
+/// The network namespace of a host (`internet`, `<node>-lan`) in `lab`: `tw-<lab>-<host>`.
+/// Distinct from every node's: no node is named `internet` (the topology reserves it) and no
+/// node name contains `-`.
+pub fn host_namespace_name(lab: &LabName, host: &str) -> String {
+    format!("tw-{}-{}", lab.0, host)
+}
+
 macro_rules! string_newtype {
     ($t:ident, $what:literal) => {
         impl FromStr for $t {
@@ -150,6 +158,8 @@ mod tests {
         let node: NodeName = "abcdefgh".parse().unwrap();
         assert_eq!(namespace_name(&lab, &node), "tw-x1-abcdefgh");
         assert_eq!(node.veth_toward(), "v-abcdefgh");
+        assert_eq!(host_namespace_name(&lab, "internet"), "tw-x1-internet");
+        assert_eq!(host_namespace_name(&lab, "abcdefgh-lan"), "tw-x1-abcdefgh-lan");
     }
 
     #[test]

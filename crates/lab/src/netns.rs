@@ -6,23 +6,39 @@
 //! in their namespaces, so no name ever appears in the root namespace.
 
 use crate::command::{self, CommandError};
-use crate::state::LinkRecord;
+use crate::hosts::Cidr;
 use serde::Deserialize;
 use std::fs::File;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Where `ip netns` keeps its namespace files.
 pub const NETNS_DIR: &str = "/run/netns";
 
-/// Sysctls written in every lab namespace before interfaces are created.
-pub const NAMESPACE_SYSCTLS: [(&str, &str); 6] = [
+/// Sysctls written, in this order, in a namespace before interfaces are created.
+pub type Sysctls = &'static [(&'static str, &'static str)];
+
+/// Sysctls of every node namespace: no DAD, addresses kept on link down, forwarding on (a node
+/// is a router; its daemon turns forwarding on too).
+pub const NAMESPACE_SYSCTLS: Sysctls = &[
     ("net/ipv6/conf/all/accept_dad", "0"),
     ("net/ipv6/conf/default/accept_dad", "0"),
     ("net/ipv6/conf/all/keep_addr_on_down", "1"),
     ("net/ipv6/conf/default/keep_addr_on_down", "1"),
     ("net/ipv4/ip_forward", "1"),
     ("net/ipv6/conf/all/forwarding", "1"),
+];
+
+/// Sysctls of a host namespace (internet, LAN host): like a node's, but forwarding stays off:
+/// a host is an end point, not a router.
+pub const HOST_SYSCTLS: Sysctls = &[
+    ("net/ipv6/conf/all/accept_dad", "0"),
+    ("net/ipv6/conf/default/accept_dad", "0"),
+    ("net/ipv6/conf/all/keep_addr_on_down", "1"),
+    ("net/ipv6/conf/default/keep_addr_on_down", "1"),
+    ("net/ipv4/ip_forward", "0"),
+    ("net/ipv6/conf/all/forwarding", "0"),
 ];
 
 /// The nftables table the lab puts in a namespace for packet loss.
@@ -38,6 +54,8 @@ pub enum NetError {
     Sysctl { namespace: String, key: String, source: std::io::Error },
     #[error("namespace {namespace}: interface {interface} {problem} (ip -j link shows: {seen})")]
     Interface { namespace: String, interface: String, problem: &'static str, seen: String },
+    #[error("namespace {namespace}: interface {interface} does not have address {address} (it has: {seen})")]
+    Address { namespace: String, interface: String, address: Cidr, seen: String },
 }
 
 /// The path of a namespace's file: `/run/netns/<name>`.
@@ -56,22 +74,22 @@ pub fn list_namespaces() -> Result<Vec<String>, NetError> {
     Ok(list.into_iter().map(|e| e.name).collect())
 }
 
-/// Create the namespaces (one `ip -batch`), then set [`NAMESPACE_SYSCTLS`] in each.
-pub fn create_namespaces(names: &[String]) -> Result<(), NetError> {
-    if names.is_empty() {
+/// Create the namespaces (one `ip -batch`), then set each one's sysctls.
+pub fn create_namespaces(namespaces: &[(String, Sysctls)]) -> Result<(), NetError> {
+    if namespaces.is_empty() {
         return Ok(());
     }
-    let batch: String = names.iter().map(|n| format!("netns add {n}\n")).collect();
+    let batch: String = namespaces.iter().map(|(n, _)| format!("netns add {n}\n")).collect();
     command::run(&["ip", "-batch", "-"], Some(&batch))?;
-    for n in names {
-        set_sysctls(n)?;
+    for (n, sysctls) in namespaces {
+        set_sysctls(n, sysctls)?;
     }
     Ok(())
 }
 
-/// Write [`NAMESPACE_SYSCTLS`] inside namespace `name`, from a short-lived thread that joins
-/// it (`/proc/sys/net` resolves against the calling thread's namespace). No process is spawned.
-pub fn set_sysctls(name: &str) -> Result<(), NetError> {
+/// Write `sysctls` inside namespace `name`, from a short-lived thread that joins it
+/// (`/proc/sys/net` resolves against the calling thread's namespace). No process is spawned.
+pub fn set_sysctls(name: &str, sysctls: Sysctls) -> Result<(), NetError> {
     let path = namespace_path(name);
     let ns = name.to_owned();
     let enter_err = |source| NetError::Enter { namespace: name.to_owned(), path: path.clone(), source };
@@ -83,7 +101,7 @@ pub fn set_sysctls(name: &str) -> Result<(), NetError> {
                 let source = std::io::Error::last_os_error();
                 return Err(NetError::Enter { namespace: ns, path: namespace_path(name), source });
             }
-            for (key, value) in NAMESPACE_SYSCTLS {
+            for (key, value) in sysctls {
                 std::fs::write(Path::new("/proc/sys").join(key), value).map_err(|source| NetError::Sysctl {
                     namespace: ns.clone(),
                     key: key.replace('/', "."),
@@ -97,20 +115,25 @@ pub fn set_sysctls(name: &str) -> Result<(), NetError> {
     })
 }
 
-/// One `ip link add` line per link: the veth `a_interface` in `ns(a)`, its peer `b_interface`
-/// in `ns(b)`, both with the link's MTU.
-pub fn veth_batch(links: &[LinkRecord], ns: impl Fn(&LinkRecord, bool) -> String) -> String {
-    links
+/// A veth pair to create: `a_interface` in `a_namespace`, its peer `b_interface` in
+/// `b_namespace`, both with the same MTU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethPair {
+    pub a_namespace: String,
+    pub a_interface: String,
+    pub b_namespace: String,
+    pub b_interface: String,
+    pub mtu: u32,
+}
+
+/// One `ip link add` line per pair, each end created directly in its namespace.
+pub fn veth_batch(pairs: &[VethPair]) -> String {
+    pairs
         .iter()
-        .map(|l| {
+        .map(|p| {
             format!(
                 "link add {} mtu {} netns {} type veth peer name {} mtu {} netns {}\n",
-                l.a_interface,
-                l.mtu,
-                ns(l, true),
-                l.b_interface,
-                l.mtu,
-                ns(l, false)
+                p.a_interface, p.mtu, p.a_namespace, p.b_interface, p.mtu, p.b_namespace
             )
         })
         .collect()
@@ -125,11 +148,17 @@ pub fn create_veths(batch: &str) -> Result<(), NetError> {
 }
 
 /// What one namespace needs once its veths exist.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespaceSetup {
     pub namespace: String,
     /// Interfaces to bring up (after `lo`).
     pub interfaces: Vec<String>,
+    /// Interfaces to leave down (links taken down with `lab link down`).
+    pub down: Vec<String>,
+    /// Addresses to add: interface (or `lo`), address with prefix length.
+    pub addresses: Vec<(String, Cidr)>,
+    /// Default routes: interface, gateway (one per family).
+    pub default_routes: Vec<(String, IpAddr)>,
     /// Egress rate limits: interface, Mbit/s, MTU.
     pub rates: Vec<(String, u32, u32)>,
     /// Ingress random loss: interface, thousandths.
@@ -137,10 +166,30 @@ pub struct NamespaceSetup {
 }
 
 impl NamespaceSetup {
-    /// `ip -batch` text: lo and every interface up.
+    /// `ip -batch` text: addresses (IPv6 without DAD), lo and every interface up except those
+    /// to leave down, then the default routes (`replace`, so re-applying is harmless) over
+    /// interfaces that are up.
     pub fn link_batch(&self) -> String {
-        std::iter::once("link set lo up\n".to_owned())
-            .chain(self.interfaces.iter().map(|i| format!("link set {i} up\n")))
+        let mut s = String::new();
+        for (dev, a) in &self.addresses {
+            let nodad = if a.is_ipv6() { " nodad" } else { "" };
+            s += &format!("address replace {a} dev {dev}{nodad}\n");
+        }
+        s += "link set lo up\n";
+        for i in self.interfaces.iter().filter(|i| !self.down.contains(i)) {
+            s += &format!("link set {i} up\n");
+        }
+        s + &self.route_batch()
+    }
+
+    /// `ip -batch` text: the default routes over interfaces that are not to be left down
+    /// (`onlink`: the gateway is on the link whether or not the peer end is up yet). The kernel
+    /// deletes routes over an interface that goes down, so `lab link up` runs this again.
+    pub fn route_batch(&self) -> String {
+        self.default_routes
+            .iter()
+            .filter(|(dev, _)| !self.down.contains(dev))
+            .map(|(dev, via)| format!("route replace default via {via} dev {dev} onlink\n"))
             .collect()
     }
 
@@ -165,8 +214,8 @@ impl NamespaceSetup {
         s + "}\n"
     }
 
-    /// Apply links, shaping and loss; then check with `ip -j` that every interface is there
-    /// and up.
+    /// Apply addresses, links, routes, shaping and loss; then check with `ip -j` that every
+    /// interface is there and up (or down, as asked) with its addresses.
     pub fn apply(&self) -> Result<(), NetError> {
         let ns = self.namespace.as_str();
         command::run(&["ip", "-n", ns, "-batch", "-"], Some(&self.link_batch()))?;
@@ -178,7 +227,8 @@ impl NamespaceSetup {
         if !nft.is_empty() {
             command::run(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(&nft))?;
         }
-        verify_interfaces(ns, &self.interfaces)
+        verify_interfaces(ns, &self.interfaces, &self.down)?;
+        verify_addresses(ns, &self.addresses)
     }
 }
 
@@ -213,14 +263,22 @@ pub fn links_in(namespace: &str) -> Result<Vec<IpLink>, NetError> {
     Ok(command::run_json(&["ip", "-n", namespace, "-j", "link", "show"])?)
 }
 
-/// Check that each of `interfaces` exists in the namespace and is administratively up.
-pub fn verify_interfaces(namespace: &str, interfaces: &[String]) -> Result<(), NetError> {
+/// Check that each of `interfaces` exists in the namespace and is administratively up, except
+/// those in `down`, which must be administratively down.
+pub fn verify_interfaces(namespace: &str, interfaces: &[String], down: &[String]) -> Result<(), NetError> {
     let links = links_in(namespace)?;
     let seen = || links.iter().map(|l| format!("{} {:?}", l.ifname, l.flags)).collect::<Vec<_>>().join(", ");
     for want in interfaces {
+        let want_up = !down.contains(want);
         let problem = match links.iter().find(|l| &l.ifname == want) {
             None => "is missing",
-            Some(l) if !l.flags.iter().any(|f| f == "UP") => "is not up",
+            Some(l) if l.flags.iter().any(|f| f == "UP") != want_up => {
+                if want_up {
+                    "is not up"
+                } else {
+                    "is not down"
+                }
+            }
             Some(_) => continue,
         };
         return Err(NetError::Interface {
@@ -229,6 +287,67 @@ pub fn verify_interfaces(namespace: &str, interfaces: &[String]) -> Result<(), N
             problem,
             seen: seen(),
         });
+    }
+    Ok(())
+}
+
+/// One interface's addresses as `ip -j address show` reports them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IpAddrs {
+    pub ifname: String,
+    #[serde(default)]
+    pub addr_info: Vec<IpAddrInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IpAddrInfo {
+    pub local: IpAddr,
+    pub prefixlen: u8,
+}
+
+/// `ip -n <ns> -j address show`.
+pub fn addresses_in(namespace: &str) -> Result<Vec<IpAddrs>, NetError> {
+    Ok(command::run_json(&["ip", "-n", namespace, "-j", "address", "show"])?)
+}
+
+/// Check that each address is on its interface.
+pub fn verify_addresses(namespace: &str, addresses: &[(String, Cidr)]) -> Result<(), NetError> {
+    if addresses.is_empty() {
+        return Ok(());
+    }
+    let all = addresses_in(namespace)?;
+    for (dev, want) in addresses {
+        let on_dev: Vec<Cidr> = all
+            .iter()
+            .filter(|i| &i.ifname == dev)
+            .flat_map(|i| i.addr_info.iter().map(|a| Cidr { addr: a.local, len: a.prefixlen }))
+            .collect();
+        if !on_dev.contains(want) {
+            return Err(NetError::Address {
+                namespace: namespace.to_owned(),
+                interface: dev.clone(),
+                address: *want,
+                seen: on_dev.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Set interfaces administratively up or down (one `ip -batch` per namespace, all
+/// namespaces first down or up before any check), then check with `ip -j` that they are.
+pub fn set_links(changes: &[(String, Vec<String>)], up: bool) -> Result<(), NetError> {
+    let word = if up { "up" } else { "down" };
+    for (ns, ifaces) in changes {
+        let batch: String = ifaces.iter().map(|i| format!("link set {i} {word}\n")).collect();
+        command::run(&["ip", "-n", ns, "-batch", "-"], Some(&batch))?;
+    }
+    for (ns, ifaces) in changes {
+        if up {
+            verify_interfaces(ns, ifaces, &[])?;
+        } else {
+            verify_interfaces(ns, ifaces, ifaces)?;
+        }
     }
     Ok(())
 }
@@ -260,16 +379,14 @@ mod tests {
 
     #[test]
     fn veth_lines_put_each_end_in_its_namespace() {
-        let l = LinkRecord {
-            a: "a".parse().unwrap(),
-            b: "b".parse().unwrap(),
+        let p = VethPair {
+            a_namespace: "tw-x-a".into(),
             a_interface: "v-b".into(),
+            b_namespace: "tw-x-b".into(),
             b_interface: "v-a".into(),
             mtu: 1500,
-            rate_mbit: None,
-            loss_permille: None,
         };
-        let text = veth_batch(&[l], |l, a_end| format!("tw-x-{}", if a_end { &l.a } else { &l.b }));
+        let text = veth_batch(&[p]);
         assert_eq!(text, "link add v-b mtu 1500 netns tw-x-a type veth peer name v-a mtu 1500 netns tw-x-b\n");
     }
 
@@ -294,8 +411,8 @@ mod tests {
         let s = NamespaceSetup {
             namespace: "tw-x-a".into(),
             interfaces: vec!["v-b".into(), "v-c".into()],
-            rates: vec![],
             losses: vec![("v-c".into(), 25)],
+            ..Default::default()
         };
         assert_eq!(s.link_batch(), "link set lo up\nlink set v-b up\nlink set v-c up\n");
         assert_eq!(s.tc_batch(), "");
@@ -303,5 +420,33 @@ mod tests {
         assert!(nft.starts_with("table netdev tollway_lab {\n  chain loss_v_c {"), "{nft}");
         assert!(nft.contains("hook ingress device \"v-c\" priority 0; policy accept;"));
         assert!(nft.contains("numgen random mod 1000 < 25 drop"));
+    }
+
+    #[test]
+    fn addresses_come_first_and_routes_only_over_links_left_up() {
+        let s = NamespaceSetup {
+            namespace: "tw-x-a".into(),
+            interfaces: vec!["v-b".into(), "v-internet".into()],
+            down: vec!["v-b".into()],
+            addresses: vec![
+                ("v-internet".into(), "198.51.100.6/30".parse().unwrap()),
+                ("v-internet".into(), "2001:db8:ffff:1::2/64".parse().unwrap()),
+            ],
+            default_routes: vec![
+                ("v-internet".into(), "198.51.100.5".parse().unwrap()),
+                ("v-internet".into(), "2001:db8:ffff:1::1".parse().unwrap()),
+                ("v-b".into(), "192.0.2.99".parse().unwrap()),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            s.link_batch(),
+            "address replace 198.51.100.6/30 dev v-internet\n\
+             address replace 2001:db8:ffff:1::2/64 dev v-internet nodad\n\
+             link set lo up\n\
+             link set v-internet up\n\
+             route replace default via 198.51.100.5 dev v-internet onlink\n\
+             route replace default via 2001:db8:ffff:1::1 dev v-internet onlink\n"
+        );
     }
 }

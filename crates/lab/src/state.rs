@@ -14,6 +14,7 @@
 //! goes, so `lab down` can always find what a half-finished `lab up` made.
 
 use crate::daemon::DaemonCommand;
+use crate::hosts::Cidr;
 use crate::names::{LabName, NodeName};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -25,8 +26,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where labs keep their state unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/run/tollway-lab";
-/// The `version` written to state.json; other versions are refused.
-pub const STATE_VERSION: u32 = 1;
+/// The `version` written to state.json. Version 1 (before host namespaces) is still read, as
+/// a lab without hosts; other versions are refused.
+pub const STATE_VERSION: u32 = 2;
+/// The oldest version read.
+pub const OLDEST_STATE_VERSION: u32 = 1;
 pub const STATE_FILE: &str = "state.json";
 
 /// Everything the lab knows about itself.
@@ -43,6 +47,12 @@ pub struct LabState {
     pub daemon: DaemonCommand,
     pub nodes: Vec<NodeRecord>,
     pub links: Vec<LinkRecord>,
+    /// Host namespaces (the internet, LAN hosts): no daemon, linked to one or more nodes.
+    #[serde(default)]
+    pub hosts: Vec<HostRecord>,
+    /// Veths between a node and a host.
+    #[serde(default)]
+    pub host_links: Vec<HostLinkRecord>,
 }
 
 /// One node: where its files are, its namespace, and its daemon if started.
@@ -78,6 +88,52 @@ pub struct LinkRecord {
     pub mtu: u32,
     pub rate_mbit: Option<u32>,
     pub loss_permille: Option<u16>,
+    /// Set by `lab link down` (both ends administratively down), cleared by `lab link up`.
+    #[serde(default)]
+    pub down: bool,
+}
+
+/// A namespace that stands for something outside the mesh: the `internet`, or a node's LAN
+/// host `<node>-lan`. It runs no daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// What `lab exec` and `lab link` call it: `internet` or `<node>-lan`.
+    pub name: String,
+    /// `tw-<lab>-internet` or `tw-<lab>-<node>-lan`.
+    pub namespace: String,
+    /// Addresses on its `lo` (the internet's 2001:db8::1/128 and 192.0.2.1/32).
+    pub loopback: Vec<Cidr>,
+}
+
+/// What a node–host veth is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostLinkKind {
+    /// Node to the internet: the node's default routes point at the host.
+    Uplink,
+    /// Node to its LAN host: the host's default routes point at the node.
+    Lan,
+}
+
+/// A veth between a node and a host, with both ends' addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLinkRecord {
+    pub kind: HostLinkKind,
+    pub node: NodeName,
+    /// The host's name (a [`HostRecord::name`]).
+    pub host: String,
+    /// `v-internet` or `v-lan`, inside the node.
+    pub node_interface: String,
+    /// `v-<node>` (internet) or `lan0` (LAN host), inside the host.
+    pub host_interface: String,
+    pub mtu: u32,
+    pub node_ipv4: Cidr,
+    pub node_ipv6: Cidr,
+    pub host_ipv4: Cidr,
+    pub host_ipv6: Cidr,
+    /// Set by `lab link down`, cleared by `lab link up`.
+    #[serde(default)]
+    pub down: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +142,7 @@ pub enum StateError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid lab state file: {source}")]
     Parse { path: PathBuf, source: serde_json::Error },
-    #[error("{path} has state version {found}, this tollway understands version {STATE_VERSION}: remove the lab with the tollway that made it")]
+    #[error("{path} has state version {found}, this tollway understands versions {OLDEST_STATE_VERSION} to {STATE_VERSION}: remove the lab with the tollway that made it")]
     Version { path: PathBuf, found: u32 },
 }
 
@@ -112,10 +168,13 @@ impl LabState {
         }
         let v: Version =
             serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path: path.clone(), source })?;
-        if v.version != STATE_VERSION {
+        if !(OLDEST_STATE_VERSION..=STATE_VERSION).contains(&v.version) {
             return Err(StateError::Version { path, found: v.version });
         }
-        serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path, source })
+        let mut state: LabState =
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path, source })?;
+        state.version = STATE_VERSION; // what it is written back as
+        Ok(state)
     }
 
     /// Write `<dir>/state.json` atomically: a temp file in the same directory, fsync, rename
@@ -145,6 +204,20 @@ impl LabState {
 
     pub fn node_mut(&mut self, name: &str) -> Option<&mut NodeRecord> {
         self.nodes.iter_mut().find(|n| n.name.as_str() == name)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&HostRecord> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// Every namespace of the lab: the nodes', then the hosts'.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.namespace.clone()).chain(self.hosts.iter().map(|h| h.namespace.clone())).collect()
+    }
+
+    /// The namespace of a node or host called `name`.
+    pub fn namespace_of(&self, name: &str) -> Option<&str> {
+        self.node(name).map(|n| n.namespace.as_str()).or_else(|| self.host(name).map(|h| h.namespace.as_str()))
     }
 }
 
@@ -234,6 +307,25 @@ mod tests {
                 mtu: 1500,
                 rate_mbit: Some(10),
                 loss_permille: None,
+                down: true,
+            }],
+            hosts: vec![HostRecord {
+                name: "internet".into(),
+                namespace: "tw-t1-internet".into(),
+                loopback: vec!["2001:db8::1/128".parse().unwrap()],
+            }],
+            host_links: vec![HostLinkRecord {
+                kind: HostLinkKind::Uplink,
+                node: "a".parse().unwrap(),
+                host: "internet".into(),
+                node_interface: "v-internet".into(),
+                host_interface: "v-a".into(),
+                mtu: 1500,
+                node_ipv4: "198.51.100.6/30".parse().unwrap(),
+                node_ipv6: "2001:db8:ffff:1::2/64".parse().unwrap(),
+                host_ipv4: "198.51.100.5/30".parse().unwrap(),
+                host_ipv6: "2001:db8:ffff:1::1/64".parse().unwrap(),
+                down: false,
             }],
         }
     }
@@ -265,11 +357,31 @@ mod tests {
         assert!(e.to_string().contains("state.json is not a valid lab state file"), "{e}");
         fs::write(tmp.path().join(STATE_FILE), r#"{"version": 99}"#).unwrap();
         let e = LabState::read(tmp.path()).unwrap_err();
+        assert!(e.to_string().contains("understands versions 1 to 2"), "{e}");
+        let e = LabState::read(tmp.path()).unwrap_err();
         assert!(matches!(e, StateError::Version { found: 99, .. }), "{e}");
         let mut bad = serde_json::to_value(sample()).unwrap();
         bad["nodes"][0]["name"] = "Bad".into();
         fs::write(tmp.path().join(STATE_FILE), bad.to_string()).unwrap();
         assert!(LabState::read(tmp.path()).is_err());
+    }
+
+    #[test]
+    fn version_1_state_reads_as_a_lab_without_hosts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut v1 = serde_json::to_value(sample()).unwrap();
+        v1["version"] = 1.into();
+        let obj = v1.as_object_mut().unwrap();
+        obj.remove("hosts");
+        obj.remove("host_links");
+        obj["links"][0].as_object_mut().unwrap().remove("down");
+        fs::write(tmp.path().join(STATE_FILE), v1.to_string()).unwrap();
+        let s = LabState::read(tmp.path()).unwrap();
+        assert_eq!(s.version, STATE_VERSION);
+        assert!(s.hosts.is_empty() && s.host_links.is_empty() && !s.links[0].down);
+        assert_eq!(s.namespaces(), vec!["tw-t1-a"]);
+        assert_eq!(sample().namespaces(), vec!["tw-t1-a", "tw-t1-internet"]);
+        assert_eq!(sample().namespace_of("internet"), Some("tw-t1-internet"));
     }
 
     #[test]

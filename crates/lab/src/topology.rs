@@ -3,11 +3,14 @@
 //! ```toml
 //! name = "chain3"              # optional; default: the file stem
 //! [defaults]                   # optional
-//! mtu = 1500                   # veth MTU for links that don't set one
+//! mtu = 1500                   # veth MTU for links (and uplink/LAN veths) that don't set one
 //! config = { discovery = { announce_interval_secs = 2 } }   # merged into every node's config
 //! [[node]]
-//! name = "a"
+//! name = "a"                   # a-z then up to 7 of a-z0-9; not `internet` or `lan`
+//! uplink = true                # optional: a veth `v-internet` to the lab's `internet` host
+//! lan = true                   # optional: a veth `v-lan` to a host namespace `<node>-lan`
 //! config = { }                 # optional, merged into this node's config after the defaults
+//! misbehave = { metric_lie = true }   # optional, reserved: parsed and checked, no effect yet
 //! [[node]]
 //! name = "b"
 //! [[link]]
@@ -18,8 +21,26 @@
 //! mtu = 1500                   # optional
 //! ```
 //!
+//! `uplink = true` links the node to the lab's one `internet` host (created when any node has
+//! an uplink), which answers at 2001:db8::1 and 192.0.2.1; the node gets default routes
+//! toward it and its daemon config gets `[uplink] interface = "v-internet"`. `lan = true`
+//! gives the node a LAN host `<node>-lan` with a lab-chosen IPv4 /24 and IPv6 /64; the daemon
+//! config gets `[lan] interface = "v-lan"` with those prefixes. Addresses are numbered by the
+//! node's position in the file (see [`crate::hosts`]), so only nodes #1–#63 can have an uplink
+//! and #1–#155 a LAN. A node's own `config` is merged over what the lab generates, so
+//! `config = { uplink = { ipv6_nat = "none" } }` adds to the generated `[uplink]`.
+//!
+//! `misbehave` is reserved for a later issue (a node that lies about route metrics, degrades
+//! after a while, sends junk, or favours measurement traffic). Its keys are checked now so
+//! topologies written for it fail early if misspelled; `lab up` warns that it has no effect:
+//!
+//! ```toml
+//! misbehave = { metric_lie = true, degrade_after_secs = 60, degrade_to_mbit = 2, junk_mbit = 5, prioritize_tests = true }
+//! ```
+//!
 //! Everything is validated at load; errors name the field and the problem.
 
+use crate::hosts::{self, MAX_LAN_POSITION, MAX_UPLINK_POSITION, RESERVED_NODE_NAMES};
 use crate::names::{LabName, NameError, NodeName};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -40,6 +61,9 @@ pub struct Topology {
     pub links: Vec<LinkSpec>,
     /// `[defaults] config`: merged into every node's generated daemon config first.
     pub defaults_config: toml::Table,
+    /// `[defaults] mtu`, else [`DEFAULT_MTU`]: links without their own MTU, and the veths to
+    /// the internet and LAN hosts.
+    pub default_mtu: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +71,33 @@ pub struct NodeSpec {
     pub name: NodeName,
     /// `[node] config`: merged into this node's generated daemon config after the defaults.
     pub config: toml::Table,
+    /// `uplink = true`: a veth to the lab's internet host, and default routes over it.
+    pub uplink: bool,
+    /// `lan = true`: a LAN host namespace `<node>-lan` behind the node.
+    pub lan: bool,
+    /// `misbehave = {...}`: reserved, validated but without effect yet.
+    pub misbehave: Option<Misbehave>,
+}
+
+/// How a node is to misbehave (reserved: parsed and validated; a later issue gives these an
+/// effect). Every field is off when left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Misbehave {
+    /// Announce routes cheaper than they are.
+    pub metric_lie: bool,
+    /// Serve well at first, then degrade.
+    pub degrade: Option<Degrade>,
+    /// Send this much junk traffic to neighbors, Mbit/s.
+    pub junk_mbit: Option<u32>,
+    /// Treat recognisable measurement traffic better than other traffic.
+    pub prioritize_tests: bool,
+}
+
+/// `degrade_after_secs` and `degrade_to_mbit`, which only make sense together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Degrade {
+    pub after_secs: u32,
+    pub to_mbit: u32,
 }
 
 /// An undirected veth link. Inside `a` the veth is `v-<b>`, inside `b` it is `v-<a>`.
@@ -83,8 +134,14 @@ pub enum TopologyProblem {
     NoNodes,
     #[error("node #{second} name {name:?} is already used by node #{first}")]
     DuplicateNode { name: String, first: usize, second: usize },
-    #[error("link #{link} field `{end}` names node {name:?}, which is not a [[node]]")]
+    #[error("link #{link} field `{end}` names node {name:?}, which is not a [[node]]{}", host_hint(.name))]
     UnknownNode { link: usize, end: &'static str, name: String },
+    #[error("node #{node} name {name:?} is reserved: {why}")]
+    ReservedName { node: usize, name: String, why: &'static str },
+    #[error("node #{node} ({name}) sets `{field} = true`, but {why}")]
+    Position { node: usize, name: String, field: &'static str, why: String },
+    #[error("{field} sets `{set}` without `{missing}`: the two go together")]
+    Unpaired { field: String, set: &'static str, missing: &'static str },
     #[error("link #{link} connects node {node:?} to itself")]
     SelfLink { link: usize, node: String },
     #[error("link #{link} ({a}–{b}) duplicates link #{first}: there can be one link per pair of nodes (the veth in {a} is named v-{b})")]
@@ -121,6 +178,23 @@ struct RawNode {
     name: String,
     #[serde(default)]
     config: toml::Table,
+    #[serde(default)]
+    uplink: bool,
+    #[serde(default)]
+    lan: bool,
+    misbehave: Option<RawMisbehave>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMisbehave {
+    #[serde(default)]
+    metric_lie: bool,
+    degrade_after_secs: Option<i64>,
+    degrade_to_mbit: Option<i64>,
+    junk_mbit: Option<i64>,
+    #[serde(default)]
+    prioritize_tests: bool,
 }
 
 #[derive(Deserialize)]
@@ -164,8 +238,34 @@ impl Topology {
             if let Some(first) = nodes.iter().position(|o| o.name == name) {
                 return Err(TopologyProblem::DuplicateNode { name: n.name, first: first + 1, second: num });
             }
+            if let Some(reserved) = RESERVED_NODE_NAMES.iter().find(|r| **r == name.as_str()) {
+                let why = if *reserved == hosts::INTERNET {
+                    "it is the lab's internet host (give a node `uplink = true` to link it there)"
+                } else {
+                    "the veth to a node's LAN host is named v-lan"
+                };
+                return Err(TopologyProblem::ReservedName { node: num, name: n.name, why });
+            }
             check_reserved(&n.config, &format!("node #{num} ({name}) config"))?;
-            nodes.push(NodeSpec { name, config: n.config });
+            if n.uplink && num > MAX_UPLINK_POSITION {
+                return Err(TopologyProblem::Position {
+                    node: num,
+                    name: n.name,
+                    field: "uplink",
+                    why: format!("uplink subnets are numbered by node position (198.51.100.<4×#>/30): only nodes #1 to #{MAX_UPLINK_POSITION} can have an uplink; move the node up the file"),
+                });
+            }
+            if n.lan && num > MAX_LAN_POSITION {
+                return Err(TopologyProblem::Position {
+                    node: num,
+                    name: n.name,
+                    field: "lan",
+                    why: format!("LAN prefixes are numbered by node position (10.<100+#>.0.0/24): only nodes #1 to #{MAX_LAN_POSITION} can have a LAN; move the node up the file"),
+                });
+            }
+            let misbehave =
+                n.misbehave.map(|m| check_misbehave(m, &format!("node #{num} ({name}) misbehave"))).transpose()?;
+            nodes.push(NodeSpec { name, config: n.config, uplink: n.uplink, lan: n.lan, misbehave });
         }
         let mut links: Vec<LinkSpec> = Vec::with_capacity(raw.link.len());
         let mut pairs = Vec::<BTreeSet<NodeName>>::new();
@@ -216,11 +316,22 @@ impl Topology {
             };
             links.push(LinkSpec { a, b, mtu, rate_mbit, loss_permille });
         }
-        Ok(Topology { name, nodes, links, defaults_config: raw.defaults.config })
+        Ok(Topology { name, nodes, links, defaults_config: raw.defaults.config, default_mtu })
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.name.as_str() == name)
+    }
+
+    /// A node's position in the file, 1 for the first `[[node]]` (what addresses of uplinks
+    /// and LANs are numbered by).
+    pub fn position(&self, name: &NodeName) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == *name).map(|i| i + 1)
+    }
+
+    /// True if some node has `uplink = true` (so the lab has an internet host).
+    pub fn has_internet(&self) -> bool {
+        self.nodes.iter().any(|n| n.uplink)
     }
 
     /// The links that have `node` at one end, each with the neighbor at the other end.
@@ -269,6 +380,65 @@ fn check_mtu(m: i64, field: &str) -> Result<u32, TopologyProblem> {
             value: m,
             rule: "an MTU is 1280 (the IPv6 minimum) to 65535",
         })
+    }
+}
+
+fn check_misbehave(m: RawMisbehave, field: &str) -> Result<Misbehave, TopologyProblem> {
+    let mbit = |v: Option<i64>, key: &str| match v {
+        None => Ok(None),
+        Some(r) if (1..=100_000).contains(&r) => Ok(Some(r as u32)),
+        Some(r) => Err(TopologyProblem::BadValue {
+            field: format!("{field} {key}"),
+            value: r,
+            rule: "a rate is 1 to 100000 Mbit/s (leave it out for none)",
+        }),
+    };
+    let after = match m.degrade_after_secs {
+        None => None,
+        Some(s) if (0..=86_400 * 365).contains(&s) => Some(s as u32),
+        Some(s) => {
+            return Err(TopologyProblem::BadValue {
+                field: format!("{field} degrade_after_secs"),
+                value: s,
+                rule: "a delay is 0 to 31536000 seconds (a year)",
+            })
+        }
+    };
+    let to = mbit(m.degrade_to_mbit, "degrade_to_mbit")?;
+    let degrade = match (after, to) {
+        (Some(after_secs), Some(to_mbit)) => Some(Degrade { after_secs, to_mbit }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(TopologyProblem::Unpaired {
+                field: field.to_owned(),
+                set: "degrade_after_secs",
+                missing: "degrade_to_mbit",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(TopologyProblem::Unpaired {
+                field: field.to_owned(),
+                set: "degrade_to_mbit",
+                missing: "degrade_after_secs",
+            })
+        }
+    };
+    Ok(Misbehave {
+        metric_lie: m.metric_lie,
+        degrade,
+        junk_mbit: mbit(m.junk_mbit, "junk_mbit")?,
+        prioritize_tests: m.prioritize_tests,
+    })
+}
+
+/// A hint for a link naming one of the lab's hosts, which are not nodes.
+fn host_hint(name: &str) -> &'static str {
+    if name == hosts::INTERNET {
+        " (the internet host is linked with `uplink = true` on a node)"
+    } else if name.ends_with(hosts::LAN_SUFFIX) {
+        " (a LAN host is made with `lan = true` on its node)"
+    } else {
+        ""
     }
 }
 
@@ -393,6 +563,43 @@ loss_permille = 5
             ("[defaults]\nconfig = { api_socket = \"/x\" }\n".into(), "[defaults] config sets `api_socket`"),
             ("[[node]]\nname = \"a\"\nconfig = 3\n".into(), "invalid type: integer"),
             ("[[node]\n".into(), "invalid table header"),
+            // Hosts, uplinks and LANs.
+            ("[[node]]\nname = \"internet\"\n".into(), "node #1 name \"internet\" is reserved: it is the lab's internet host"),
+            (format!("{two}[[node]]\nname = \"lan\"\n"), "node #3 name \"lan\" is reserved: the veth to a node's LAN host is named v-lan"),
+            ("[[node]]\nname = \"a\"\nuplink = \"yes\"\n".into(), "line 3, column 10: invalid type: string \"yes\", expected a boolean"),
+            ("[[node]]\nname = \"a\"\nlan = 1\n".into(), "invalid type: integer `1`, expected a boolean"),
+            ("[[node]]\nname = \"a\"\nwan = true\n".into(), "unknown field `wan`"),
+            (
+                format!("{two}[[link]]\na = \"a\"\nb = \"internet\"\n"),
+                "link #1 field `b` names node \"internet\", which is not a [[node]] (the internet host is linked with `uplink = true` on a node)",
+            ),
+            (
+                format!("{two}[[link]]\na = \"a-lan\"\nb = \"b\"\n"),
+                "names node \"a-lan\", which is not a [[node]] (a LAN host is made with `lan = true` on its node)",
+            ),
+            (many_nodes(64, "uplink = true"), "node #64 (n64) sets `uplink = true`, but uplink subnets are numbered by node position (198.51.100.<4×#>/30): only nodes #1 to #63"),
+            (many_nodes(156, "lan = true"), "node #156 (n156) sets `lan = true`, but LAN prefixes are numbered by node position (10.<100+#>.0.0/24): only nodes #1 to #155"),
+            // misbehave: reserved, but checked.
+            ("[[node]]\nname = \"a\"\nmisbehave = { lie = true }\n".into(), "unknown field `lie`, expected one of `metric_lie`"),
+            ("[[node]]\nname = \"a\"\nmisbehave = { metric_lie = 1 }\n".into(), "invalid type: integer `1`, expected a boolean"),
+            ("[[node]]\nname = \"a\"\nmisbehave = { junk_mbit = 0 }\n".into(), "node #1 (a) misbehave junk_mbit = 0 is not valid: a rate is 1 to 100000"),
+            (
+                "[[node]]\nname = \"a\"\nmisbehave = { degrade_after_secs = 10 }\n".into(),
+                "node #1 (a) misbehave sets `degrade_after_secs` without `degrade_to_mbit`: the two go together",
+            ),
+            (
+                "[[node]]\nname = \"a\"\nmisbehave = { degrade_to_mbit = 10 }\n".into(),
+                "node #1 (a) misbehave sets `degrade_to_mbit` without `degrade_after_secs`",
+            ),
+            (
+                "[[node]]\nname = \"a\"\nmisbehave = { degrade_after_secs = -1, degrade_to_mbit = 1 }\n".into(),
+                "node #1 (a) misbehave degrade_after_secs = -1 is not valid",
+            ),
+            (
+                "[[node]]\nname = \"a\"\nmisbehave = { degrade_after_secs = 1, degrade_to_mbit = 100001 }\n".into(),
+                "node #1 (a) misbehave degrade_to_mbit = 100001 is not valid",
+            ),
+            ("[[node]]\nname = \"a\"\nmisbehave = true\n".into(), "invalid type: boolean `true`, expected struct RawMisbehave"),
         ];
         for (text, expected) in cases {
             let e = Topology::parse(&text, "t.toml").unwrap_err();
@@ -403,6 +610,63 @@ loss_permille = 5
         }
     }
 
+    /// `count` nodes n1..n<count>, the last one with `last_line`.
+    fn many_nodes(count: usize, last_line: &str) -> String {
+        (1..=count)
+            .map(|i| {
+                format!(
+                    "[[node]]\nname = \"n{i}\"\n{}",
+                    if i == count { format!("{last_line}\n") } else { String::new() }
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn uplink_lan_and_misbehave_are_parsed() {
+        let t = Topology::parse(
+            r#"
+[defaults]
+mtu = 1400
+[[node]]
+name = "a"
+uplink = true
+[[node]]
+name = "b"
+uplink = false
+misbehave = { metric_lie = true, degrade_after_secs = 30, degrade_to_mbit = 2, junk_mbit = 5, prioritize_tests = true }
+[[node]]
+name = "c"
+lan = true
+misbehave = {}
+"#,
+            "t",
+        )
+        .unwrap();
+        let [a, b, c] = [&t.nodes[0], &t.nodes[1], &t.nodes[2]];
+        assert!(a.uplink && !a.lan && a.misbehave.is_none());
+        assert!(!b.uplink && !b.lan);
+        assert_eq!(
+            b.misbehave,
+            Some(Misbehave {
+                metric_lie: true,
+                degrade: Some(Degrade { after_secs: 30, to_mbit: 2 }),
+                junk_mbit: Some(5),
+                prioritize_tests: true
+            })
+        );
+        assert!(c.lan && !c.uplink);
+        assert_eq!(c.misbehave, Some(Misbehave::default()), "an empty table is all off");
+        assert!(t.has_internet());
+        assert_eq!(t.position(&nn("c")), Some(3));
+        assert_eq!(t.default_mtu, 1400);
+        // The last addressable positions are accepted.
+        let t = Topology::parse(&many_nodes(63, "uplink = true"), "t").unwrap();
+        assert!(t.nodes[62].uplink);
+        let t = Topology::parse(&many_nodes(155, "lan = true"), "t").unwrap();
+        assert!(t.nodes[154].lan && !t.has_internet());
+    }
+
     #[test]
     fn shipped_examples_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab");
@@ -410,6 +674,15 @@ loss_permille = 5
             let t = Topology::load(&dir.join(file)).unwrap();
             assert_eq!((t.nodes.len(), t.links.len()), (nodes, links), "{file}");
         }
+        let with_hosts = |file: &str| {
+            let t = Topology::load(&dir.join(file)).unwrap();
+            let names = |f: fn(&NodeSpec) -> bool| -> Vec<String> {
+                t.nodes.iter().filter(|n| f(n)).map(|n| n.name.to_string()).collect()
+            };
+            (names(|n| n.uplink), names(|n| n.lan))
+        };
+        assert_eq!(with_hosts("chain3.toml"), (vec!["a".to_string()], vec!["c".to_string()]));
+        assert_eq!(with_hosts("diamond4.toml"), (vec!["a".to_string()], vec!["d".to_string()]));
         let mesh = Topology::load(&dir.join("mesh10.toml")).unwrap();
         for n in &mesh.nodes {
             let degree = mesh.links_of(&n.name).count();

@@ -145,6 +145,7 @@ mod tests {
             mtu: 1500,
             rate_mbit: None,
             loss_permille: None,
+            down: false,
         }
     }
 

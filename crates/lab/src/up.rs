@@ -1,13 +1,17 @@
-//! `lab up`: state first, then files, namespaces, veths, shaping, daemons, and the wait for
-//! tunnels. Any failure tears down what was built (unless asked to keep it).
+//! `lab up`: state first, then files, namespaces (nodes and hosts), veths, addresses, routes,
+//! shaping, daemons, and the wait for tunnels. Any failure tears down what was built (unless
+//! asked to keep it).
 
-use crate::config::{self, GeneratedFields};
+use crate::config::{self, GeneratedFields, LanFields};
 use crate::daemon::DaemonCommand;
 use crate::error::{LoadError, UpError};
+use crate::hosts::{self, Cidr};
 use crate::lab::Lab;
-use crate::names::{namespace_name, LabName};
-use crate::netns::{self, NamespaceSetup};
-use crate::state::{self, LabState, LinkRecord, NodeRecord, StateError, STATE_VERSION};
+use crate::names::{host_namespace_name, namespace_name, LabName};
+use crate::netns::{self, NamespaceSetup, VethPair};
+use crate::state::{
+    self, HostLinkKind, HostLinkRecord, HostRecord, LabState, LinkRecord, NodeRecord, StateError, STATE_VERSION,
+};
 use crate::topology::Topology;
 use serde::Serialize;
 use std::fs;
@@ -50,7 +54,8 @@ impl UpOptions {
 /// How long the parts of `lab up` took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct UpTimings {
-    /// Namespaces, sysctls, veths, links up, shaping, loss, and the `ip -j` check.
+    /// Namespaces, sysctls, veths, addresses, links up, routes, shaping, loss, and the `ip -j`
+    /// checks.
     pub network: Duration,
     /// Spawning every daemon.
     pub daemons: Duration,
@@ -72,7 +77,7 @@ impl Lab {
         fs::DirBuilder::new().recursive(true).mode(0o755).create(&opts.root).map_err(io(&opts.root))?;
         let dir = opts.root.join(name.as_str());
         clear_stale(&opts.root, name)?;
-        let planned: Vec<String> = topology.nodes.iter().map(|n| namespace_name(name, &n.name)).collect();
+        let planned = plan(name, topology, &opts.root.join(name.as_str()), opts).namespaces();
         let existing: Vec<String> = netns::list_namespaces()?.into_iter().filter(|n| planned.contains(n)).collect();
         if !existing.is_empty() {
             return Err(UpError::NamespaceExists { name: name.clone(), names: existing });
@@ -86,6 +91,9 @@ impl Lab {
                 })
             }
             Err(e) => return Err(io(&dir)(e)),
+        }
+        for n in topology.nodes.iter().filter(|n| n.misbehave.is_some()) {
+            tracing::warn!(lab = %name, node = %n.name, "`misbehave` is reserved: it is checked but has no effect yet");
         }
         let mut state = plan(name, topology, &dir, opts);
         if let Err(e) = state.write(&dir) {
@@ -112,13 +120,12 @@ impl Lab {
     fn build(&mut self, topology: &Topology, opts: &UpOptions) -> Result<(), UpError> {
         let t0 = Instant::now();
         self.write_node_files(topology)?;
-        let namespaces: Vec<String> = self.state.nodes.iter().map(|n| n.namespace.clone()).collect();
+        let namespaces: Vec<(String, netns::Sysctls)> = (self.state.nodes.iter())
+            .map(|n| (n.namespace.clone(), netns::NAMESPACE_SYSCTLS))
+            .chain(self.state.hosts.iter().map(|h| (h.namespace.clone(), netns::HOST_SYSCTLS)))
+            .collect();
         netns::create_namespaces(&namespaces)?;
-        let ns_of = |l: &LinkRecord, a_end: bool| {
-            let end = if a_end { &l.a } else { &l.b };
-            namespace_name(&self.state.name, end)
-        };
-        netns::create_veths(&netns::veth_batch(&self.state.links, ns_of))?;
+        netns::create_veths(&netns::veth_batch(&veth_pairs(&self.state)))?;
         // Namespaces are independent from here on: configure them in parallel.
         let setups = namespace_setups(&self.state);
         std::thread::scope(|s| {
@@ -151,8 +158,20 @@ impl Lab {
                 fs::DirBuilder::new().mode(mode).create(d).map_err(|source| UpError::Io { path: d.clone(), source })?;
             }
             let spec = topology.node(n.name.as_str()).expect("state is planned from the topology");
-            let generated =
-                GeneratedFields { data_dir: &n.data_dir, api_socket: &n.api_socket, interfaces: &n.interfaces };
+            let host_link = |kind| self.state.host_links.iter().find(|l| l.node == n.name && l.kind == kind);
+            let uplink = host_link(HostLinkKind::Uplink).map(|l| l.node_interface.as_str());
+            let lan = host_link(HostLinkKind::Lan).map(|l| LanFields {
+                interface: &l.node_interface,
+                ipv6_prefix: l.node_ipv6.network(),
+                ipv4_prefix: l.node_ipv4.network(),
+            });
+            let generated = GeneratedFields {
+                data_dir: &n.data_dir,
+                api_socket: &n.api_socket,
+                interfaces: &n.interfaces,
+                uplink,
+                lan,
+            };
             let c = config::daemon_config(generated, &topology.defaults_config, &spec.config);
             let text = config::render(&c, self.state.name.as_str(), n.name.as_str());
             fs::write(&n.config_path, text).map_err(|source| UpError::Io { path: n.config_path.clone(), source })?;
@@ -187,7 +206,8 @@ fn clear_stale(root: &Path, name: &LabName) -> Result<(), UpError> {
     }
 }
 
-/// The state `up` starts from: every node's paths, namespace and interfaces, every link.
+/// The state `up` starts from: every node's paths, namespace and interfaces, every link, and
+/// the hosts with their links and addresses.
 fn plan(name: &LabName, topology: &Topology, dir: &Path, opts: &UpOptions) -> LabState {
     let nodes = topology
         .nodes
@@ -221,8 +241,10 @@ fn plan(name: &LabName, topology: &Topology, dir: &Path, opts: &UpOptions) -> La
             mtu: l.mtu,
             rate_mbit: l.rate_mbit,
             loss_permille: l.loss_permille,
+            down: false,
         })
         .collect();
+    let (hosts, host_links) = plan_hosts(name, topology);
     let now = state::unix_now();
     LabState {
         version: STATE_VERSION,
@@ -233,38 +255,150 @@ fn plan(name: &LabName, topology: &Topology, dir: &Path, opts: &UpOptions) -> La
         daemon: opts.daemon.clone(),
         nodes,
         links,
+        hosts,
+        host_links,
     }
 }
 
-/// What each namespace needs once the veths exist.
+/// The internet host (if any node has an uplink), each LAN host, and their links, addressed
+/// as [`crate::hosts`] describes. Positions past the addressable range were refused when the
+/// topology was loaded.
+fn plan_hosts(name: &LabName, topology: &Topology) -> (Vec<HostRecord>, Vec<HostLinkRecord>) {
+    let mtu = topology.default_mtu;
+    let mut hosts = Vec::new();
+    let mut links = Vec::new();
+    if topology.has_internet() {
+        hosts.push(HostRecord {
+            name: hosts::INTERNET.to_owned(),
+            namespace: host_namespace_name(name, hosts::INTERNET),
+            loopback: vec![Cidr::v6(hosts::INTERNET_IPV6, 128), Cidr::v4(hosts::INTERNET_IPV4, 32)],
+        });
+    }
+    for (i, n) in topology.nodes.iter().enumerate() {
+        let position = i + 1;
+        if n.uplink {
+            let a = hosts::uplink_addresses(position).expect("the topology checks uplink positions");
+            links.push(HostLinkRecord {
+                kind: HostLinkKind::Uplink,
+                node: n.name.clone(),
+                host: hosts::INTERNET.to_owned(),
+                node_interface: hosts::UPLINK_INTERFACE.to_owned(),
+                host_interface: n.name.veth_toward(),
+                mtu,
+                node_ipv4: a.node_ipv4,
+                node_ipv6: a.node_ipv6,
+                host_ipv4: a.host_ipv4,
+                host_ipv6: a.host_ipv6,
+                down: false,
+            });
+        }
+    }
+    for (i, n) in topology.nodes.iter().enumerate() {
+        let position = i + 1;
+        if n.lan {
+            let a = hosts::lan_addresses(position).expect("the topology checks LAN positions");
+            let host = hosts::lan_host_name(n.name.as_str());
+            hosts.push(HostRecord {
+                namespace: host_namespace_name(name, &host),
+                name: host.clone(),
+                loopback: Vec::new(),
+            });
+            links.push(HostLinkRecord {
+                kind: HostLinkKind::Lan,
+                node: n.name.clone(),
+                host,
+                node_interface: hosts::LAN_INTERFACE.to_owned(),
+                host_interface: hosts::LAN_HOST_INTERFACE.to_owned(),
+                mtu,
+                node_ipv4: a.node_ipv4,
+                node_ipv6: a.node_ipv6,
+                host_ipv4: a.host_ipv4,
+                host_ipv6: a.host_ipv6,
+                down: false,
+            });
+        }
+    }
+    (hosts, links)
+}
+
+/// Every veth of the lab: node–node links, then node–host links (the node's end first).
+fn veth_pairs(state: &LabState) -> Vec<VethPair> {
+    let ns = |node| namespace_name(&state.name, node);
+    let links = state.links.iter().map(|l| VethPair {
+        a_namespace: ns(&l.a),
+        a_interface: l.a_interface.clone(),
+        b_namespace: ns(&l.b),
+        b_interface: l.b_interface.clone(),
+        mtu: l.mtu,
+    });
+    let host_links = state.host_links.iter().map(|l| VethPair {
+        a_namespace: ns(&l.node),
+        a_interface: l.node_interface.clone(),
+        b_namespace: host_namespace_name(&state.name, &l.host),
+        b_interface: l.host_interface.clone(),
+        mtu: l.mtu,
+    });
+    links.chain(host_links).collect()
+}
+
+/// What each namespace (nodes in order, then hosts) needs once the veths exist. Links marked
+/// down in the state are left down.
 pub(crate) fn namespace_setups(state: &LabState) -> Vec<NamespaceSetup> {
-    state
-        .nodes
-        .iter()
-        .map(|n| {
-            let mut s = NamespaceSetup {
-                namespace: n.namespace.clone(),
-                interfaces: n.interfaces.clone(),
-                ..Default::default()
+    let nodes = state.nodes.iter().map(|n| {
+        let mut s =
+            NamespaceSetup { namespace: n.namespace.clone(), interfaces: n.interfaces.clone(), ..Default::default() };
+        for l in &state.links {
+            let iface = if l.a == n.name {
+                &l.a_interface
+            } else if l.b == n.name {
+                &l.b_interface
+            } else {
+                continue;
             };
-            for l in &state.links {
-                let iface = if l.a == n.name {
-                    &l.a_interface
-                } else if l.b == n.name {
-                    &l.b_interface
-                } else {
-                    continue;
-                };
-                if let Some(r) = l.rate_mbit {
-                    s.rates.push((iface.clone(), r, l.mtu));
-                }
-                if let Some(p) = l.loss_permille {
-                    s.losses.push((iface.clone(), p));
-                }
+            if l.down {
+                s.down.push(iface.clone());
             }
-            s
-        })
-        .collect()
+            if let Some(r) = l.rate_mbit {
+                s.rates.push((iface.clone(), r, l.mtu));
+            }
+            if let Some(p) = l.loss_permille {
+                s.losses.push((iface.clone(), p));
+            }
+        }
+        for l in state.host_links.iter().filter(|l| l.node == n.name) {
+            let dev = &l.node_interface;
+            s.interfaces.push(dev.clone());
+            if l.down {
+                s.down.push(dev.clone());
+            }
+            s.addresses.push((dev.clone(), l.node_ipv4));
+            s.addresses.push((dev.clone(), l.node_ipv6));
+            if l.kind == HostLinkKind::Uplink {
+                s.default_routes.push((dev.clone(), l.host_ipv4.addr));
+                s.default_routes.push((dev.clone(), l.host_ipv6.addr));
+            }
+        }
+        s
+    });
+    let hosts = state.hosts.iter().map(|h| {
+        let mut s = NamespaceSetup { namespace: h.namespace.clone(), ..Default::default() };
+        s.addresses.extend(h.loopback.iter().map(|a| ("lo".to_owned(), *a)));
+        for l in state.host_links.iter().filter(|l| l.host == h.name) {
+            let dev = &l.host_interface;
+            s.interfaces.push(dev.clone());
+            if l.down {
+                s.down.push(dev.clone());
+            }
+            s.addresses.push((dev.clone(), l.host_ipv4));
+            s.addresses.push((dev.clone(), l.host_ipv6));
+            if l.kind == HostLinkKind::Lan {
+                s.default_routes.push((dev.clone(), l.node_ipv4.addr));
+                s.default_routes.push((dev.clone(), l.node_ipv6.addr));
+            }
+        }
+        s
+    });
+    nodes.chain(hosts).collect()
 }
 
 #[cfg(test)]
@@ -294,5 +428,89 @@ mod tests {
         assert_eq!(setups[1].losses, vec![("v-c".to_string(), 5)]);
         assert_eq!(setups[2].losses, vec![("v-b".to_string(), 5)]);
         assert!(setups[2].rates.is_empty());
+        assert!(s.hosts.is_empty() && s.host_links.is_empty() && setups.len() == 3);
+    }
+
+    #[test]
+    fn uplinks_and_lans_plan_hosts_veths_addresses_and_routes() {
+        let t = Topology::parse(
+            "[defaults]\nmtu = 1400\n[[node]]\nname = \"a\"\nuplink = true\n[[node]]\nname = \"b\"\nuplink = true\n\
+             [[node]]\nname = \"c\"\nlan = true\n[[link]]\na = \"a\"\nb = \"b\"\n[[link]]\na = \"b\"\nb = \"c\"\n",
+            "t",
+        )
+        .unwrap();
+        let name: LabName = "x7".parse().unwrap();
+        let s = plan(
+            &name,
+            &t,
+            Path::new("/run/tollway-lab/x7"),
+            &UpOptions::new(DaemonCommand::custom("/bin/true", [""; 0])),
+        );
+        let hosts: Vec<(&str, &str)> = s.hosts.iter().map(|h| (h.name.as_str(), h.namespace.as_str())).collect();
+        assert_eq!(hosts, [("internet", "tw-x7-internet"), ("c-lan", "tw-x7-c-lan")]);
+        assert_eq!(s.namespaces(), ["tw-x7-a", "tw-x7-b", "tw-x7-c", "tw-x7-internet", "tw-x7-c-lan"]);
+        assert_eq!(s.node("a").unwrap().interfaces, ["v-b"], "the daemon discovers on mesh links only");
+
+        let pairs = veth_pairs(&s);
+        let shown: Vec<String> = pairs
+            .iter()
+            .map(|p| format!("{}:{} {}:{} {}", p.a_namespace, p.a_interface, p.b_namespace, p.b_interface, p.mtu))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "tw-x7-a:v-b tw-x7-b:v-a 1400",
+                "tw-x7-b:v-c tw-x7-c:v-b 1400",
+                "tw-x7-a:v-internet tw-x7-internet:v-a 1400",
+                "tw-x7-b:v-internet tw-x7-internet:v-b 1400",
+                "tw-x7-c:v-lan tw-x7-c-lan:lan0 1400",
+            ]
+        );
+
+        let setups = namespace_setups(&s);
+        let find = |ns: &str| setups.iter().find(|x| x.namespace == ns).unwrap();
+        let b = find("tw-x7-b");
+        assert_eq!(b.interfaces, ["v-a", "v-c", "v-internet"]);
+        let addrs = |x: &NamespaceSetup| x.addresses.iter().map(|(d, a)| format!("{d} {a}")).collect::<Vec<_>>();
+        assert_eq!(addrs(b), ["v-internet 198.51.100.10/30", "v-internet 2001:db8:ffff:2::2/64"]);
+        assert_eq!(
+            b.route_batch(),
+            "route replace default via 198.51.100.9 dev v-internet onlink\n\
+             route replace default via 2001:db8:ffff:2::1 dev v-internet onlink\n"
+        );
+        let internet = find("tw-x7-internet");
+        assert_eq!(internet.interfaces, ["v-a", "v-b"]);
+        assert_eq!(
+            addrs(internet),
+            [
+                "lo 2001:db8::1/128",
+                "lo 192.0.2.1/32",
+                "v-a 198.51.100.5/30",
+                "v-a 2001:db8:ffff:1::1/64",
+                "v-b 198.51.100.9/30",
+                "v-b 2001:db8:ffff:2::1/64"
+            ]
+        );
+        assert!(internet.default_routes.is_empty(), "the internet routes only to its connected link subnets");
+        let c = find("tw-x7-c");
+        assert_eq!(addrs(c), ["v-lan 10.103.0.1/24", "v-lan fd00:1ab:3::1/64"]);
+        assert!(c.default_routes.is_empty(), "a LAN gives its node no default route");
+        let lan = find("tw-x7-c-lan");
+        assert_eq!(lan.interfaces, ["lan0"]);
+        assert_eq!(addrs(lan), ["lan0 10.103.0.2/24", "lan0 fd00:1ab:3::2/64"]);
+        assert_eq!(
+            lan.route_batch(),
+            "route replace default via 10.103.0.1 dev lan0 onlink\nroute replace default via fd00:1ab:3::1 dev lan0 onlink\n"
+        );
+
+        // A link marked down stays down, and its routes are not added.
+        let mut down = s.clone();
+        down.host_links[0].down = true;
+        down.links[1].down = true;
+        let setups = namespace_setups(&down);
+        let a = setups.iter().find(|x| x.namespace == "tw-x7-a").unwrap();
+        assert_eq!(a.down, ["v-internet"]);
+        assert_eq!(a.route_batch(), "");
+        assert_eq!(setups.iter().find(|x| x.namespace == "tw-x7-c").unwrap().down, ["v-b"]);
     }
 }

@@ -236,7 +236,7 @@ fn up_builds_namespaces_veths_shaping_and_daemons_and_down_removes_them() {
     let code = tollway_lab::run(
         tollway_lab::LabCommand::Exec {
             name: Some(name.clone()),
-            node: "c".into(),
+            target: vec!["c".into()],
             command: vec!["sh".into(), "-c".into(), "ip -j link show v-b >/dev/null && exit 7".into()],
         },
         Path::new("/nonexistent"),
@@ -325,6 +325,19 @@ fn daemons_restart_and_down_cleans_up_after_sigkill() {
     assert_ne!(old, new);
     assert!(matches!(lab.start_daemon("b"), Err(tollway_lab::DaemonError::AlreadyRunning { .. })));
     assert_eq!(Lab::load(&name).unwrap().node("b").unwrap().pid, Some(new.pid), "recorded in state.json");
+    // Restart: SIGTERM (the stand-in's sleep obeys), SIGKILL, and a daemon that is not running.
+    let r = lab.restart_daemon("c", false).unwrap();
+    assert!(r.old.is_some() && r.old != Some(r.new) && !r.needed_sigkill, "{r:?}");
+    let r2 = lab.restart_daemon("c", true).unwrap();
+    assert_eq!(r2.old, Some(r.new));
+    assert!(r2.needed_sigkill && lab.daemon("c").unwrap() == Some(r2.new));
+    assert_eq!(Lab::load(&name).unwrap().node("c").unwrap().pid, Some(r2.new.pid), "recorded in state.json");
+    lab.kill_daemon("c", Signal::Kill).unwrap();
+    let r3 = lab.restart_daemon("c", true).unwrap();
+    assert!(r3.old.is_none() && !r3.needed_sigkill && lab.daemon("c").unwrap() == Some(r3.new));
+    let e = lab.restart_daemon("internet", false).unwrap_err().to_string();
+    assert!(e.contains("has no node \"internet\""), "{e}");
+
     // The restarted stand-in logs where it runs (appended after the first run's lines).
     let log_path = lab.node("b").unwrap().log_path.clone();
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -456,4 +469,298 @@ fn timings_of_the_shipped_topologies() {
             down.elapsed
         );
     }
+}
+
+/// a and b have uplinks, c a LAN: two internet veths, one LAN host.
+const HOSTS3: &str = r#"
+[[node]]
+name = "a"
+uplink = true
+[[node]]
+name = "b"
+uplink = true
+[[node]]
+name = "c"
+lan = true
+[[link]]
+a = "a"
+b = "b"
+[[link]]
+a = "b"
+b = "c"
+"#;
+
+/// Ping `addr` from `target` (node or host): true once one attempt of up to 5 succeeds
+/// (right after a link comes up, neighbor discovery may still be settling).
+fn pings(lab: &Lab, target: &str, addr: &str) -> bool {
+    (0..5).any(|i| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let out = lab.command_in(target, &["ping", "-c", "1", "-W", "2", addr]).unwrap().output().unwrap();
+        out.status.success()
+    })
+}
+
+/// One ping attempt, for asserting that something is NOT reachable.
+fn ping_once(lab: &Lab, target: &str, addr: &str) -> bool {
+    let out = lab.command_in(target, &["ping", "-c", "1", "-W", "1", addr]).unwrap().output().unwrap();
+    out.status.success()
+}
+
+fn interface_names(ns: &str) -> Vec<String> {
+    let mut v: Vec<String> = links_in(ns).iter().map(|l| l["ifname"].as_str().unwrap().to_owned()).collect();
+    v.sort();
+    v
+}
+
+fn is_admin_up(ns: &str, dev: &str) -> bool {
+    let l = json(&["ip", "-n", ns, "-j", "link", "show", "dev", dev]);
+    l[0]["flags"].as_array().unwrap().iter().any(|f| f == "UP")
+}
+
+/// `(gateway, dev)` of the default routes in `ns`, per family.
+fn default_routes(ns: &str, family: &str) -> Vec<(String, String)> {
+    let v = json(&["ip", family, "-n", ns, "-j", "route", "show", "default"]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["gateway"].as_str().unwrap_or("").to_owned(), r["dev"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[test]
+fn uplink_and_lan_hosts_come_up_addressed_and_routed() {
+    if !is_root() {
+        return;
+    }
+    let name = lab_name("th");
+    let (lab, _guard) = up(&name, HOSTS3, &no_wait());
+    let prefix = format!("tw-{name}-");
+    let ns = |n: &str| format!("{prefix}{n}");
+    assert_eq!(
+        namespaces_with_prefix(&prefix),
+        [ns("a"), ns("b"), ns("c"), ns("c-lan"), ns("internet")],
+        "one internet for both uplinks, one LAN host"
+    );
+    assert_eq!(interface_names(&ns("a")), ["lo", "v-b", "v-internet"]);
+    assert_eq!(interface_names(&ns("c")), ["lo", "v-b", "v-lan"]);
+    assert_eq!(interface_names(&ns("internet")), ["lo", "v-a", "v-b"]);
+    assert_eq!(interface_names(&ns("c-lan")), ["lan0", "lo"]);
+
+    // Hosts are end points: no forwarding; DAD off and addresses kept, as in the nodes.
+    for h in ["internet", "c-lan"] {
+        assert_eq!(sysctl(&ns(h), "net/ipv4/ip_forward"), "0");
+        assert_eq!(sysctl(&ns(h), "net/ipv6/conf/all/forwarding"), "0");
+        assert_eq!(sysctl(&ns(h), "net/ipv6/conf/default/accept_dad"), "0");
+        assert_eq!(sysctl(&ns(h), "net/ipv6/conf/all/keep_addr_on_down"), "1");
+    }
+    assert_eq!(sysctl(&ns("c"), "net/ipv6/conf/v-lan/accept_dad"), "0");
+    assert_eq!(sysctl(&ns("a"), "net/ipv4/ip_forward"), "1");
+
+    // Uplink nodes: default routes (both families) to the internet over v-internet.
+    assert_eq!(default_routes(&ns("a"), "-4"), pairs(&[("198.51.100.5", "v-internet")]));
+    assert_eq!(default_routes(&ns("a"), "-6"), pairs(&[("2001:db8:ffff:1::1", "v-internet")]));
+    assert_eq!(default_routes(&ns("b"), "-4"), pairs(&[("198.51.100.9", "v-internet")]));
+    assert_eq!(default_routes(&ns("c"), "-4"), [], "c has no uplink");
+    // The LAN host: default routes via its node.
+    assert_eq!(default_routes(&ns("c-lan"), "-4"), pairs(&[("10.103.0.1", "lan0")]));
+    assert_eq!(default_routes(&ns("c-lan"), "-6"), pairs(&[("fd00:1ab:3::1", "lan0")]));
+    // The internet routes only to its connected link subnets: nothing toward the mesh.
+    for family in ["-4", "-6"] {
+        let routes = json(&["ip", family, "-n", &ns("internet"), "-j", "route", "show", "table", "main"]);
+        for r in routes.as_array().unwrap() {
+            assert_eq!(r["protocol"], "kernel", "only connected routes in the internet: {r}");
+        }
+    }
+    let unrouted = Command::new("ip").args(["-n", &ns("internet"), "route", "get", "fd00:1ab:3::2"]).output().unwrap();
+    assert!(!unrouted.status.success(), "the internet has no route to a LAN's ULA");
+
+    // Traffic: the uplink nodes reach the internet's addresses, the LAN host its node.
+    for node in ["a", "b"] {
+        assert!(pings(&lab, node, "2001:db8::1"), "{node} pings 2001:db8::1");
+        assert!(pings(&lab, node, "192.0.2.1"), "{node} pings 192.0.2.1");
+    }
+    assert!(pings(&lab, "c-lan", "10.103.0.1"), "c-lan pings c's LAN IPv4 address");
+    assert!(pings(&lab, "c-lan", "fd00:1ab:3::1"), "c-lan pings c's LAN IPv6 address");
+    assert!(pings(&lab, "internet", "198.51.100.6"), "the internet reaches a's end of the uplink");
+
+    // The daemon configs name the lab's veths and prefixes.
+    let config = |n: &str| -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(&lab.node(n).unwrap().config_path).unwrap()).unwrap()
+    };
+    assert_eq!(config("a")["uplink"]["interface"].as_str(), Some("v-internet"));
+    assert!(config("a").get("lan").is_none());
+    let c = config("c");
+    assert!(c.get("uplink").is_none());
+    assert_eq!(c["lan"]["interface"].as_str(), Some("v-lan"));
+    assert_eq!(c["lan"]["ipv6_prefix"].as_str(), Some("fd00:1ab:3::/64"));
+    assert_eq!(c["lan"]["ipv4_prefix"].as_str(), Some("10.103.0.0/24"));
+    assert_eq!(c["interfaces"].as_array().unwrap().len(), 1, "v-lan is not a discovery interface");
+
+    // exec reaches hosts by name, with the lab named first or with --name.
+    let exec = |target: Vec<&str>, name: Option<LabName>, script: &str| {
+        let command = vec!["sh".into(), "-c".into(), script.into()];
+        let target = target.into_iter().map(String::from).collect();
+        tollway_lab::run(tollway_lab::LabCommand::Exec { name, target, command }, Path::new("/nonexistent")).unwrap()
+    };
+    let in_ns =
+        |want: &str| format!("[ \"$(ip netns identify $$)\" = {} ] && [ -z \"$TOLLWAY_SOCKET\" ] && exit 5", ns(want));
+    assert_eq!(exec(vec![name.as_str(), "internet"], None, &in_ns("internet")), 5);
+    assert_eq!(exec(vec!["c-lan"], Some(name.clone()), &in_ns("c-lan")), 5);
+    let e = lab.command_in("d-lan", &["true"]).unwrap_err().to_string();
+    assert!(e.contains("has no node or host \"d-lan\" (its nodes: a, b, c; its hosts: internet, c-lan)"), "{e}");
+
+    // lab status shows the hosts.
+    let mut lab = lab;
+    let reports = lab.statuses();
+    let links = lab.judge_links(&reports);
+    let table = tollway_lab::cli::status_table(&lab, &reports, &links);
+    assert!(table.contains(&format!("internet  {}", ns("internet"))), "{table}");
+    assert!(table.contains("2001:db8::1 192.0.2.1 v-a: 198.51.100.5/30 2001:db8:ffff:1::1/64"), "{table}");
+    let lan_row = table.lines().find(|l| l.starts_with("c-lan ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(lan_row.contains("lan0: 10.103.0.2/24 fd00:1ab:3::2/64"), "{table}");
+    assert!(lan_row.contains("v-lan: 10.103.0.1/24 fd00:1ab:3::1/64"), "{table}");
+    let j = tollway_lab::cli::status_json(&lab, &reports, &links);
+    assert_eq!(j["hosts"][1]["namespace"], ns("c-lan"));
+    assert_eq!(j["host_links"][0]["node_ipv4"], "198.51.100.6/30");
+}
+
+#[test]
+fn link_down_stops_traffic_and_link_up_restores_it() {
+    if !is_root() {
+        return;
+    }
+    let name = lab_name("tl");
+    let (mut lab, _guard) = up(&name, HOSTS3, &no_wait());
+    let ns = |n: &str| format!("tw-{name}-{n}");
+    assert!(pings(&lab, "a", "192.0.2.1"));
+
+    // The uplink a–internet, named either way round.
+    lab.set_link("internet", "a", false).unwrap();
+    assert!(!is_admin_up(&ns("a"), "v-internet") && !is_admin_up(&ns("internet"), "v-a"), "both ends down");
+    assert!(!ping_once(&lab, "a", "192.0.2.1") && !ping_once(&lab, "a", "2001:db8::1"), "no traffic while down");
+    assert!(!ping_once(&lab, "internet", "198.51.100.6"));
+    assert!(pings(&lab, "b", "192.0.2.1"), "b's uplink is another veth, untouched");
+    assert!(Lab::load(&name).unwrap().host_links()[0].down, "recorded in state.json");
+    let reports = lab.statuses();
+    let table = tollway_lab::cli::status_table(&lab, &reports, &lab.judge_links(&reports));
+    assert!(table.lines().any(|l| l.contains("  a  ") && l.contains("  down  ")), "{table}");
+    lab.set_link("a", "internet", true).unwrap();
+    assert!(is_admin_up(&ns("a"), "v-internet") && is_admin_up(&ns("internet"), "v-a"));
+    assert_eq!(default_routes(&ns("a"), "-4"), pairs(&[("198.51.100.5", "v-internet")]), "route put back");
+    assert_eq!(default_routes(&ns("a"), "-6"), pairs(&[("2001:db8:ffff:1::1", "v-internet")]), "route put back");
+    assert!(pings(&lab, "a", "192.0.2.1") && pings(&lab, "a", "2001:db8::1"), "traffic again after up");
+    assert!(!Lab::load(&name).unwrap().host_links()[0].down);
+
+    // The LAN c–c-lan, through the CLI.
+    let link = |state, a: &str, b: &str| {
+        tollway_lab::run(
+            tollway_lab::LabCommand::Link { name: Some(name.clone()), state, a: a.into(), b: b.into() },
+            Path::new("/nonexistent"),
+        )
+    };
+    assert_eq!(link(tollway_lab::cli::LinkState::Down, "c", "c-lan").unwrap(), 0);
+    assert!(!ping_once(&lab, "c-lan", "10.103.0.1"));
+    assert_eq!(link(tollway_lab::cli::LinkState::Up, "c-lan", "c").unwrap(), 0);
+    assert_eq!(default_routes(&ns("c-lan"), "-6"), pairs(&[("fd00:1ab:3::1", "lan0")]), "LAN host route put back");
+    assert!(pings(&lab, "c-lan", "10.103.0.1") && pings(&lab, "c-lan", "fd00:1ab:3::1"));
+
+    // A mesh link b–c: link-local traffic over the veth stops and comes back.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let c_ll = loop {
+        if let Some(a) = link_local(&ns("c"), "v-b") {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "c has no link-local address on v-b");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let target = format!("{c_ll}%v-c");
+    assert!(pings(&lab, "b", &target));
+    lab.set_link("b", "c", false).unwrap();
+    assert!(!is_admin_up(&ns("b"), "v-c") && !is_admin_up(&ns("c"), "v-b"));
+    assert!(!ping_once(&lab, "b", &target));
+    assert!(Lab::load(&name).unwrap().links()[1].down);
+    lab.set_link("c", "b", true).unwrap();
+    assert!(pings(&lab, "b", &target), "link-local ping over b–c after up");
+
+    // Links that do not exist, and names that are nothing.
+    let e = lab.set_link("a", "c", false).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "lab {name} has no link between a and c (its links: a–b, b–c, a–internet, b–internet, c–c-lan)"
+        )),
+        "{e}"
+    );
+    let e = lab.set_link("a", "c-lan", false).unwrap_err().to_string();
+    assert!(e.contains("no link between a and c-lan"), "{e}");
+    let e = lab.set_link("a", "x", true).unwrap_err().to_string();
+    assert!(e.contains("has no node or host \"x\""), "{e}");
+    assert!(is_admin_up(&ns("a"), "v-b"), "a failed call changes nothing");
+}
+
+#[test]
+fn down_removes_host_namespaces_their_veths_and_processes() {
+    if !is_root() {
+        return;
+    }
+    let name = lab_name("tx");
+    let (lab, _guard) = up(&name, HOSTS3, &no_wait());
+    let prefix = format!("tw-{name}-");
+    // Servers someone started in the hosts (as a test or an operator would, with iperf3).
+    for host in ["internet", "c-lan"] {
+        let st = lab
+            .command_in(host, &["sh", "-c", "setsid sleep 100000 >/dev/null 2>&1 </dev/null &"])
+            .unwrap()
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let inode = |n: &str| std::fs::metadata(format!("/run/netns/{prefix}{n}")).unwrap().ino();
+    let host_inodes = [inode("internet"), inode("c-lan")];
+    let in_hosts = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+            .filter(|pid| {
+                std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| host_inodes.contains(&m.ino()))
+                    && !proc_is_zombie(*pid)
+            })
+            .collect()
+    };
+    let mut started = in_hosts();
+    assert_eq!(started.len(), 2, "one sleep in each host");
+    started.extend(lab.nodes().iter().filter_map(|n| n.pid));
+    assert_eq!(started.len(), 5, "and a daemon per node");
+
+    let report = lab.down().unwrap();
+    let mut others: Vec<(String, String)> =
+        report.others.iter().map(|(ns, _, comm)| (ns.clone(), comm.clone())).collect();
+    others.sort();
+    assert_eq!(others, pairs(&[(&format!("{prefix}c-lan"), "sleep"), (&format!("{prefix}internet"), "sleep")]));
+    assert_eq!(report.namespaces_deleted.len(), 5);
+    assert!(namespaces_with_prefix(&prefix).is_empty(), "no namespace of the lab is left");
+    for pid in started {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists() || proc_is_zombie(pid), "pid {pid} still runs");
+    }
+    // No veth of the lab anywhere: none was ever in the root namespace, and every namespace that
+    // held one is gone (a veth pair dies with either end's namespace).
+    let root: Vec<String> = interface_names_root();
+    for ours in ["v-internet", "v-lan", "lan0", "v-a", "v-b", "v-c"] {
+        assert!(!root.contains(&ours.to_string()), "{ours} in the root namespace: {root:?}");
+    }
+}
+
+fn interface_names_root() -> Vec<String> {
+    json(&["ip", "-j", "link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
 }

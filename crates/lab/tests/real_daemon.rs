@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tollway_lab::{DaemonCommand, Lab, LabName, Signal, Topology, UpOptions};
+use tollway_lab::{DaemonCommand, Lab, LabName, Topology, UpOptions};
 
 fn daemon_binary() -> Option<PathBuf> {
     // SAFETY: geteuid has no preconditions.
@@ -30,15 +30,20 @@ impl Drop for Guard {
     }
 }
 
+/// The shipped chain3, with its uplink on a and its LAN on c.
+fn chain3() -> Topology {
+    Topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab/chain3.toml")).unwrap()
+}
+
 #[test]
-fn chain3_comes_up_and_a_killed_daemon_comes_back_with_the_same_id() {
+fn chain3_comes_up_and_a_restarted_daemon_comes_back_with_the_same_id() {
     let Some(bin) = daemon_binary() else { return };
     let name: LabName = format!("tr{}", std::process::id() % 10_000_000).parse().unwrap();
     let _guard = Guard(name.clone());
-    let t = Topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab/chain3.toml")).unwrap();
+    let t = chain3();
     let opts = UpOptions { wait: Some(Duration::from_secs(30)), ..UpOptions::new(DaemonCommand::tollway(&bin)) };
     let started = Instant::now();
-    let mut lab = Lab::up(&name, &t, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let lab = Lab::up(&name, &t, &opts).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("chain3 with the real daemon: {:?} (total {:?})", lab.up_timings().unwrap(), started.elapsed());
 
     let b = lab.node("b").unwrap().clone();
@@ -50,12 +55,29 @@ fn chain3_comes_up_and_a_killed_daemon_comes_back_with_the_same_id() {
     assert_eq!(status.node.id, b_id);
     assert_eq!(status.neighbors.iter().filter(|n| n.tunnel_up).count(), 2);
 
-    lab.kill_daemon("b", Signal::Kill).unwrap();
+    // `tollway lab restart b --kill`: SIGKILL, then the same config and data dir again.
+    let old = lab.daemon("b").unwrap().expect("b runs");
     let restarted = Instant::now();
-    lab.start_daemon("b").unwrap();
+    let code = tollway_lab::run(
+        tollway_lab::LabCommand::Restart { name: Some(name.clone()), node: "b".into(), kill: true },
+        &bin,
+    )
+    .unwrap();
+    assert_eq!(code, 0);
+    let mut lab = Lab::load(&name).unwrap();
+    let new = lab.daemon("b").unwrap().expect("b runs again");
+    assert_ne!(new.pid, old.pid, "a new daemon process");
+    assert!(!old.is_alive(), "the old one is gone");
     lab.wait_tunnels(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("tunnels back {:?} after restarting b", restarted.elapsed());
+    eprintln!("tunnels back {:?} after restart --kill of b", restarted.elapsed());
     assert_eq!(lab.status_of("b").unwrap().node.id, b_id, "keys persist across restarts");
+    let log = std::fs::read_to_string(&lab.node("b").unwrap().log_path).unwrap();
+    assert_eq!(log.matches("==== tollway-lab: starting").count(), 2, "{log}");
+
+    // `lab restart a`: SIGTERM is enough for a healthy daemon (no SIGKILL needed).
+    let r = lab.restart_daemon("a", false).unwrap();
+    assert!(r.old.is_some() && !r.needed_sigkill, "{r:?}");
+    lab.wait_tunnels(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
 
     let report = lab.down().unwrap();
     assert_eq!(report.namespaces_deleted.len(), 3);

@@ -19,6 +19,9 @@
 //! - **Versioned schema.** Migrations run forward on open; a database from a newer version is
 //!   refused with [`StoreError::TooNew`].
 //!
+//! The daemon uses the store through the [`LedgerStore`] trait; [`fake::FakeStore`] is an
+//! in-memory one for unit tests that can refuse commits from the Nth on.
+//!
 //! ```no_run
 //! use tollway_store::{Batch, NeighborRecord, Store};
 //! # fn main() -> Result<(), tollway_store::StoreError> {
@@ -37,7 +40,9 @@
 
 mod codec;
 mod error;
+pub mod fake;
 mod history;
+mod ledger_store;
 mod neighbor;
 mod schema;
 mod store;
@@ -47,6 +52,7 @@ pub use history::{
     ChangedBy, HistoryQuery, PaymentDirection, PaymentRecord, PriceChange, PriceSubject, UsageMinute, UsageRecord,
     MAX_RAIL_LEN, MINUTE_MS,
 };
+pub use ledger_store::LedgerStore;
 pub use neighbor::{ChannelId, IssuedNote, NeighborRecord, PaymentState, ReceivedNote, MAX_NOTE_BYTES};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use store::{Batch, Snapshot, Store, StoreOptions};

@@ -108,7 +108,7 @@ impl Batch {
     }
 
     /// Why this batch cannot be stored, if it cannot.
-    fn invalid(&self) -> Option<String> {
+    pub(crate) fn invalid(&self) -> Option<String> {
         let time = |what: &str, t: u64| (t > i64::MAX as u64).then(|| format!("{what} time {t} is out of range"));
         time("batch", self.now_ms)
             .or_else(|| self.neighbors.iter().find_map(|r| r.invalid()))

@@ -614,3 +614,164 @@ b = "r"
     let _ = ping.kill();
     let _ = ping.wait();
 }
+
+/// A small tmpfs mounted over a directory of the host (the files in it copied onto it first,
+/// with their modes), so that a test can fill it up. Unmounted (lazily, if still in use) when
+/// dropped; the directory's own files reappear then.
+struct SmallFs {
+    dir: std::path::PathBuf,
+}
+
+impl SmallFs {
+    fn mount_over(dir: &std::path::Path, size: &str) -> SmallFs {
+        use std::os::unix::fs::PermissionsExt;
+        let files: Vec<(std::ffi::OsString, Vec<u8>, u32)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| (e.file_name(), std::fs::read(e.path()).unwrap(), e.metadata().unwrap().permissions().mode()))
+            .collect();
+        let opts = format!("size={size},mode=0700");
+        let out =
+            std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &opts, "tollway-test"]).arg(dir).output();
+        let out = out.expect("run mount");
+        assert!(out.status.success(), "mount tmpfs on {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+        let fs = SmallFs { dir: dir.to_owned() };
+        for (name, bytes, mode) in files {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        fs
+    }
+
+    /// Write a filler file until the filesystem is full; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// The status of a node's daemon that the test started itself (the lab does not know it runs).
+fn direct(rec: &tollway_lab::NodeRecord) -> Option<tollway_api::Status> {
+    tollway_api::Client::connect(&rec.api_socket).and_then(|mut c| c.status()).ok()
+}
+
+/// A process the test started, killed by its pid and reaped when dropped.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_payer_before_it_pays_what_it_could_not_store_and_a_restart_pays_exactly() {
+    if !can_run("full disk") {
+        return;
+    }
+    // b buys from a at 0.5 per MB and pays as soon as it owes 0.001: a ping's traffic makes it
+    // pay about every second.
+    let topology = r#"
+[defaults.config.market]
+max_price = "1"
+pay_threshold = "0.001"
+credit_limit = "100"
+[[node]]
+name = "a"
+[node.config.market]
+ask = "0.5"
+[[node]]
+name = "b"
+[[link]]
+a = "a"
+b = "b"
+"#;
+    let mut lab = lab_up("md", topology);
+    wait_agreed(&lab, "a", "b");
+    let (a_id, a_ip, b_id) = (node_id(&lab, "a"), status(&lab, "a").node.mesh_ip, node_id(&lab, "b"));
+    let rec = lab.node("b").unwrap().clone();
+    let db = rec.data_dir.join("ledger.db");
+
+    // b's data directory moves onto a 2 MB filesystem, and b runs again, started by the test so
+    // that its exit status and last words can be read.
+    lab.stop_daemon("b").unwrap();
+    let fs = SmallFs::mount_over(&rec.data_dir, "2m");
+    let log_path = rec.dir.join("full-disk-test.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let bin = tollway_bin();
+    let argv = [bin.as_os_str(), "daemon".as_ref(), "--config".as_ref(), rec.config_path.as_os_str()];
+    let mut b =
+        Started(lab.command_in("b", &argv).unwrap().stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
+    wait_for(Duration::from_secs(30), "b back and agreed with a", || {
+        if let Some(code) = b.0.try_wait().unwrap() {
+            panic!("b exited ({code}): {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+        }
+        let ok = direct(&rec).and_then(|s| neighbor(&s, &a_id).map(|n| n.negotiation == "agreed"));
+        ok.unwrap_or(false).then_some(())
+    });
+    let ping = ["ping", "-6", "-q", "-i", "0.05", "-s", "1200", a_ip.as_str()];
+    let pinger = Started(lab.command_in("b", &ping).unwrap().stdout(std::process::Stdio::null()).spawn().unwrap());
+    let paid = || direct(&rec).and_then(|s| neighbor(&s, &a_id).map(|n| units(&n.paid_total))).unwrap_or(0);
+    let first = wait_for(Duration::from_secs(30), "b to pay", || Some(paid()).filter(|p| *p > 0));
+    wait_for(Duration::from_secs(30), "b to pay again", || (paid() > first).then_some(()));
+
+    // The disk fills up: b's next write fails, and b stops with an error naming the store.
+    let filler = fs.fill();
+    let t = Instant::now();
+    let code = wait_for(Duration::from_secs(60), "b to stop", || b.0.try_wait().unwrap());
+    eprintln!("b stopped {:?} after the disk filled: {code}", t.elapsed());
+    drop(pinger);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let last = text.lines().rev().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("an error line: {text}"));
+    eprintln!("{last}");
+    assert!(!code.success(), "b exits non-zero");
+    assert!(last.contains("stopped: cannot write the ledger"), "{last}");
+    assert!(last.contains(&db.display().to_string()), "names the store {}: {last}", db.display());
+    assert!(last.contains("full") || last.contains("No space left"), "says why: {last}");
+
+    // a never received a note b had not stored.
+    std::fs::remove_file(&filler).unwrap();
+    let a_view = neighbor(&status(&lab, "a"), &b_id).expect("a still lists b").clone();
+    let stored = {
+        let store = tollway_store::Store::open(&db).unwrap();
+        let snapshot = store.load().unwrap();
+        let rec = snapshot.get(&a_id.parse().unwrap()).expect("b stored a").clone();
+        rec.payment.issued.expect("b stored a note").cumulative.0 as i128
+    };
+    eprintln!("a holds {} from b; b stored a note for {stored}", a_view.received_total);
+    assert!(units(&a_view.received_total) <= stored, "a holds {} > stored {stored}", a_view.received_total);
+    assert!(units(&a_view.received_total) > 0);
+
+    // b restarts on the same store, now with room: it starts from the stored note (nothing
+    // lost), and the two ledgers agree again exactly (nothing paid twice).
+    drop(b);
+    lab.start_daemon("b").unwrap();
+    wait_for(Duration::from_secs(30), "b's API after the restart", || try_status(&lab, "b"));
+    wait_agreed(&lab, "a", "b");
+    let restarted = units(&nb(&lab, "b", "a").paid_total);
+    assert!(restarted >= stored, "b's paid total starts from its stored note: {restarted} < {stored}");
+    let (a_side, b_side) = settle(&lab, "a", "b");
+    assert_eq!(units(&a_side.received_total), units(&b_side.paid_total));
+    assert_eq!(units(&a_side.balance), -units(&b_side.balance));
+    // b's notes only ever grew, across the stop.
+    let ledger = client(&lab, "b").ledger(Some(a_id.clone()), Some(1000), None).unwrap();
+    let sent: Vec<i128> =
+        ledger.payments.iter().rev().filter(|p| p.direction == "sent").map(|p| units(&p.cumulative)).collect();
+    assert!(sent.windows(2).all(|w| w[0] < w[1]), "b's notes increase: {sent:?}");
+    lab.stop_daemon("b").unwrap();
+    drop(fs);
+}

@@ -1,7 +1,13 @@
 //! Handling discovery datagrams: admission, replay and freshness checks, and tunnel requests.
+//!
+//! Every signature check is under a budget: messages from unknown senders share
+//! `verify_budget`; messages claiming a known neighbor's id spend that neighbor's own budget
+//! (`NEIGHBOR_VERIFY_PER_INTERVAL`) and then the budget all known ids share
+//! (`KNOWN_VERIFY_SHARE` per table slot per announce interval). The cheap checks (freshness,
+//! replay, source address) come before any of them.
 
 use super::neighbor::{Neighbor, Session, TunnelStats};
-use super::{Node, DISCOVERY_GROUP, MAX_PENDING_PER_ADDRESS};
+use super::{Node, TokenBucket, DISCOVERY_GROUP, MAX_PENDING_PER_ADDRESS, NEIGHBOR_VERIFY_PER_INTERVAL};
 use crate::action::Action;
 use crate::ids::{IfName, NodeId};
 use crate::time::{Millis, Now};
@@ -48,58 +54,79 @@ impl Node {
                 );
             }
         }
-        let known = self.neighbors.get(&sender);
-        match known {
-            Some(n) => {
-                if msg.unix_ms() <= *n.last_accepted_ms(msg) {
+        let known = self.neighbors.contains_key(&sender);
+        if known {
+            // Cheap checks first, then the neighbor's own budget, then the one all known ids
+            // share: a flood claiming a neighbor's id costs a bounded number of signature checks
+            // however it is sent, and its real messages still get checked unless the flood also
+            // comes from its own address (its session, not discovery, keeps it alive then).
+            let silent_after = self.silent_after();
+            let n = self.neighbors.get_mut(&sender).expect("known");
+            if msg.unix_ms() <= *n.last_accepted_ms(msg) {
+                return self.rejects.record(
+                    t,
+                    "replayed",
+                    format_args!("{} from {} not newer than the last accepted", msg.kind_name(), sender.short()),
+                );
+            }
+            if (&n.underlay, n.underlay_addr) != (iface, src) && t.since(n.last_heard).0 < silent_after {
+                let (at, via) = (n.underlay_addr, n.underlay.clone());
+                return self.rejects.record(
+                    t,
+                    "heard elsewhere",
+                    format_args!("{} also heard at {src}%{iface}; keeping {at}%{via}", sender.short()),
+                );
+            }
+            if !n.verify_budget.take(t) {
+                return self.rejects.record(
+                    t,
+                    "rate limited (one neighbor's id)",
+                    format_args!(
+                        "more than {NEIGHBOR_VERIFY_PER_INTERVAL} messages per announce interval claim to be {} ({src}%{iface})",
+                        sender.short()
+                    ),
+                );
+            }
+            if !self.known_verify_budget.take(t) {
+                return self.rejects.record(
+                    t,
+                    "rate limited (all neighbors' ids)",
+                    format_args!("too many messages claiming known neighbors' ids"),
+                );
+            }
+        } else {
+            if let Some(until) = self.penalized.get(&sender) {
+                if *until > t {
                     return self.rejects.record(
                         t,
-                        "replayed",
-                        format_args!("{} from {} not newer than the last accepted", msg.kind_name(), sender.short()),
+                        "penalized",
+                        format_args!("{} never completed a tunnel", sender.short()),
                     );
                 }
             }
-            None => {
-                if let Some(until) = self.penalized.get(&sender) {
-                    if *until > t {
-                        return self.rejects.record(
-                            t,
-                            "penalized",
-                            format_args!("{} never completed a tunnel", sender.short()),
-                        );
-                    }
-                }
-                // Before the table-full check and the budgets: a flooding address must not
-                // consume what other senders need.
-                let from_there = self
-                    .neighbors
-                    .values()
-                    .filter(|n| !n.tunnel_seen_up && n.underlay_addr == src && &n.underlay == iface)
-                    .count();
-                if from_there >= MAX_PENDING_PER_ADDRESS {
-                    return self.rejects.record(
-                        t,
-                        "too many pending from one address",
-                        format_args!(
-                            "{} ignored: {from_there} pending neighbors already at {src}%{iface}",
-                            sender.short()
-                        ),
-                    );
-                }
-                if self.neighbors.len() >= self.config.max_neighbors {
-                    return self.rejects.record(
-                        t,
-                        "neighbor table full",
-                        format_args!("{} ignored: {} neighbors already", sender.short(), self.neighbors.len()),
-                    );
-                }
-                if !self.verify_budget.take(t) {
-                    return self.rejects.record(
-                        t,
-                        "rate limited",
-                        format_args!("too many messages from unknown nodes"),
-                    );
-                }
+            // Before the table-full check and the budgets: a flooding address must not
+            // consume what other senders need.
+            let from_there = self
+                .neighbors
+                .values()
+                .filter(|n| !n.tunnel_seen_up && n.underlay_addr == src && &n.underlay == iface)
+                .count();
+            if from_there >= MAX_PENDING_PER_ADDRESS {
+                return self.rejects.record(
+                    t,
+                    "too many pending from one address",
+                    format_args!("{} ignored: {from_there} pending neighbors already at {src}%{iface}", sender.short()),
+                );
+            }
+            if self.neighbors.len() >= self.config.max_neighbors {
+                return self.rejects.record(
+                    t,
+                    "neighbor table full",
+                    format_args!("{} ignored: {} neighbors already", sender.short(), self.neighbors.len()),
+                );
+            }
+            if !self.verify_budget.take(t) {
+                return self.rejects.record(t, "rate limited", format_args!("too many messages from unknown nodes"));
             }
         }
         let msg = match parsed.verify() {
@@ -112,13 +139,13 @@ impl Node {
                 )
             }
         };
-        if known.is_none() {
+        if !known {
             if !self.admit_budget.take(t) {
                 return self.rejects.record(t, "rate limited", format_args!("too many new neighbors per second"));
             }
             self.admit(now, iface, src, &msg);
-        } else if !self.update_known(now, iface, src, &msg) {
-            return;
+        } else {
+            self.update_known(now, iface, src, &msg);
         }
         let reply = match &msg {
             Discovery::Announce(_) => true,
@@ -152,6 +179,7 @@ impl Node {
             pending_since: now.mono,
             last_announce_ms: 0,
             last_hello_ms: 0,
+            verify_budget: TokenBucket::new(NEIGHBOR_VERIFY_PER_INTERVAL, self.config.announce_interval, now.mono),
             tunnel: TunnelStats::default(),
             tunnel_seen_up: false,
             applied: None,
@@ -171,24 +199,17 @@ impl Node {
         self.neighbors.insert(id, n);
     }
 
-    /// Returns false (and records why) if the message must be ignored.
-    fn update_known(&mut self, now: Now, iface: &IfName, src: Ipv6Addr, msg: &Discovery) -> bool {
-        let silent_after = self.config.announce_interval.0.saturating_mul(3);
+    /// After `silent_after` without a word from its address, a neighbor heard at another
+    /// address is taken to have moved there.
+    fn silent_after(&self) -> u64 {
+        self.config.announce_interval.0.saturating_mul(3)
+    }
+
+    /// A verified message from a known neighbor, from its address or from a new one it moved to
+    /// (`handle_discovery` refused it if the old address is still in use).
+    fn update_known(&mut self, now: Now, iface: &IfName, src: Ipv6Addr, msg: &Discovery) {
         let n = self.neighbors.get_mut(msg.sender()).expect("known");
         if (&n.underlay, n.underlay_addr) != (iface, src) {
-            if now.mono.since(n.last_heard).0 < silent_after {
-                self.rejects.record(
-                    now.mono,
-                    "heard elsewhere",
-                    format_args!(
-                        "{} also heard at {src}%{iface}; keeping {}%{}",
-                        n.id.short(),
-                        n.underlay_addr,
-                        n.underlay
-                    ),
-                );
-                return false;
-            }
             tracing::info!(neighbor = %n.id.short(), from = %format_args!("{}%{}", n.underlay_addr, n.underlay),
                 to = %format_args!("{src}%{iface}"), "neighbor moved");
             n.underlay = iface.clone();
@@ -200,7 +221,6 @@ impl Node {
         }
         n.last_heard = now.mono;
         n.set_last_accepted_ms(msg);
-        true
     }
 
     /// The timestamp for our next discovery message: the wall clock, but always later than the

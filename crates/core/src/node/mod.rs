@@ -35,6 +35,15 @@ const MAX_PENALIZED: usize = 1024;
 /// eating the admission budgets, which otherwise lets it lock new real neighbors out for as long
 /// as it keeps flooding. (A flooder that forges many source addresses is not stopped by this.)
 pub const MAX_PENDING_PER_ADDRESS: usize = 2;
+/// Signature checks one known neighbor's id may cost per announce interval. A real neighbor
+/// sends three messages per interval (its Announce, its periodic Hello to us and the Hello
+/// answering our Announce), one more when its tunnel port changes: twice that leaves room, and a
+/// forger claiming its id costs at most this many checks per interval.
+pub const NEIGHBOR_VERIFY_PER_INTERVAL: u32 = 6;
+/// Signature checks all known neighbors' ids together may cost per announce interval, per slot
+/// of the neighbor table: above what real neighbors need (3 each), below the sum of the
+/// per-neighbor budgets, so that forging every neighbor's id at once costs a bounded number.
+pub const KNOWN_VERIFY_SHARE: u32 = 4;
 /// How long after a failed tunnel operation it is retried.
 const TUNNEL_RETRY: Millis = Millis(5000);
 
@@ -51,8 +60,12 @@ pub struct Node {
     actions: VecDeque<Action>,
     timers: TimerTable,
     next_session: u64,
+    /// Signature checks of messages from unknown senders.
     verify_budget: TokenBucket,
     admit_budget: TokenBucket,
+    /// Signature checks of messages claiming any known neighbor's id, all together (each
+    /// neighbor also has its own, `Neighbor::verify_budget`).
+    known_verify_budget: TokenBucket,
     rejects: RejectLog,
     last_now: Now,
     /// Timestamp of the last discovery message we sent (ours are strictly increasing).
@@ -73,8 +86,13 @@ impl Node {
         let rail: Box<dyn crate::market::PaymentRail> = Box::new(crate::market::NotesRail::new(identity.clone()));
         Node {
             slots: vec![None; config.max_neighbors],
-            verify_budget: TokenBucket::new(per_sec.saturating_mul(10), now.mono),
-            admit_budget: TokenBucket::new(per_sec, now.mono),
+            verify_budget: TokenBucket::per_second(per_sec.saturating_mul(10), now.mono),
+            admit_budget: TokenBucket::per_second(per_sec, now.mono),
+            known_verify_budget: TokenBucket::new(
+                KNOWN_VERIFY_SHARE.saturating_mul(config.max_neighbors.min(u32::MAX as usize) as u32),
+                config.announce_interval,
+                now.mono,
+            ),
             config,
             identity,
             rng: ChaCha20Rng::from_seed(seed),
@@ -308,27 +326,38 @@ impl Node {
     }
 }
 
-/// A token bucket in whole tokens, refilled continuously at `per_sec` up to `per_sec`.
+/// A token bucket: `capacity` tokens, refilled continuously at `capacity` per `period`.
+///
+/// Exact in integers: the level is kept in token-milliseconds scaled by the period (one token
+/// is `period` units, and every millisecond adds `capacity` units), so refills as small as a
+/// fraction of a token per call are never rounded away.
 #[derive(Debug, Clone)]
-struct TokenBucket {
-    per_sec: u32,
-    /// Thousandths of a token.
-    milli_tokens: u64,
+pub(crate) struct TokenBucket {
+    capacity: u64,
+    period_ms: u64,
+    level: u64,
     at: Millis,
 }
 
 impl TokenBucket {
-    fn new(per_sec: u32, now: Millis) -> Self {
-        TokenBucket { per_sec, milli_tokens: per_sec as u64 * 1000, at: now }
+    /// `per_sec` tokens a second, at most `per_sec` saved up.
+    pub(crate) fn per_second(per_sec: u32, now: Millis) -> Self {
+        TokenBucket::new(per_sec, Millis(1000), now)
     }
 
-    fn take(&mut self, now: Millis) -> bool {
-        let cap = self.per_sec as u64 * 1000;
-        let refill = now.since(self.at).0.saturating_mul(self.per_sec as u64);
-        self.milli_tokens = (self.milli_tokens + refill).min(cap);
-        self.at = now;
-        if self.milli_tokens >= 1000 {
-            self.milli_tokens -= 1000;
+    /// `capacity` tokens per `period`, at most `capacity` saved up; starts full.
+    pub(crate) fn new(capacity: u32, period: Millis, now: Millis) -> Self {
+        let (capacity, period_ms) = (capacity as u64, period.0.max(1));
+        TokenBucket { capacity, period_ms, level: capacity.saturating_mul(period_ms), at: now }
+    }
+
+    pub(crate) fn take(&mut self, now: Millis) -> bool {
+        let cap = self.capacity.saturating_mul(self.period_ms);
+        let refill = now.since(self.at).0.saturating_mul(self.capacity);
+        self.level = self.level.saturating_add(refill).min(cap);
+        self.at = self.at.max(now);
+        if self.level >= self.period_ms {
+            self.level -= self.period_ms;
             true
         } else {
             false

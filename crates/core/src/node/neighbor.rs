@@ -131,6 +131,8 @@ pub struct Neighbor {
     /// same timestamp: a shared window would reject whichever arrives second.
     pub(crate) last_announce_ms: u64,
     pub(crate) last_hello_ms: u64,
+    /// Signature checks of messages claiming its id (`NEIGHBOR_VERIFY_PER_INTERVAL`).
+    pub(crate) verify_budget: super::TokenBucket,
     pub tunnel: TunnelStats,
     pub(crate) tunnel_seen_up: bool,
     /// The spec last handed to the driver, and when to re-send it after a failure.

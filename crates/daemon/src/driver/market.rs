@@ -127,15 +127,18 @@ impl Driver {
     }
 
     /// Commit the batch in one transaction. If the store refuses, stop: continuing would send
-    /// payments or bill traffic that a restart could not account for.
+    /// payments or bill traffic that a restart could not account for. `execute_actions` runs
+    /// nothing after this.
     pub(super) fn persist(&mut self, batch: PersistBatch) {
         if self.fatal.is_some() {
             return;
         }
         let b = to_store_batch(&batch);
         if let Err(e) = self.k.store.commit(&b) {
-            tracing::error!(error = %e, "cannot store the ledger; stopping to avoid losing or double-counting money");
-            self.fatal = Some(format!("ledger store: {e}"));
+            let path = self.k.store.path().to_owned();
+            tracing::error!(path = %path.display(), error = %e,
+                "cannot store the ledger; stopping to avoid losing or double-counting money");
+            self.fatal = Some(super::Stop::StoreWrite { path, source: e });
         }
     }
 

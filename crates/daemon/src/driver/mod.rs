@@ -7,20 +7,21 @@ mod market;
 mod requests;
 mod tunnels;
 
-use crate::net::control::{self, Outbound};
-use crate::net::discovery::Outgoing;
+use crate::net::control::Outbound;
+use crate::net::discovery::{DiscoveryQueue, Outgoing};
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddrV6};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 use tollway_api::{Reply, Request};
 use tollway_core::market::Currency;
 use tollway_core::wire::control::ControlMessage;
 use tollway_core::{Action, IfName, Millis, Node, Now, SessionId, TunnelSpec};
 use tollway_kernel::{Links, Tunnels};
-use tollway_store::Store;
+use tollway_store::{LedgerStore, StoreError};
 use tollway_traffic::{Firewall, Shaper, TrafficPlan};
 
 /// Everything that can wake the driver.
@@ -34,25 +35,57 @@ pub enum Input {
     Shutdown,
 }
 
-/// Monotonic and wall clocks, as the core wants them.
+/// Monotonic and wall clocks, as the core wants them: the system's, or a manual one that only
+/// moves when a test advances it.
 pub struct Clock {
-    origin: Instant,
+    source: ClockSource,
+}
+
+enum ClockSource {
+    System { origin: Instant },
+    Manual(ManualClock),
 }
 
 impl Clock {
     pub fn new() -> Clock {
-        Clock { origin: Instant::now() }
+        Clock { source: ClockSource::System { origin: Instant::now() } }
+    }
+
+    /// A clock standing at `start` until the returned handle advances it (for tests).
+    pub fn manual(start: Now) -> (Clock, ManualClock) {
+        let handle = ManualClock(Arc::new(Mutex::new(start)));
+        (Clock { source: ClockSource::Manual(handle.clone()) }, handle)
     }
 
     pub fn now(&self) -> Now {
-        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        Now::new(Millis(self.origin.elapsed().as_millis() as u64), unix_ms)
+        match &self.source {
+            ClockSource::System { origin } => {
+                let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+                Now::new(Millis(origin.elapsed().as_millis() as u64), unix_ms)
+            }
+            ClockSource::Manual(m) => m.now(),
+        }
     }
 }
 
 impl Default for Clock {
     fn default() -> Self {
         Clock::new()
+    }
+}
+
+/// The hand of a [`Clock::manual`]: both of its clocks move together.
+#[derive(Clone)]
+pub struct ManualClock(Arc<Mutex<Now>>);
+
+impl ManualClock {
+    pub fn now(&self) -> Now {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn advance(&self, ms: u64) {
+        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *now = Now::new(Millis(now.mono.0 + ms), now.unix_ms + ms);
     }
 }
 
@@ -66,7 +99,42 @@ pub struct Backends {
     pub links: Box<dyn Links>,
     pub firewall: Box<dyn Firewall>,
     pub shaper: Box<dyn Shaper>,
-    pub store: Store,
+    pub store: Box<dyn LedgerStore>,
+}
+
+/// Opens the control sessions the core asks for. The session reads what to send from
+/// `outbound` and reports `ControlOpened`, `ControlMessage` and `ControlClosed` to the driver.
+pub trait SessionOpener: Send {
+    fn open(
+        &mut self,
+        session: SessionId,
+        ifname: IfName,
+        local: Ipv6Addr,
+        peer: SocketAddrV6,
+        outbound: UnboundedReceiver<Outbound>,
+    );
+}
+
+/// The driver's side of the network I/O tasks.
+pub struct Io {
+    /// What to send on each physical interface, to its discovery task.
+    pub discovery: HashMap<IfName, UnboundedSender<Outgoing>>,
+    /// The bound on discovery datagrams waiting for the driver (it frees a place per datagram
+    /// it takes, and reports the datagrams dropped because the queue was full).
+    pub discovery_queue: Arc<DiscoveryQueue>,
+    pub sessions: Box<dyn SessionOpener>,
+}
+
+/// Why the driver stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    /// The store refused a write: nothing queued after it was executed. (Every store error
+    /// names the database file, `path`.)
+    #[error(
+        "cannot write the ledger: {source}; nothing queued after the last stored change was sent \
+         (free space or repair the file, then restart)"
+    )]
+    StoreWrite { path: std::path::PathBuf, source: StoreError },
 }
 
 pub struct Driver {
@@ -76,43 +144,34 @@ pub struct Driver {
     currency: Currency,
     control_port: u16,
     discovery: HashMap<IfName, UnboundedSender<Outgoing>>,
+    discovery_queue: Arc<DiscoveryQueue>,
+    opener: Box<dyn SessionOpener>,
     sessions: HashMap<SessionId, UnboundedSender<Outbound>>,
     /// The spec last applied per tunnel: the desired state reconciled against the kernel.
     desired: HashMap<IfName, TunnelSpec>,
     /// The traffic plan last asked for by the core.
     plan: Option<TrafficPlan>,
-    to_self: Sender<Input>,
-    runtime: tokio::runtime::Handle,
     samples: u32,
-    /// Set when the driver cannot go on safely (the store refuses writes): it stops.
-    fatal: Option<String>,
+    /// Set when the driver cannot go on safely (the store refuses writes): from then on no
+    /// action is executed, and it stops.
+    fatal: Option<Stop>,
     pub(crate) started: Instant,
 }
 
 impl Driver {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node: Node,
-        clock: Clock,
-        backends: Backends,
-        currency: Currency,
-        control_port: u16,
-        discovery: HashMap<IfName, UnboundedSender<Outgoing>>,
-        to_self: Sender<Input>,
-        runtime: tokio::runtime::Handle,
-    ) -> Driver {
+    pub fn new(node: Node, clock: Clock, backends: Backends, io: Io, currency: Currency, control_port: u16) -> Driver {
         Driver {
             node,
             clock,
             k: backends,
             currency,
             control_port,
-            discovery,
+            discovery: io.discovery,
+            discovery_queue: io.discovery_queue,
+            opener: io.sessions,
             sessions: HashMap::new(),
             desired: HashMap::new(),
             plan: None,
-            to_self,
-            runtime,
             samples: 0,
             fatal: None,
             started: Instant::now(),
@@ -136,8 +195,13 @@ impl Driver {
     }
 
     /// Why the driver stopped on its own, if it did.
-    pub fn fatal(&self) -> Option<&str> {
-        self.fatal.as_deref()
+    pub fn fatal(&self) -> Option<&Stop> {
+        self.fatal.as_ref()
+    }
+
+    /// Discovery datagrams dropped since start because the driver's queue was full.
+    pub fn discovery_dropped(&self) -> u64 {
+        self.discovery_queue.dropped()
     }
 
     /// Restore the ledgers from the store; remove what a previous run of this node left behind
@@ -155,11 +219,10 @@ impl Driver {
     /// Run until `Shutdown` arrives, every input sender is gone, or a fatal error; then tear down.
     pub fn run(&mut self, inputs: Receiver<Input>) {
         while self.fatal.is_none() {
-            let now = self.clock.now();
-            if self.node.poll_timeout().is_some_and(|t| t <= now.mono) {
-                self.node.handle_timeout(now);
+            self.poll();
+            if self.fatal.is_some() {
+                break;
             }
-            self.execute_actions();
             let wait = match self.node.poll_timeout() {
                 Some(t) => Duration::from_millis(t.since(self.clock.now().mono).0),
                 None => Duration::from_secs(1),
@@ -171,19 +234,64 @@ impl Driver {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        tracing::info!("stopping: final count, closing sessions, removing tunnels and traffic rules");
         if self.fatal.is_none() {
+            tracing::info!("stopping: final count, closing sessions, removing tunnels and traffic rules");
             self.sample();
+            self.node.shutdown();
+            self.execute_actions();
         }
-        self.node.shutdown();
+        if self.fatal.is_some() {
+            self.abandon();
+        } else {
+            self.remove_traffic_rules();
+        }
+    }
+
+    /// Run the core's timers if they are due, and execute what it asks.
+    pub fn poll(&mut self) {
+        let now = self.clock.now();
+        if self.node.poll_timeout().is_some_and(|t| t <= now.mono) {
+            self.node.handle_timeout(now);
+        }
         self.execute_actions();
-        self.remove_traffic_rules();
+    }
+
+    /// After the store refused a write: execute nothing the core still has queued (payments,
+    /// acknowledgements, statements: whatever came after the refused write), close the
+    /// sessions without another word, and remove the tunnels so that no traffic flows that
+    /// could not be billed. The firewall's counters are kept, as after kill -9: they hold the
+    /// bytes since the last stored baseline, which the restarted daemon bills once.
+    fn abandon(&mut self) {
+        let mut discarded = 0;
+        let mut messages = 0;
+        while let Some(a) = self.node.poll_action() {
+            discarded += 1;
+            messages += usize::from(matches!(a, Action::SendControl { .. } | Action::SendDiscovery { .. }));
+        }
+        tracing::error!(
+            path = %self.k.store.path().display(),
+            discarded,
+            messages,
+            "stopping without executing the actions queued after the refused write; firewall counters kept for the restart"
+        );
+        // Dropping the senders ends each session once what was queued before is written.
+        self.sessions.clear();
+        self.desired.clear();
+        if let Err(e) = self.remove_own_tunnels("(stopping: the ledger cannot be written)") {
+            tracing::warn!(error = %e, "removing tunnels failed");
+        }
+        if let Err(e) = self.k.shaper.remove_all() {
+            tracing::warn!(error = %e, "removing shaping failed");
+        }
     }
 
     pub fn handle(&mut self, input: Input) {
         let now = self.clock.now();
         match input {
-            Input::Discovery { iface, src, bytes } => self.node.handle_discovery(now, &iface, src, &bytes),
+            Input::Discovery { iface, src, bytes } => {
+                self.discovery_queue.release();
+                self.node.handle_discovery(now, &iface, src, &bytes)
+            }
             Input::ControlAccepted { session, ifname, peer, outbound } => {
                 self.sessions.insert(session, outbound);
                 self.node.handle_control_accepted(now, session, &ifname, peer);
@@ -203,8 +311,12 @@ impl Driver {
         self.execute_actions();
     }
 
+    /// Execute the core's actions in order. Once one fails fatally (the store refused a write)
+    /// nothing after it is executed: a payment or an acknowledgement queued behind a refused
+    /// write never reaches the wire.
     pub fn execute_actions(&mut self) {
-        while let Some(action) = self.node.poll_action() {
+        while self.fatal.is_none() {
+            let Some(action) = self.node.poll_action() else { break };
             self.execute(action);
         }
     }
@@ -227,9 +339,8 @@ impl Driver {
             Action::OpenControl { session, ifname, peer, .. } => {
                 let (tx, rx) = unbounded_channel();
                 self.sessions.insert(session, tx);
-                let _guard = self.runtime.enter();
                 let local = self.node.node_id().tunnel_link_local();
-                control::connect(session, ifname, local, peer, self.to_self.clone(), rx);
+                self.opener.open(session, ifname, local, peer, rx);
             }
             Action::SendControl { session, msg } => {
                 if let Some(tx) = self.sessions.get(&session) {

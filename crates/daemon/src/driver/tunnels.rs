@@ -7,16 +7,21 @@ use tollway_kernel::{Route6, TunnelError, WgConfig};
 
 impl Driver {
     pub(super) fn remove_leftover_tunnels(&mut self) -> Result<(), String> {
+        self.remove_own_tunnels("left by a previous run")
+    }
+
+    /// Remove every tunnel and interface named after this node (`tw<own id>…`), saying `why`.
+    pub(super) fn remove_own_tunnels(&mut self, why: &str) -> Result<(), String> {
         let prefix = IfName::tunnel_prefix(&self.node.node_id());
-        let leftovers = self.k.tunnels.list(&prefix).map_err(|e| e.to_string())?;
-        for ifname in leftovers {
-            tracing::info!(%ifname, "removing tunnel left by a previous run");
+        let tunnels = self.k.tunnels.list(&prefix).map_err(|e| e.to_string())?;
+        for ifname in tunnels {
+            tracing::info!(%ifname, "removing tunnel {why}");
             if let Err(e) = self.k.tunnels.remove(&ifname) {
-                tracing::warn!(%ifname, error = %e, "could not remove leftover tunnel");
+                tracing::warn!(%ifname, error = %e, "could not remove tunnel");
             }
         }
         for ifname in self.k.links.list(&prefix).map_err(|e| e.to_string())? {
-            tracing::info!(%ifname, "removing interface left by a previous run");
+            tracing::info!(%ifname, "removing interface {why}");
             self.k.links.delete(&ifname).map_err(|e| e.to_string())?;
         }
         Ok(())

@@ -62,6 +62,26 @@ pub async fn listen(port: u16, to_driver: Sender<Input>) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Opens the sessions the core asks for as tasks on the I/O runtime.
+pub struct TokioSessions {
+    pub runtime: tokio::runtime::Handle,
+    pub to_driver: Sender<Input>,
+}
+
+impl crate::driver::SessionOpener for TokioSessions {
+    fn open(
+        &mut self,
+        session: SessionId,
+        ifname: IfName,
+        local: std::net::Ipv6Addr,
+        peer: SocketAddrV6,
+        outbound: UnboundedReceiver<Outbound>,
+    ) {
+        let _guard = self.runtime.enter();
+        connect(session, ifname, local, peer, self.to_driver.clone(), outbound);
+    }
+}
+
 /// Open a session the core asked for, from our derived link-local address on the tunnel
 /// (`local`). The driver keeps the sending end of `rx`.
 pub fn connect(

@@ -1,11 +1,13 @@
 //! Unit tests of the neighbor state machine, driving `Node`s by hand with synthetic clocks.
 //!
+//! - `budget`: signature checks under budgets, floods claiming known ids;
 //! - `discovery`: admission, Hellos, tunnel specs, and every reason a datagram is ignored;
 //! - `lifecycle`: timeouts, penalties, the announcement flood, tunnel errors, shutdown;
 //! - `session`: the control session handshake, keepalives, timeouts and reconnects, bad peers.
 //!
 //! [`pair::Pair`] is a tiny two-node driver (zero latency) for the tests that need both ends.
 
+mod budget;
 mod discovery;
 mod lifecycle;
 mod market;
