@@ -44,6 +44,8 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since_ms: Option<u64>,
     },
+    /// Routing: every route the router knows, installed or not.
+    Routes,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,9 +196,71 @@ pub struct PriceRow {
 pub struct Status {
     pub node: NodeStatus,
     pub neighbors: Vec<NeighborStatus>,
+    /// Routing, the uplink and the LAN.
+    #[serde(default)]
+    pub routing: RoutingStatus,
+    /// Every route the router knows (as `tollway routes`).
+    #[serde(default)]
+    pub routes: Vec<RouteStatus>,
     /// Discovery messages ignored since start, by reason (`driver queue full`: dropped before
     /// they were looked at, because the driver had too many waiting).
     pub discovery_rejected: std::collections::BTreeMap<String, u64>,
+}
+
+/// How the node routes, and what it announces.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingStatus {
+    /// `babel`, `static`, `controller` or `none`.
+    pub kind: String,
+    /// The kernel table mesh routes are in.
+    pub table: u32,
+    pub mesh_ipv4: String,
+    /// The uplink interface, if any, and whether it has a default route of each family (then
+    /// the node announces one into the mesh).
+    pub uplink: Option<String>,
+    pub uplink_ipv4: bool,
+    pub uplink_ipv6: bool,
+    /// The LAN interface and prefixes, if any.
+    pub lan: Option<String>,
+    pub lan_prefixes: Vec<String>,
+    /// The neighbors routing may use, with the cost of each link (Babel units: 256 is a good
+    /// hop).
+    pub links: Vec<RoutingLink>,
+    /// What is wrong with routing now (a rejected routes file, an address collision...).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingLink {
+    pub neighbor: String,
+    pub interface: String,
+    pub cost: u16,
+}
+
+/// One route, installed or not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub prefix: String,
+    /// The neighbor it goes through (node id), when known.
+    pub via: Option<String>,
+    /// The tunnel interface, and the neighbor's address on it.
+    pub interface: Option<String>,
+    pub next_hop: Option<String>,
+    pub metric: u32,
+    /// Babel: the metric the neighbor advertised (the part it controls).
+    pub refmetric: Option<u32>,
+    pub installed: bool,
+    /// Babel: the router that originates the prefix; static/controller: the `via` node.
+    pub router_id: Option<String>,
+    /// `babel`, `static` or `controller`.
+    pub source: String,
+}
+
+/// `tollway routes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routes {
+    pub routing: RoutingStatus,
+    pub routes: Vec<RouteStatus>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +314,10 @@ impl Client {
 
     pub fn status(&mut self) -> Result<Status, ClientError> {
         self.call_typed(&Request::Status)
+    }
+
+    pub fn routes(&mut self) -> Result<Routes, ClientError> {
+        self.call_typed(&Request::Routes)
     }
 
     pub fn ledger(

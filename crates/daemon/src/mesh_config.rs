@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use tollway_core::{IfName, NodeId};
 
 /// The routing table mesh routes go into by default (never `main`).
-pub const DEFAULT_TABLE: u32 = 7474;
+pub const DEFAULT_TABLE: u32 = 74;
 
 /// 100.64.0.0/10, where derived mesh IPv4 addresses live.
 pub fn mesh_ipv4_range() -> Ipv4Net {
@@ -45,7 +45,7 @@ impl RoutingKind {
 pub struct Routing {
     /// "babel" (default), "static", "controller" or "none".
     pub kind: RoutingKind,
-    /// Kernel routing table for mesh routes (1–4294967295, not 253–255: default, main, local).
+    /// Kernel routing table for mesh routes (1–251; the babel router announces from the next).
     pub table: u32,
     /// The babeld program.
     pub babeld: PathBuf,
@@ -190,8 +190,14 @@ pub fn parse(
             a
         }
     };
-    if matches!(routing.table, 0 | 253..=255) {
-        return Err(("routing.table", format!("{} is reserved (unspec, default, main, local)", routing.table)));
+    if !(1..=251).contains(&routing.table) {
+        return Err((
+            "routing.table",
+            format!(
+                "{} is not usable: pick 1–251 (babeld writes table numbers in 8 bits, uses the next one for what it announces, and 253–255 are default, main and local)",
+                routing.table
+            ),
+        ));
     }
     if !(50..=60_000).contains(&routing.hello_interval_ms) {
         return Err(("routing.hello_interval_ms", "must be between 50 and 60000".into()));
@@ -314,10 +320,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_babel_in_table_7474_with_derived_addresses() {
+    fn defaults_are_babel_in_table_74_with_derived_addresses() {
         let m = parse(None, &Routing::default(), None, None, &id()).unwrap();
         assert_eq!(m.kind, RoutingKind::Babel);
-        assert_eq!(m.table, 7474);
+        assert_eq!(m.table, 74);
         assert_eq!(m.mesh_ipv4, id().mesh_ipv4());
         assert_eq!(m.own_prefixes(&id()).len(), 2);
         let l = parse(None, &Routing::default(), None, Some(&lan(None, Some("192.168.3.0/24"))), &id()).unwrap();
@@ -338,7 +344,8 @@ mod tests {
         let cases: Vec<(Result<MeshSettings, Problem>, &str, &str)> = vec![
             (parse(Some("nope"), &r, None, None, &id()), "mesh_ipv4", "not an IPv4"),
             (parse(Some("127.0.0.1"), &r, None, None, &id()), "mesh_ipv4", "cannot be"),
-            (parse(None, &Routing { table: 254, ..r.clone() }, None, None, &id()), "routing.table", "reserved"),
+            (parse(None, &Routing { table: 254, ..r.clone() }, None, None, &id()), "routing.table", "not usable"),
+            (parse(None, &Routing { table: 7474, ..r.clone() }, None, None, &id()), "routing.table", "8 bits"),
             (
                 parse(None, &Routing { kind: RoutingKind::Static, ..r.clone() }, None, None, &id()),
                 "routing.static",

@@ -76,7 +76,8 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             to_driver: to_driver.clone(),
         }),
     };
-    let mut driver = Driver::new(node, clock, backends, io, cfg.market.currency(), cfg.control.port);
+    let mesh = open_mesh(&cfg, &id)?;
+    let mut driver = Driver::new(node, clock, backends, io, cfg.market.currency(), cfg.control.port).with_mesh(mesh);
     driver.prepare().map_err(anyhow::Error::msg).context("restoring the ledger and preparing the kernel state")?;
     tracing::info!(backend = driver.tunnel_backend(), "ready");
     let handle = std::thread::Builder::new()
@@ -133,6 +134,65 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// Routing as the config says: the settings, and the router (babeld started here).
+fn open_mesh(cfg: &Config, id: &NodeId) -> anyhow::Result<crate::driver::Mesh> {
+    use crate::mesh_config::RoutingKind;
+    use tollway_routing::table::{Candidate, TableRouter};
+    let settings = cfg.mesh(id).map_err(|(field, problem)| anyhow::anyhow!("field `{field}`: {problem}"))?;
+    let kernel = || Box::new(tollway_kernel::NetlinkRoutes::new());
+    let router: Option<Box<dyn tollway_routing::Router>> = match settings.kind {
+        RoutingKind::None => None,
+        RoutingKind::Babel => {
+            let runtime_dir = babel_runtime_dir(cfg);
+            let mut b = tollway_routing::babel::BabelSettings::new(
+                runtime_dir,
+                tollway_routing::babel::RouterId::for_node(id),
+                id.mesh_ip(),
+                Some(settings.mesh_ipv4),
+            );
+            b.program = settings.babeld.clone();
+            b.export_table = settings.table;
+            b.import_table = settings.table + 1;
+            b.hello_interval = std::time::Duration::from_millis(settings.hello_interval_ms as u64);
+            b.update_interval = b.hello_interval * 2;
+            let router = tollway_routing::babel::BabelRouter::start(b, kernel())
+                .with_context(|| format!("starting babeld ({})", settings.babeld.display()))?;
+            Some(Box::new(router))
+        }
+        RoutingKind::Static => {
+            let candidates = settings
+                .static_routes
+                .iter()
+                .map(|r| Candidate { prefix: r.prefix, via: r.via, metric: r.metric })
+                .collect();
+            Some(Box::new(TableRouter::new_static(
+                settings.table,
+                id.mesh_ip(),
+                settings.mesh_ipv4,
+                kernel(),
+                candidates,
+            )))
+        }
+        RoutingKind::Controller => {
+            let file = settings.controller_file.clone().expect("validated: controller needs its file");
+            Some(Box::new(TableRouter::new_controller(
+                settings.table,
+                id.mesh_ip(),
+                settings.mesh_ipv4,
+                kernel(),
+                file,
+            )))
+        }
+    };
+    Ok(crate::driver::Mesh::new(settings, router, kernel()))
+}
+
+/// Where babeld's files go: beside the API socket (a runtime directory such as /run/tollway),
+/// in a directory of its own.
+fn babel_runtime_dir(cfg: &Config) -> std::path::PathBuf {
+    cfg.api_socket.parent().unwrap_or(std::path::Path::new("/run/tollway")).join("babel")
 }
 
 fn open_backends(cfg: &Config, id: &NodeId) -> anyhow::Result<Backends> {

@@ -1,7 +1,7 @@
 //! The status the API reports, built from the core's getters.
 
 use crate::driver::Driver;
-use tollway_api::{MarketStatus, NeighborStatus, NodeStatus, Status};
+use tollway_api::{MarketStatus, NeighborStatus, NodeStatus, RouteStatus, RoutingLink, RoutingStatus, Status};
 use tollway_core::market::{BidPolicy, EnforcementPolicy, OurBid, TheirBid};
 
 /// The reject reason under which `discovery_rejected` counts datagrams dropped because the
@@ -105,5 +105,64 @@ pub fn build(d: &Driver) -> Status {
             }
             r
         },
+        routing: Default::default(),
+        routes: Vec::new(),
     }
+}
+
+/// The status with routing too (reading the router's routes: babeld's `dump`).
+pub fn build_full(d: &mut Driver) -> Status {
+    let mut s = build(d);
+    let (routing, routes) = routing(d);
+    s.routing = routing;
+    s.routes = routes;
+    s
+}
+
+/// How the node routes, and every route its router knows.
+pub fn routing(d: &mut Driver) -> (RoutingStatus, Vec<RouteStatus>) {
+    let links: Vec<RoutingLink> = d
+        .node()
+        .routing_neighbors()
+        .iter()
+        .map(|r| RoutingLink { neighbor: r.neighbor.to_string(), interface: r.ifname.to_string(), cost: r.cost.get() })
+        .collect();
+    let by_ifname: std::collections::HashMap<String, String> =
+        d.node().neighbors().map(|n| (n.ifname.to_string(), n.id.to_string())).collect();
+    let (uplink_ipv4, uplink_ipv6) = d.uplink_defaults();
+    let Some(m) = d.mesh_settings().cloned() else {
+        return (RoutingStatus { kind: "none".into(), links, ..Default::default() }, Vec::new());
+    };
+    let (entries, problems) = d.routing_view();
+    let routes = entries
+        .into_iter()
+        .map(|e| RouteStatus {
+            prefix: e.prefix.to_string(),
+            via: e.ifname.as_ref().and_then(|i| by_ifname.get(i.as_str()).cloned()),
+            interface: e.ifname.map(|i| i.to_string()),
+            next_hop: e.next_hop.map(|h| h.to_string()),
+            metric: e.metric,
+            refmetric: e.refmetric,
+            installed: e.installed,
+            router_id: e.router_id,
+            source: e.source.as_str().into(),
+        })
+        .collect();
+    let status = RoutingStatus {
+        kind: m.kind.as_str().into(),
+        table: m.table,
+        mesh_ipv4: m.mesh_ipv4.to_string(),
+        uplink: m.uplink.as_ref().map(|u| u.ifname.to_string()),
+        uplink_ipv4,
+        uplink_ipv6,
+        lan: m.lan.as_ref().map(|l| l.ifname.to_string()),
+        lan_prefixes: m
+            .lan
+            .as_ref()
+            .map(|l| std::iter::once(l.ipv6.to_string()).chain(l.ipv4.map(|p| p.to_string())).collect())
+            .unwrap_or_default(),
+        links,
+        problems,
+    };
+    (status, routes)
 }

@@ -102,6 +102,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Routing: how this node routes, the uplink and LAN, and every route its router knows
+    /// (installed or not), with the neighbor each goes through.
+    Routes {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a whole mesh on this machine in network namespaces.
     #[command(subcommand)]
     Lab(tollway_lab::LabCommand),
@@ -204,6 +213,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&l)?);
             } else {
                 print!("{}", output::ledger_tables(&l));
+            }
+            Ok(0)
+        }
+        Command::Routes { target, json } => {
+            let r = target.client()?.routes()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", output::routes_table(&r.routing, &r.routes));
             }
             Ok(0)
         }

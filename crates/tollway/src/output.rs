@@ -100,6 +100,16 @@ pub fn status_table(s: &Status) -> String {
             );
         }
     }
+    if !s.routing.kind.is_empty() {
+        let full = routes_table(&s.routing, &[]);
+        out += "\n";
+        for line in full.lines().filter(|l| *l != "no routes") {
+            out += line;
+            out += "\n";
+        }
+        let installed = s.routes.iter().filter(|r| r.installed).count();
+        out += &format!("{} routes known, {installed} installed (tollway routes)\n", s.routes.len());
+    }
     if !s.discovery_rejected.is_empty() {
         let parts: Vec<String> = s.discovery_rejected.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         out += &format!("ignored discovery messages: {}\n", parts.join(", "));
@@ -209,4 +219,57 @@ mod tests {
         assert_eq!(time(1_795_265_640_000), "2026-11-21 12:54:00");
         assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00");
     }
+}
+
+/// `tollway routes`, and the routing part of `tollway status`.
+pub fn routes_table(r: &tollway_api::RoutingStatus, routes: &[tollway_api::RouteStatus]) -> String {
+    let mut out = format!("routing: {} (table {}), mesh IPv4 {}", r.kind, r.table, r.mesh_ipv4);
+    if let Some(u) = &r.uplink {
+        let fams: Vec<&str> =
+            [(r.uplink_ipv4, "IPv4"), (r.uplink_ipv6, "IPv6")].iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
+        let what = if fams.is_empty() {
+            "no default route: nothing announced".to_string()
+        } else {
+            format!("announcing default {}", fams.join(" and "))
+        };
+        out += &format!(", uplink {u} ({what})");
+    }
+    if let Some(l) = &r.lan {
+        out += &format!(", LAN {l} ({})", r.lan_prefixes.join(", "));
+    }
+    out += "\n";
+    for p in &r.problems {
+        out += &format!("problem: {p}\n");
+    }
+    if !r.links.is_empty() {
+        let links: Vec<String> = r
+            .links
+            .iter()
+            .map(|l| format!("{} via {} cost {}", &l.neighbor[..12.min(l.neighbor.len())], l.interface, l.cost))
+            .collect();
+        out += &format!("links: {}\n", links.join(", "));
+    }
+    if routes.is_empty() {
+        out += "no routes\n";
+        return out;
+    }
+    out += &format!(
+        "{:<44}  {:<12}  {:<15}  {:>6}  {:>9}  {:<9}  {}\n",
+        "PREFIX", "VIA", "INTERFACE", "METRIC", "ADVERTISED", "INSTALLED", "FROM"
+    );
+    let mut rows: Vec<&tollway_api::RouteStatus> = routes.iter().collect();
+    rows.sort_by(|a, b| (!a.installed, &a.prefix, a.metric).cmp(&(!b.installed, &b.prefix, b.metric)));
+    for rt in rows {
+        out += &format!(
+            "{:<44}  {:<12}  {:<15}  {:>6}  {:>9}  {:<9}  {}\n",
+            rt.prefix,
+            rt.via.as_deref().map(|v| &v[..12.min(v.len())]).unwrap_or("-"),
+            rt.interface.as_deref().unwrap_or("(this node)"),
+            if rt.metric >= 65535 { "inf".to_string() } else { rt.metric.to_string() },
+            rt.refmetric.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            if rt.installed { "yes" } else { "no" },
+            rt.source
+        );
+    }
+    out
 }

@@ -4,8 +4,11 @@
 //! held; nothing else touches the core.
 
 mod market;
+mod mesh;
 mod requests;
 mod tunnels;
+
+pub use mesh::Mesh;
 
 use crate::net::control::Outbound;
 use crate::net::discovery::{DiscoveryQueue, Outgoing};
@@ -156,6 +159,8 @@ pub struct Driver {
     /// action is executed, and it stops.
     fatal: Option<Stop>,
     pub(crate) started: Instant,
+    /// Routing and the uplink (none: only direct neighbors, as in the driver's unit tests).
+    mesh: Option<Mesh>,
 }
 
 impl Driver {
@@ -175,7 +180,14 @@ impl Driver {
             samples: 0,
             fatal: None,
             started: Instant::now(),
+            mesh: None,
         }
+    }
+
+    /// Give the driver its routing (before `prepare`).
+    pub fn with_mesh(mut self, mesh: Mesh) -> Driver {
+        self.mesh = Some(mesh);
+        self
     }
 
     pub fn node(&self) -> &Node {
@@ -213,6 +225,7 @@ impl Driver {
         let lo = IfName::new("lo").expect("valid");
         self.k.links.set_up(&lo, None).map_err(|e| e.to_string())?;
         self.k.links.ensure_address(&lo, self.node.node_id().mesh_ip(), 128).map_err(|e| e.to_string())?;
+        self.prepare_mesh()?;
         Ok(())
     }
 
@@ -240,6 +253,7 @@ impl Driver {
             self.node.shutdown();
             self.execute_actions();
         }
+        self.stop_mesh();
         if self.fatal.is_some() {
             self.abandon();
         } else {
@@ -354,8 +368,7 @@ impl Driver {
             }
             Action::ApplyTraffic(policy) => self.apply_traffic(policy),
             Action::Persist(batch) => self.persist(batch),
-            // Applied by the router (crates/routing) once it is wired in.
-            Action::SetRoutingNeighbors(_) => {}
+            Action::SetRoutingNeighbors(neighbors) => self.set_routing_neighbors(neighbors),
         }
     }
 
@@ -369,6 +382,7 @@ impl Driver {
         }
         self.sample_tunnels();
         self.sample_counters();
+        self.tick_mesh();
     }
 }
 

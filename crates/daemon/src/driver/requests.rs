@@ -17,7 +17,11 @@ fn refuse(e: impl std::fmt::Display) -> Reply {
 impl Driver {
     pub(super) fn request(&mut self, req: Request) -> Reply {
         match req {
-            Request::Status => ok(crate::status::build(self)),
+            Request::Status => ok(crate::status::build_full(self)),
+            Request::Routes => {
+                let (routing, routes) = crate::status::routing(self);
+                ok(tollway_api::Routes { routing, routes })
+            }
             Request::PriceSet { ask, max_price, bid } => match self.set_prices(ask, max_price, bid) {
                 Ok(()) => ok(crate::status::build(self).node.market),
                 Err(e) => refuse(e),

@@ -68,13 +68,17 @@ impl Driver {
         self.k.links.disable_ipv6_autoconf(&spec.ifname).map_err(err)?;
         self.k.links.set_up(&spec.ifname, Some(spec.mtu)).map_err(err)?;
         self.k.links.ensure_address(&spec.ifname, spec.local_link_local, 64).map_err(err)?;
-        let route = Route6 {
-            dst: spec.peer_mesh_ip,
-            prefix_len: 128,
-            dev: spec.ifname.clone(),
-            src: Some(self.node.node_id().mesh_ip()),
-        };
-        self.k.links.ensure_route(&route).map_err(err)?;
+        // With babel, routes to the neighbor come from babeld (in the mesh table); a /128 of
+        // ours in main would override its choice.
+        if self.routes_neighbors_itself() {
+            let route = Route6 {
+                dst: spec.peer_mesh_ip,
+                prefix_len: 128,
+                dev: spec.ifname.clone(),
+                src: Some(self.node.node_id().mesh_ip()),
+            };
+            self.k.links.ensure_route(&route).map_err(err)?;
+        }
         Ok(())
     }
 

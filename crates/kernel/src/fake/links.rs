@@ -88,6 +88,24 @@ impl Links for FakeLinks {
         Ok(())
     }
 
+    fn ensure_address_v4(
+        &mut self,
+        ifname: &IfName,
+        addr: std::net::Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), LinkError> {
+        const OP: &str = "adding address";
+        let mut w = self.kernel.lock();
+        w.enter(FakeOp::LinkEnsureAddress, ifname.as_str()).map_err(injected(OP, ifname.as_str()))?;
+        if prefix_len > 32 {
+            return Err(invalid(OP, ifname, "prefix length above 32"));
+        }
+        let link = w.links.get_mut(ifname).ok_or_else(|| LinkError::NoSuchLink(ifname.clone()))?;
+        if !link.addresses_v4.iter().any(|(a, _)| *a == addr) {
+            link.addresses_v4.insert((addr, prefix_len));
+        }
+        Ok(())
+    }
     fn ensure_route(&mut self, route: &Route6) -> Result<(), LinkError> {
         const OP: &str = "installing route";
         let mut w = self.kernel.lock();

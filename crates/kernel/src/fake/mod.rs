@@ -64,6 +64,7 @@ pub struct FakeLink {
     pub up: bool,
     pub mtu: u32,
     pub addresses: BTreeSet<(Ipv6Addr, u8)>,
+    pub addresses_v4: BTreeSet<(std::net::Ipv4Addr, u8)>,
     pub stats: LinkStats,
 }
 
@@ -113,6 +114,7 @@ impl World {
                 up: false,
                 mtu: if is_tunnel { 1420 } else { 1500 },
                 addresses: BTreeSet::new(),
+                addresses_v4: BTreeSet::new(),
                 stats: LinkStats::default(),
             },
         );

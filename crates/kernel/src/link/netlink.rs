@@ -86,6 +86,22 @@ impl Links for NetlinkLinks {
         }
     }
 
+    fn ensure_address_v4(
+        &mut self,
+        ifname: &IfName,
+        addr: std::net::Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), LinkError> {
+        const OP: &str = "adding address";
+        let mut sock = socket(OP, ifname)?;
+        let link = existing(&mut sock, OP, ifname)?;
+        match sock.request(route::new_addr4(link.index, addr, prefix_len), route::NEW_ADDR_FLAGS) {
+            Ok(_) => Ok(()),
+            Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+            Err(e) => Err(no_dev(OP, ifname)(e)),
+        }
+    }
+
     fn ensure_route(&mut self, r: &Route6) -> Result<(), LinkError> {
         const OP: &str = "installing route";
         let mut sock = socket(OP, &r.dev)?;

@@ -121,6 +121,16 @@ pub(crate) fn new_addr6(index: u32, addr: Ipv6Addr, prefix_len: u8) -> RouteNetl
     RouteNetlinkMessage::NewAddress(m)
 }
 
+pub(crate) fn new_addr4(index: u32, addr: std::net::Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.prefix_len = prefix_len;
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
+    m.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
+    RouteNetlinkMessage::NewAddress(m)
+}
+
 /// Flags for installing a route, replacing one to the same destination.
 pub(crate) const NEW_ROUTE_FLAGS: u16 = NLM_F_CREATE | NLM_F_REPLACE;
 

@@ -44,7 +44,7 @@ const V4: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 10);
 fn static_routes_follow_their_neighbors_and_the_lowest_metric_wins() {
     let k = kernel();
     let mut r = TableRouter::new_static(
-        7474,
+        74,
         V6,
         V4,
         Box::new(k.clone()),
@@ -56,19 +56,19 @@ fn static_routes_follow_their_neighbors_and_the_lowest_metric_wins() {
     assert_eq!(
         installed(&k),
         vec![
-            "0.0.0.0/0 via fe80::1 dev tw1 table 7474 proto 251 src 100.64.0.10",
-            "fd12::/48 via fe80::1 dev tw1 table 7474 proto 251 src fd00::a"
+            "0.0.0.0/0 via fe80::1 dev tw1 table 74 proto 251 src 100.64.0.10",
+            "fd12::/48 via fe80::1 dev tw1 table 74 proto 251 src fd00::a"
         ]
     );
     // Neighbor 2 comes: its lower metric takes the default route.
     r.apply(&plan(&[nb(1, 256), nb(2, 1024)])).unwrap();
-    assert!(installed(&k).contains(&"0.0.0.0/0 via fe80::2 dev tw2 table 7474 proto 251 src 100.64.0.10".to_string()));
+    assert!(installed(&k).contains(&"0.0.0.0/0 via fe80::2 dev tw2 table 74 proto 251 src 100.64.0.10".to_string()));
     let shown = r.routes().unwrap();
     assert_eq!(shown.iter().filter(|e| e.installed).count(), 2);
     assert!(shown.iter().any(|e| e.prefix.to_string() == "0.0.0.0/0" && !e.installed && e.metric == 10));
     // Neighbor 2 goes: back to neighbor 1; neighbor 1 goes too: nothing.
     r.apply(&plan(&[nb(1, 256)])).unwrap();
-    assert!(installed(&k).contains(&"0.0.0.0/0 via fe80::1 dev tw1 table 7474 proto 251 src 100.64.0.10".to_string()));
+    assert!(installed(&k).contains(&"0.0.0.0/0 via fe80::1 dev tw1 table 74 proto 251 src 100.64.0.10".to_string()));
     r.apply(&plan(&[])).unwrap();
     assert!(installed(&k).is_empty());
 }
@@ -76,18 +76,17 @@ fn static_routes_follow_their_neighbors_and_the_lowest_metric_wins() {
 #[test]
 fn equal_metrics_prefer_the_cheaper_link_and_unusable_links_carry_nothing() {
     let k = kernel();
-    let mut r =
-        TableRouter::new_static(7474, V6, V4, Box::new(k.clone()), vec![cand("::/0", 1, 0), cand("::/0", 2, 0)]);
+    let mut r = TableRouter::new_static(74, V6, V4, Box::new(k.clone()), vec![cand("::/0", 1, 0), cand("::/0", 2, 0)]);
     r.apply(&plan(&[nb(1, 768), nb(2, 256)])).unwrap();
-    assert_eq!(installed(&k), vec!["::/0 via fe80::2 dev tw2 table 7474 proto 251 src fd00::a"]);
+    assert_eq!(installed(&k), vec!["::/0 via fe80::2 dev tw2 table 74 proto 251 src fd00::a"]);
     r.apply(&plan(&[nb(1, 768), nb(2, 65535)])).unwrap();
-    assert_eq!(installed(&k), vec!["::/0 via fe80::1 dev tw1 table 7474 proto 251 src fd00::a"]);
+    assert_eq!(installed(&k), vec!["::/0 via fe80::1 dev tw1 table 74 proto 251 src fd00::a"]);
 }
 
 #[test]
 fn the_kernel_is_reconciled_at_every_tick_and_shutdown_removes_everything_ours() {
     let k = kernel();
-    let mut r = TableRouter::new_static(7474, V6, V4, Box::new(k.clone()), vec![cand("fd12::/48", 1, 0)]);
+    let mut r = TableRouter::new_static(74, V6, V4, Box::new(k.clone()), vec![cand("fd12::/48", 1, 0)]);
     r.apply(&plan(&[nb(1, 256)])).unwrap();
     let ours = k.routes();
     // Someone deletes our route, and adds one under our protocol number.
@@ -105,8 +104,8 @@ fn the_kernel_is_reconciled_at_every_tick_and_shutdown_removes_everything_ours()
     assert_eq!(
         installed(&k),
         vec![
-            "fd12::/48 via fe80::1 dev tw1 table 7474 proto 251 src fd00::a",
-            "fd77::/16 via fe80::1 dev tw1 table 7474 proto 4 src fd00::a",
+            "fd12::/48 via fe80::1 dev tw1 table 74 proto 251 src fd00::a",
+            "fd77::/16 via fe80::1 dev tw1 table 74 proto 4 src fd00::a",
         ]
     );
     // A failed kernel call is an error now and is made again at the next tick.
@@ -114,9 +113,9 @@ fn the_kernel_is_reconciled_at_every_tick_and_shutdown_removes_everything_ours()
     k.fail_next(1);
     assert!(r.tick().is_err());
     r.tick().unwrap();
-    assert!(installed(&k).contains(&"fd12::/48 via fe80::1 dev tw1 table 7474 proto 251 src fd00::a".to_string()));
+    assert!(installed(&k).contains(&"fd12::/48 via fe80::1 dev tw1 table 74 proto 251 src fd00::a".to_string()));
     r.shutdown().unwrap();
-    assert_eq!(installed(&k), vec!["fd77::/16 via fe80::1 dev tw1 table 7474 proto 4 src fd00::a"]);
+    assert_eq!(installed(&k), vec!["fd77::/16 via fe80::1 dev tw1 table 74 proto 4 src fd00::a"]);
 }
 
 #[test]
@@ -130,7 +129,7 @@ fn a_controller_file_is_applied_whole_and_an_invalid_one_keeps_the_routes_in_for
         std::fs::rename(&tmp, &path).unwrap();
     };
     let k = kernel();
-    let mut r = TableRouter::new_controller(7474, V6, V4, Box::new(k.clone()), path.clone());
+    let mut r = TableRouter::new_controller(74, V6, V4, Box::new(k.clone()), path.clone());
     assert!(r.problems()[0].contains("cannot read the routes file"), "{:?}", r.problems());
     r.apply(&plan(&[nb(1, 256), nb(2, 256)])).unwrap();
     write(&format!(
@@ -154,5 +153,5 @@ fn a_controller_file_is_applied_whole_and_an_invalid_one_keeps_the_routes_in_for
     r.tick().unwrap();
     assert_eq!(r.version(), Some(3));
     assert!(r.problems().is_empty());
-    assert_eq!(installed(&k), vec!["fd34::/48 via fe80::2 dev tw2 table 7474 proto 251 src fd00::a"]);
+    assert_eq!(installed(&k), vec!["fd34::/48 via fe80::2 dev tw2 table 74 proto 251 src fd00::a"]);
 }
