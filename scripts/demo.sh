@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up and start the demo lab: three routers in a chain (a - b - c), each running
-# tollway in its own network namespace, with prices: a asks 0.002 per MB, b 0.001, c buys.
+# tollway in its own network namespace, with prices: a asks 0.002 per MB, b 0.0015, c buys.
 # A few seconds of traffic then show money moving. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,6 @@ echo
 echo "More to try:"
 echo "  $T lab status --name $NAME"
 echo "  $T lab exec --name $NAME b -- $T status        # inside a node, tollway talks to its daemon"
-echo "  $T lab exec --name $NAME b -- $T price set --ask 0.0015"
+echo "  $T lab exec --name $NAME b -- $T price set --ask 0.0018"
 echo "  $T lab exec --name $NAME c -- $T payments pause"
 echo "  $T lab down --name $NAME"

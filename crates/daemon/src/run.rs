@@ -186,7 +186,7 @@ fn open_mesh(cfg: &Config, id: &NodeId) -> anyhow::Result<crate::driver::Mesh> {
             )))
         }
     };
-    Ok(crate::driver::Mesh::new(settings, router, kernel()))
+    Ok(crate::driver::Mesh::new(settings, router, kernel(), Box::new(tollway_traffic::nat::NftNat::new())))
 }
 
 /// Where babeld's files go: beside the API socket (a runtime directory such as /run/tollway),

@@ -46,6 +46,7 @@ pub mod command;
 pub mod fake;
 mod firewall;
 mod link;
+pub mod nat;
 mod nft;
 pub mod plan;
 mod shaper;

@@ -256,6 +256,10 @@ pub struct NeighborMarket {
     disputed_settled: u64,
     /// Consecutive samples at which the dispute grew beyond the settled level plus the slack.
     overclaim_strikes: u32,
+    /// Part of the neighbor's latest claim waits for our next sample (it counted bytes that
+    /// left us after our last one). Until then our balance with it lags what it will be, so we
+    /// do not pay: a payment received meanwhile would make us believe we owe the difference.
+    claim_waiting: bool,
     /// The neighbor is overclaiming: restricted and not paid until its statements stay within
     /// what we send for [`OVERCLAIM_QUIET`].
     pub overclaiming: bool,
@@ -312,6 +316,7 @@ impl NeighborMarket {
             disputed_at_sample: disputed,
             disputed_settled: disputed,
             overclaim_strikes: 0,
+            claim_waiting: false,
             overclaiming: false,
             last_overclaim: None,
             tx_in_flight: [0; 2],
@@ -543,8 +548,9 @@ impl NeighborMarket {
         } else if cap > out.bytes {
             Statement::between(&out, &claimed, cap)
         } else {
-            return;
+            out
         };
+        self.claim_waiting = claimed.bytes - target.bytes > self.disputed_settled;
         if target == out {
             return;
         }
@@ -582,6 +588,8 @@ impl NeighborMarket {
         }
         let disputed = self.record.disputed_bytes();
         self.disputed_at_sample = disputed;
+        // Judged now: what still exceeds our count is disputed, not waiting.
+        self.claim_waiting = false;
         if disputed > self.disputed_settled.saturating_add(self.slack) {
             self.overclaim_strikes += 1;
             if self.overclaim_strikes >= 2 {
@@ -659,7 +667,7 @@ impl NeighborMarket {
     /// The cumulative amount to promise now, if we owe at least the threshold.
     pub fn payment_due(&self, cfg: &MarketConfig) -> Option<Amount> {
         let owe = -self.balance().0;
-        if cfg.payments_paused || self.overclaiming || owe <= 0 || owe < cfg.pay_threshold.0 as i128 {
+        if cfg.payments_paused || self.overclaiming || self.claim_waiting || owe <= 0 || owe < cfg.pay_threshold.0 as i128 {
             return None;
         }
         let owe = u64::try_from(owe).ok()?;
@@ -854,9 +862,14 @@ mod tests {
         let third = |a: Accrual| a.as_micros() * out.bytes as u128 / 3_000_000;
         assert_eq!(out.receiver_owes.as_micros(), third(st.receiver_owes));
         assert_eq!(out.sender_owes.as_micros(), third(st.sender_owes));
+        // Meanwhile our balance lags what the neighbor holds: no payment until our next sample
+        // (a payment it made meanwhile would otherwise look like an overpayment to return).
+        assert!(m.balance().0 < 0, "we owe it");
+        assert_eq!(m.payment_due(&MarketConfig { pay_threshold: Amount(1), ..cfg() }), None);
         m.count_tx(2_000_000);
         assert_eq!(m.after_sample(Millis(2000)), None);
         assert_eq!(m.record.ledger.outbound, st, "the whole statement, exactly as the neighbor holds it");
+        assert!(m.payment_due(&MarketConfig { pay_threshold: Amount(1), ..cfg() }).is_some());
         assert_eq!(m.disputed_bytes(), 0);
         assert!(!m.overclaiming);
     }

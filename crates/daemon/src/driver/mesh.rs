@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tollway_core::{IfName, RoutedNeighbor};
 use tollway_kernel::{Family, RouteTarget, Routes};
 use tollway_routing::{RouteEntry, Router, RoutingPlan};
+use tollway_traffic::nat::{Nat, UplinkNat};
 
 /// The kernel's main table.
 const MAIN_TABLE: u32 = 254;
@@ -21,6 +22,8 @@ pub struct Mesh {
     pub settings: MeshSettings,
     pub router: Option<Box<dyn Router>>,
     pub routes: Box<dyn Routes>,
+    /// Masquerading at the uplink.
+    pub nat: Box<dyn Nat>,
     neighbors: Vec<RoutedNeighbor>,
     /// Whether the uplink has a default route, per family (IPv4, IPv6).
     uplink_default: (bool, bool),
@@ -28,18 +31,26 @@ pub struct Mesh {
     applied: Option<RoutingPlan>,
     /// The last router error logged (the same one is not logged again every second).
     last_error: Option<String>,
+    ticks: u32,
 }
 
 impl Mesh {
-    pub fn new(settings: MeshSettings, router: Option<Box<dyn Router>>, routes: Box<dyn Routes>) -> Mesh {
+    pub fn new(
+        settings: MeshSettings,
+        router: Option<Box<dyn Router>>,
+        routes: Box<dyn Routes>,
+        nat: Box<dyn Nat>,
+    ) -> Mesh {
         Mesh {
             settings,
             router,
             routes,
+            nat,
             neighbors: Vec::new(),
             uplink_default: (false, false),
             applied: None,
             last_error: None,
+            ticks: 0,
         }
     }
 
@@ -88,6 +99,22 @@ impl Mesh {
         }
     }
 
+    fn uplink_nat(&self) -> Option<UplinkNat> {
+        self.settings.uplink.as_ref().map(|u| UplinkNat {
+            uplink: u.ifname.clone(),
+            ipv6: u.ipv6_nat == crate::mesh_config::Ipv6Nat::Masquerade,
+        })
+    }
+
+    /// Keep the uplink's masquerading in place (put back if someone removed it).
+    fn ensure_nat(&mut self) {
+        if let Some(nat) = self.uplink_nat() {
+            if let Err(e) = self.nat.apply(&nat) {
+                self.log_error("masquerading at the uplink failed", e);
+            }
+        }
+    }
+
     /// Hand the router the current plan if it differs from the one last applied.
     fn apply(&mut self) {
         let plan = RoutingPlan { neighbors: self.neighbors.clone(), exports: self.exports() };
@@ -123,6 +150,9 @@ impl Driver {
             .map_err(|e| format!("turning on packet forwarding: {e}"))?;
         tollway_routing::rules::install(mesh.routes.as_mut(), mesh.settings.table)
             .map_err(|e| format!("installing the mesh routing rules: {e}"))?;
+        if let Some(nat) = mesh.uplink_nat() {
+            mesh.nat.apply(&nat).map_err(|e| format!("masquerading at the uplink {}: {e}", nat.uplink))?;
+        }
         tracing::info!(
             router = mesh.settings.kind.as_str(),
             table = mesh.settings.table,
@@ -158,6 +188,11 @@ impl Driver {
             mesh.uplink_default = uplink;
         }
         mesh.apply();
+        mesh.ticks = mesh.ticks.wrapping_add(1);
+        // Every 10 s: masquerading someone removed comes back.
+        if mesh.settings.kind != RoutingKind::None && mesh.ticks.is_multiple_of(10) {
+            mesh.ensure_nat();
+        }
         if let Some(router) = mesh.router.as_mut() {
             if let Err(e) = router.tick() {
                 mesh.log_error("routing", e);
@@ -176,6 +211,9 @@ impl Driver {
         if mesh.settings.kind != RoutingKind::None {
             if let Err(e) = tollway_routing::rules::remove(mesh.routes.as_mut()) {
                 tracing::warn!(error = %e, "removing the mesh routing rules failed");
+            }
+            if let Err(e) = mesh.nat.remove() {
+                tracing::warn!(error = %e, "removing the uplink's masquerading failed");
             }
         }
     }

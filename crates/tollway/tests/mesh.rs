@@ -1,0 +1,375 @@
+//! The multi-hop mesh with real daemons, real babeld, real tunnels and the lab's internet and
+//! LAN hosts: a LAN device behind the last node downloads from the internet through every hop
+//! and every hop is paid; failover; babeld killed; static and controller routing; nothing left
+//! behind. Every test builds its own lab in namespaces and removes it.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use tollway_lab::Lab;
+
+fn shipped(name: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab").join(name))
+        .unwrap()
+}
+
+/// Ping `dst` from `target` until it answers (each attempt 1 s), at most `timeout`.
+fn reachable(lab: &Lab, target: &str, dst: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for(timeout, &format!("{dst} to answer {target}"), || {
+        let out = lab.command_in(target, &["ping", "-c", "1", "-W", "1", dst]).unwrap().output().unwrap();
+        out.status.success().then_some(())
+    });
+    start.elapsed()
+}
+
+/// The babeld processes whose command line mentions `needle` (a lab's run directory).
+fn babelds(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("babeld") && cmd.contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Settle both views of the link x–y and check they are exact opposites; returns (x's view, y's).
+fn settled(lab: &Lab, x: &str, y: &str) -> (tollway_api::NeighborStatus, tollway_api::NeighborStatus) {
+    wait_for(Duration::from_secs(60), &format!("the ledgers of {x}–{y} to settle"), || {
+        let first = (nb(lab, x, y), nb(lab, y, x));
+        std::thread::sleep(Duration::from_secs(2));
+        let (a, b) = (nb(lab, x, y), nb(lab, y, x));
+        let agree = a.billed_bytes_in == b.billed_bytes_out
+            && a.billed_bytes_out == b.billed_bytes_in
+            && a.paid_total == b.received_total
+            && a.received_total == b.paid_total
+            && units(&a.balance) == -units(&b.balance);
+        let quiet = first.0.billed_bytes_in.abs_diff(a.billed_bytes_in) < 10_000
+            && first.0.billed_bytes_out.abs_diff(a.billed_bytes_out) < 10_000;
+        (agree && quiet).then_some((a, b))
+    })
+}
+
+#[test]
+fn a_lan_host_behind_c_downloads_from_the_internet_through_b_and_a_and_every_hop_is_paid() {
+    if !can_run("mesh: chain3 LAN to internet") {
+        return;
+    }
+    let mut lab = lab_up("mc", &shipped("chain3.toml"));
+    let took = reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(60));
+    reachable(&lab, "c-lan", "192.0.2.1", Duration::from_secs(30));
+    eprintln!("c's LAN host reached the internet host {took:?} after every tunnel was up");
+    // c routes the internet through b; b through a.
+    let c_routes = client(&lab, "c").routes().unwrap();
+    let b_id = node_id(&lab, "b");
+    let default_v6 = c_routes.routes.iter().find(|r| r.prefix == "::/0" && r.installed).expect("c has a default route");
+    assert_eq!(default_v6.via.as_deref(), Some(b_id.as_str()), "{c_routes:?}");
+    assert_eq!(c_routes.routing.kind, "babel");
+
+    let _server = iperf_server(&lab, "internet", 5201);
+    let before = [nb(&lab, "c", "b"), nb(&lab, "b", "a")];
+    for dst in ["2001:db8::1", "192.0.2.1"] {
+        let (bps, bytes) = iperf(&lab, "c-lan", dst, 5201, &["-R", "-n", "50M"]);
+        eprintln!("c's LAN host downloaded {bytes} bytes from {dst} at {:.1} Mbit/s", bps / 1e6);
+        assert!(bytes >= 50_000_000, "the whole download arrived: {bytes}");
+    }
+    // Each link: both sides' ledgers are exact opposites, and the money follows the prices.
+    // chain3: a asks 0.002, b 0.0015, c nothing; everyone pays the ask. Per MB crossing a–b
+    // (either way) b owes a 0.002 and a owes b 0.0015: b pays a 0.0005. Per MB crossing b–c,
+    // c pays b 0.0015. b keeps 0.001 per MB it carries for c.
+    let (cb, bc) = settled(&lab, "c", "b");
+    let (ba, ab) = settled(&lab, "b", "a");
+    for (what, view, price_diff, before) in
+        [("c→b", &cb, 1500i128, &before[0]), ("b→a", &ba, 500i128, &before[1])]
+    {
+        let bytes = (view.billed_bytes_in + view.billed_bytes_out) as i128;
+        let moved = bytes - (before.billed_bytes_in + before.billed_bytes_out) as i128;
+        assert!(moved >= 100_000_000, "{what}: the 100 MB crossed this link: {moved}");
+        // What the payer owes for service in all: its payments plus what is still open.
+        let owed = units(&view.paid_total) - units(&view.balance) - units(&view.received_total);
+        let expected = bytes * price_diff / 1_000_000;
+        eprintln!("{what}: {bytes} bytes billed, owed {owed} (prices say {expected}), paid {}", view.paid_total);
+        assert!((owed - expected).abs() <= 2, "{what}: owes {owed}, prices say {expected}");
+        assert!(units(&view.paid_total) > 0, "{what}: paid");
+        assert_eq!(view.disputed_bytes, 0);
+    }
+    assert_eq!(units(&bc.paid_total), 0, "b never owed c");
+    assert_eq!(units(&ab.paid_total), 0, "a never owed b");
+    // b's margin: what c paid it exceeds what it paid a.
+    assert!(units(&bc.received_total) > units(&ba.paid_total), "b keeps a margin");
+
+    // A stopped daemon leaves nothing routing installed; lab down leaves no babeld.
+    let dir = lab.node("a").unwrap().dir.parent().unwrap().to_string_lossy().to_string();
+    assert_eq!(babelds(&dir).len(), 3, "one babeld per node while up");
+    lab.stop_daemon("b").unwrap();
+    assert_eq!(babelds(&dir).len(), 2, "b's babeld stopped with it");
+    for argv in [
+        vec!["ip", "-6", "route", "show", "table", "all"],
+        vec!["ip", "-4", "route", "show", "table", "all"],
+        vec!["ip", "-6", "rule"],
+        vec!["ip", "-4", "rule"],
+    ] {
+        let (ok, out) = run_in(&lab, "b", &argv);
+        assert!(ok, "{out}");
+        for bad in ["table 74", "table 75", "lookup 74", "proto babel", "proto 251", "7470:"] {
+            assert!(!out.contains(bad), "{argv:?} still shows {bad:?} in b after its daemon stopped:\n{out}");
+        }
+    }
+    drop(_server);
+    let name = lab.name().clone();
+    Lab::down_by_name(std::path::Path::new(tollway_lab::DEFAULT_ROOT), &name).unwrap();
+    assert!(babelds(&dir).is_empty(), "no babeld left: {:?}", babelds(&dir));
+}
+
+/// The neighbor (node name) `node`'s installed default route goes through.
+fn default_via(lab: &Lab, node: &str, names: &[&str]) -> Option<String> {
+    let r = client(lab, node).routes().ok()?;
+    let via = r.routes.iter().find(|r| r.prefix == "::/0" && r.installed)?.via.clone()?;
+    names.iter().find(|n| node_id(lab, n) == via).map(|n| n.to_string())
+}
+
+/// Ping `dst` from `target` every `interval_ms` for `count` pings in the background; the
+/// returned child's output lists the replies.
+fn ping_series(lab: &Lab, target: &str, dst: &str, interval_ms: u64, count: u32) -> std::process::Child {
+    let interval = format!("{:.3}", interval_ms as f64 / 1000.0);
+    lab.command_in(target, &["ping", "-n", "-i", &interval, "-W", "1", "-c", &count.to_string(), dst])
+        .unwrap()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The longest run of consecutive lost pings, in sequence numbers, and how many were lost.
+fn longest_gap(output: &str, count: u32) -> (u32, u32) {
+    let got: std::collections::BTreeSet<u32> = output
+        .lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    let (mut longest, mut run, mut lost) = (0, 0, 0);
+    for seq in 1..=count {
+        if got.contains(&seq) {
+            run = 0;
+        } else {
+            run += 1;
+            lost += 1;
+            longest = longest.max(run);
+        }
+    }
+    (longest, lost)
+}
+
+#[test]
+fn in_diamond4_taking_down_the_link_in_use_moves_d_lans_traffic_to_the_other_path_both_ways() {
+    if !can_run("mesh: diamond4 failover") {
+        return;
+    }
+    let mut lab = lab_up("mf", &shipped("diamond4.toml"));
+    reachable(&lab, "d-lan", "2001:db8::1", Duration::from_secs(60));
+    let _server = iperf_server(&lab, "internet", 5201);
+    let mut used = Vec::new();
+    for round in 0..2 {
+        let first = wait_for(Duration::from_secs(30), "d's default route", || default_via(&lab, "d", &["b", "c"]));
+        let other = if first == "b" { "c" } else { "b" };
+        // Traffic from d's LAN to the internet (a download), and pings every 50 ms to see the gap.
+        let iperf = lab
+            .command_in("d-lan", &["iperf3", "-J", "-c", "2001:db8::1", "-p", "5201", "-R", "-t", "20", "-i", "1"])
+            .unwrap()
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let count = 360;
+        let pings = ping_series(&lab, "d-lan", "2001:db8::1", 50, count);
+        std::thread::sleep(Duration::from_secs(4));
+        let (_, before_other) = link_bytes(&lab, "d", &nb(&lab, "d", other).interface);
+        lab.set_link("d", &first, false).unwrap();
+        let moved = Instant::now();
+        wait_for(Duration::from_secs(30), "d's default route to move", || {
+            (default_via(&lab, "d", &["b", "c"]).as_deref() == Some(other)).then_some(())
+        });
+        let route_moved = moved.elapsed();
+        let out = iperf.wait_with_output().unwrap();
+        let pinged = pings.wait_with_output().unwrap();
+        let (gap, lost) = longest_gap(&String::from_utf8_lossy(&pinged.stdout), count);
+        let (rx_other, _) = link_bytes(&lab, "d", &nb(&lab, "d", other).interface);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let intervals: Vec<f64> = v["intervals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0))
+            .collect();
+        eprintln!(
+            "round {round}: link d–{first} down: d's route moved to {other} after {route_moved:?}; \
+             longest ping gap {} ms ({lost} of {count} lost); download per second {:?} MB; \
+             {} MB came through {other} afterwards",
+            gap * 50,
+            intervals.iter().map(|b| (b / 1e6).round()).collect::<Vec<_>>(),
+            (rx_other - before_other) / 1_000_000
+        );
+        assert!(intervals.last().copied().unwrap_or(0.0) > 100_000.0, "the download goes on after the failover");
+        assert!(rx_other - before_other > 5_000_000, "the traffic now comes through {other}");
+        assert!(lost < count, "pings answered");
+        used.push(first.clone());
+        lab.set_link("d", &first, true).unwrap();
+        // Both tunnels and sessions back before the next round.
+        wait_for(Duration::from_secs(60), "d's neighbors both connected again", || {
+            let s = status(&lab, "d");
+            (s.neighbors.iter().filter(|n| n.state == "connected").count() == 2
+                && s.routing.links.len() == 2)
+                .then_some(())
+        });
+        if round == 0 {
+            // Make the other path the one in use for the second round: take it down from the
+            // other side next.
+            wait_for(Duration::from_secs(30), "routes to settle", || default_via(&lab, "d", &["b", "c"]));
+        }
+    }
+    eprintln!("failed over away from {used:?}");
+}
+
+#[test]
+fn a_babeld_killed_with_sigkill_is_restarted_and_the_routes_come_back() {
+    if !can_run("mesh: babeld kill -9") {
+        return;
+    }
+    let lab = lab_up("mk", &shipped("chain3.toml"));
+    reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(60));
+    let b_dir = lab.node("b").unwrap().dir.to_string_lossy().to_string();
+    let old = babelds(&b_dir);
+    assert_eq!(old.len(), 1, "{old:?}");
+    // SAFETY: kill(2) on a pid we just found running babeld for this lab's node b.
+    assert_eq!(unsafe { libc::kill(old[0] as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let new = wait_for(Duration::from_secs(15), "a new babeld for b", || {
+        babelds(&b_dir).into_iter().find(|p| *p != old[0])
+    });
+    let back = reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(30));
+    eprintln!("babeld {} killed; {new} running after {:?}; c's LAN reaches the internet again {:?} after the kill", old[0], killed.elapsed() - back, killed.elapsed());
+    assert!(killed.elapsed() < Duration::from_secs(7), "routes back within the 5 s budget (plus 1 s pings): {:?}", killed.elapsed());
+    let log = std::fs::read_to_string(&lab.node("b").unwrap().log_path).unwrap();
+    assert!(log.contains("babeld"), "the restart is logged");
+}
+
+/// chain3 with routes from a controller's file per node (nothing at first).
+fn chain3_controlled(dir: &std::path::Path) -> String {
+    let mut t = shipped("chain3.toml");
+    for node in ["a", "b", "c"] {
+        let file = dir.join(format!("routes-{node}.json"));
+        t = t.replacen(
+            &format!("name = \"{node}\"\n"),
+            &format!(
+                "name = \"{node}\"\n[node.config.routing]\nkind = \"controller\"\ncontroller_file = \"{}\"\n",
+                file.display()
+            ),
+            1,
+        );
+    }
+    t
+}
+
+/// The routes a central controller would give chain3 for c's LAN to reach the internet behind a.
+fn chain3_routes(lab: &Lab, version: u64) -> [(String, String); 3] {
+    let (a, b, c) = (node_id(lab, "a"), node_id(lab, "b"), node_id(lab, "c"));
+    let route = |p: &str, via: &str| format!(r#"{{"prefix": "{p}", "via": "{via}"}}"#);
+    let file = |routes: Vec<String>| format!("{{\"version\": {version}, \"routes\": [\n  {}\n]}}\n", routes.join(",\n  "));
+    [
+        ("a".into(), file(vec![route("fd00:1ab:3::/64", &b), route("10.103.0.0/24", &b)])),
+        (
+            "b".into(),
+            file(vec![
+                route("fd00:1ab:3::/64", &c),
+                route("10.103.0.0/24", &c),
+                route("::/0", &a),
+                route("0.0.0.0/0", &a),
+            ]),
+        ),
+        ("c".into(), file(vec![route("::/0", &b), route("0.0.0.0/0", &b)])),
+    ]
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn controller_and_static_routes_carry_traffic_across_chain3_without_babeld() {
+    if !can_run("mesh: controller and static routing") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = lab_up("ms", &chain3_controlled(dir.path()));
+    let lab_dir = lab.node("a").unwrap().dir.parent().unwrap().to_string_lossy().to_string();
+    assert!(babelds(&lab_dir).is_empty(), "no babeld with controller routing");
+    let s = status(&lab, "c");
+    assert_eq!(s.routing.kind, "controller");
+    assert!(s.routing.problems.iter().any(|p| p.contains("cannot read the routes file")), "{:?}", s.routing.problems);
+
+    // The controller writes each node's routes: c's LAN reaches the internet, both families.
+    for (node, text) in chain3_routes(&lab, 1) {
+        write_atomically(&dir.path().join(format!("routes-{node}.json")), &text);
+    }
+    reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(30));
+    reachable(&lab, "c-lan", "192.0.2.1", Duration::from_secs(30));
+    let r = client(&lab, "b").routes().unwrap();
+    assert_eq!(r.routes.iter().filter(|r| r.installed && r.source == "controller").count(), 4, "{r:?}");
+    let _server = iperf_server(&lab, "internet", 5201);
+    let (_, bytes) = iperf(&lab, "c-lan", "192.0.2.1", 5201, &["-R", "-n", "10M"]);
+    assert!(bytes >= 10_000_000);
+
+    // A broken version 2 for b: rejected with the line and the problem; version 1 stays.
+    let broken = "{\"version\": 2,\n\"routes\": [\n{\"prefix\": \"fd00:1ab:3::1/64\", \"via\": \"00\"}]}\n";
+    write_atomically(&dir.path().join("routes-b.json"), broken);
+    let problem = wait_for(Duration::from_secs(10), "b to reject the file", || {
+        status(&lab, "b").routing.problems.into_iter().find(|p| p.contains("rejected"))
+    });
+    assert!(problem.contains("line 3") && problem.contains("host bits"), "{problem}");
+    let log = std::fs::read_to_string(&lab.node("b").unwrap().log_path).unwrap();
+    assert!(log.contains("rejected"), "logged");
+    reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(5));
+    let r = client(&lab, "b").routes().unwrap();
+    assert_eq!(r.routes.iter().filter(|r| r.installed).count(), 4, "the routes in force stay");
+
+    // Static routes: the same routes in each node's config file, daemons restarted.
+    for (node, _) in chain3_routes(&lab, 1) {
+        let rec = lab.node(&node).unwrap().clone();
+        let (a, b, c) = (node_id(&lab, "a"), node_id(&lab, "b"), node_id(&lab, "c"));
+        let routes: Vec<(&str, &str)> = match node.as_str() {
+            "a" => vec![("fd00:1ab:3::/64", &b), ("10.103.0.0/24", &b)],
+            "b" => vec![("fd00:1ab:3::/64", &c), ("10.103.0.0/24", &c), ("::/0", &a), ("0.0.0.0/0", &a)],
+            _ => vec![("::/0", &b), ("0.0.0.0/0", &b)],
+        };
+        let mut cfg: toml::Table = std::fs::read_to_string(&rec.config_path).unwrap().parse().unwrap();
+        let mut routing = toml::Table::new();
+        routing.insert("kind".into(), "static".into());
+        let list: Vec<toml::Value> = routes
+            .into_iter()
+            .map(|(p, via)| {
+                let mut r = toml::Table::new();
+                r.insert("prefix".into(), p.into());
+                r.insert("via".into(), via.into());
+                toml::Value::Table(r)
+            })
+            .collect();
+        routing.insert("static".into(), toml::Value::Array(list));
+        cfg.insert("routing".into(), toml::Value::Table(routing));
+        std::fs::write(&rec.config_path, toml::to_string(&cfg).unwrap()).unwrap();
+    }
+    for node in ["a", "b", "c"] {
+        lab.restart_daemon(node, false).unwrap();
+    }
+    wait_for(Duration::from_secs(60), "static routes on b", || {
+        let r = client(&lab, "b").routes().ok()?;
+        (r.routing.kind == "static" && r.routes.iter().filter(|r| r.installed).count() == 4).then_some(())
+    });
+    reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(30));
+    let (_, bytes) = iperf(&lab, "c-lan", "2001:db8::1", 5201, &["-R", "-n", "10M"]);
+    assert!(bytes >= 10_000_000);
+}
