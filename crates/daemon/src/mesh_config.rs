@@ -64,7 +64,7 @@ impl Default for Routing {
             kind: RoutingKind::Babel,
             table: DEFAULT_TABLE,
             babeld: "/usr/sbin/babeld".into(),
-            hello_interval_ms: 1000,
+            hello_interval_ms: 500,
             static_routes: Vec::new(),
             controller_file: None,
         }

@@ -156,7 +156,9 @@ fn open_mesh(cfg: &Config, id: &NodeId) -> anyhow::Result<crate::driver::Mesh> {
             b.export_table = settings.table;
             b.import_table = settings.table + 1;
             b.hello_interval = std::time::Duration::from_millis(settings.hello_interval_ms as u64);
-            b.update_interval = b.hello_interval * 2;
+            // Full updates every 2 s at least (a restarted neighbor waits for the next one), and
+            // not more often than every two hellos.
+            b.update_interval = (b.hello_interval * 2).max(std::time::Duration::from_secs(2));
             let router = tollway_routing::babel::BabelRouter::start(b, kernel())
                 .with_context(|| format!("starting babeld ({})", settings.babeld.display()))?;
             Some(Box::new(router))

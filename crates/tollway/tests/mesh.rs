@@ -264,7 +264,7 @@ fn chain3_controlled(dir: &std::path::Path) -> String {
         t = t.replacen(
             &format!("name = \"{node}\"\n"),
             &format!(
-                "name = \"{node}\"\n[node.config.routing]\nkind = \"controller\"\ncontroller_file = \"{}\"\n",
+                "name = \"{node}\"\nconfig.routing.kind = \"controller\"\nconfig.routing.controller_file = \"{}\"\n",
                 file.display()
             ),
             1,
