@@ -267,7 +267,13 @@ pub fn routes_table(r: &tollway_api::RoutingStatus, routes: &[tollway_api::Route
             rt.interface.as_deref().unwrap_or("(this node)"),
             if rt.metric >= 65535 { "inf".to_string() } else { rt.metric.to_string() },
             rt.refmetric.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
-            if rt.interface.is_none() { "announced" } else if rt.installed { "yes" } else { "no" },
+            if rt.interface.is_none() {
+                "announced"
+            } else if rt.installed {
+                "yes"
+            } else {
+                "no"
+            },
             rt.source
         );
     }

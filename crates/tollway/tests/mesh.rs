@@ -70,6 +70,9 @@ fn a_lan_host_behind_c_downloads_from_the_internet_through_b_and_a_and_every_hop
     let default_v6 = c_routes.routes.iter().find(|r| r.prefix == "::/0" && r.installed).expect("c has a default route");
     assert_eq!(default_v6.via.as_deref(), Some(b_id.as_str()), "{c_routes:?}");
     assert_eq!(c_routes.routing.kind, "babel");
+    for node in ["a", "b", "c"] {
+        assert!(status(&lab, node).routing.problems.is_empty(), "{node}: {:?}", status(&lab, node).routing.problems);
+    }
 
     let _server = iperf_server(&lab, "internet", 5201);
     let before = [nb(&lab, "c", "b"), nb(&lab, "b", "a")];
@@ -84,8 +87,7 @@ fn a_lan_host_behind_c_downloads_from_the_internet_through_b_and_a_and_every_hop
     // c pays b 0.0015. b keeps 0.001 per MB it carries for c.
     let (cb, bc) = settled(&lab, "c", "b");
     let (ba, ab) = settled(&lab, "b", "a");
-    for (what, view, price_diff, before) in
-        [("c→b", &cb, 1500i128, &before[0]), ("b→a", &ba, 500i128, &before[1])]
+    for (what, view, price_diff, before) in [("c→b", &cb, 1500i128, &before[0]), ("b→a", &ba, 500i128, &before[1])]
     {
         let bytes = (view.billed_bytes_in + view.billed_bytes_out) as i128;
         let moved = bytes - (before.billed_bytes_in + before.billed_bytes_out) as i128;
@@ -147,10 +149,8 @@ fn ping_series(lab: &Lab, target: &str, dst: &str, interval_ms: u64, count: u32)
 
 /// The longest run of consecutive lost pings, in sequence numbers, and how many were lost.
 fn longest_gap(output: &str, count: u32) -> (u32, u32) {
-    let got: std::collections::BTreeSet<u32> = output
-        .lines()
-        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok())
-        .collect();
+    let got: std::collections::BTreeSet<u32> =
+        output.lines().filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok()).collect();
     let (mut longest, mut run, mut lost) = (0, 0, 0);
     for seq in 1..=count {
         if got.contains(&seq) {
@@ -198,12 +198,8 @@ fn in_diamond4_taking_down_the_link_in_use_moves_d_lans_traffic_to_the_other_pat
         let (gap, lost) = longest_gap(&String::from_utf8_lossy(&pinged.stdout), count);
         let (rx_other, _) = link_bytes(&lab, "d", &nb(&lab, "d", other).interface);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let intervals: Vec<f64> = v["intervals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0))
-            .collect();
+        let intervals: Vec<f64> =
+            v["intervals"].as_array().unwrap().iter().map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0)).collect();
         eprintln!(
             "round {round}: link d–{first} down: d's route moved to {other} after {route_moved:?}; \
              longest ping gap {} ms ({lost} of {count} lost); download per second {:?} MB; \
@@ -220,8 +216,7 @@ fn in_diamond4_taking_down_the_link_in_use_moves_d_lans_traffic_to_the_other_pat
         // Both tunnels and sessions back before the next round.
         wait_for(Duration::from_secs(60), "d's neighbors both connected again", || {
             let s = status(&lab, "d");
-            (s.neighbors.iter().filter(|n| n.state == "connected").count() == 2
-                && s.routing.links.len() == 2)
+            (s.neighbors.iter().filter(|n| n.state == "connected").count() == 2 && s.routing.links.len() == 2)
                 .then_some(())
         });
         if round == 0 {
@@ -246,12 +241,20 @@ fn a_babeld_killed_with_sigkill_is_restarted_and_the_routes_come_back() {
     // SAFETY: kill(2) on a pid we just found running babeld for this lab's node b.
     assert_eq!(unsafe { libc::kill(old[0] as i32, libc::SIGKILL) }, 0);
     let killed = Instant::now();
-    let new = wait_for(Duration::from_secs(15), "a new babeld for b", || {
-        babelds(&b_dir).into_iter().find(|p| *p != old[0])
-    });
+    let new =
+        wait_for(Duration::from_secs(15), "a new babeld for b", || babelds(&b_dir).into_iter().find(|p| *p != old[0]));
     let back = reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(30));
-    eprintln!("babeld {} killed; {new} running after {:?}; c's LAN reaches the internet again {:?} after the kill", old[0], killed.elapsed() - back, killed.elapsed());
-    assert!(killed.elapsed() < Duration::from_secs(7), "routes back within the 5 s budget (plus 1 s pings): {:?}", killed.elapsed());
+    eprintln!(
+        "babeld {} killed; {new} running after {:?}; c's LAN reaches the internet again {:?} after the kill",
+        old[0],
+        killed.elapsed() - back,
+        killed.elapsed()
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(7),
+        "routes back within the 5 s budget (plus 1 s pings): {:?}",
+        killed.elapsed()
+    );
     let log = std::fs::read_to_string(&lab.node("b").unwrap().log_path).unwrap();
     assert!(log.contains("babeld"), "the restart is logged");
 }
@@ -277,7 +280,8 @@ fn chain3_controlled(dir: &std::path::Path) -> String {
 fn chain3_routes(lab: &Lab, version: u64) -> [(String, String); 3] {
     let (a, b, c) = (node_id(lab, "a"), node_id(lab, "b"), node_id(lab, "c"));
     let route = |p: &str, via: &str| format!(r#"{{"prefix": "{p}", "via": "{via}"}}"#);
-    let file = |routes: Vec<String>| format!("{{\"version\": {version}, \"routes\": [\n  {}\n]}}\n", routes.join(",\n  "));
+    let file =
+        |routes: Vec<String>| format!("{{\"version\": {version}, \"routes\": [\n  {}\n]}}\n", routes.join(",\n  "));
     [
         ("a".into(), file(vec![route("fd00:1ab:3::/64", &b), route("10.103.0.0/24", &b)])),
         (
@@ -372,4 +376,34 @@ fn controller_and_static_routes_carry_traffic_across_chain3_without_babeld() {
     reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(30));
     let (_, bytes) = iperf(&lab, "c-lan", "2001:db8::1", 5201, &["-R", "-n", "10M"]);
     assert!(bytes >= 10_000_000);
+}
+
+#[test]
+fn two_nodes_with_the_same_mesh_ipv4_address_are_told_so() {
+    if !can_run("mesh: address collision") {
+        return;
+    }
+    let mut t = shipped("chain3.toml");
+    for node in ["a", "c"] {
+        t = t.replacen(
+            &format!("name = \"{node}\"\n"),
+            &format!("name = \"{node}\"\nconfig.mesh_ipv4 = \"100.64.9.9\"\n"),
+            1,
+        );
+    }
+    let lab = lab_up("mx", &t);
+    // b, between them, hears both announcements; of a and c, at least the one whose route b
+    // does not prefer hears the other's (babel does not send c's own prefix back to c).
+    let problem = wait_for(Duration::from_secs(40), "b to report the collision", || {
+        status(&lab, "b").routing.problems.into_iter().find(|p| p.contains("address collision"))
+    });
+    assert!(problem.contains("100.64.9.9/32") && problem.contains("several routers"), "{problem}");
+    let (node, problem) = wait_for(Duration::from_secs(40), "a or c to report the collision", || {
+        ["a", "c"].into_iter().find_map(|n| {
+            status(&lab, n).routing.problems.into_iter().find(|p| p.contains("address collision")).map(|p| (n, p))
+        })
+    });
+    assert!(problem.contains("100.64.9.9") && problem.contains("set mesh_ipv4"), "{node}: {problem}");
+    let log = std::fs::read_to_string(&lab.node(node).unwrap().log_path).unwrap();
+    assert!(log.contains("address collision"), "logged");
 }

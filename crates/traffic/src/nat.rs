@@ -39,7 +39,9 @@ pub trait Nat: Send {
 /// The JSON commands that (re)create the table for `nat`.
 pub fn commands(nat: &UplinkNat) -> Value {
     let oif = json!({"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": nat.uplink.as_str()}});
-    let mut rules = vec![json!([oif, {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv4"}}, {"masquerade": null}])];
+    let mut rules = vec![
+        json!([oif, {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv4"}}, {"masquerade": null}]),
+    ];
     if nat.ipv6 {
         rules.push(json!([
             oif,
@@ -131,6 +133,9 @@ mod tests {
         assert_eq!(rules[0]["expr"][0]["match"]["right"], "eth0");
         assert_eq!(rules[1]["expr"][1]["match"]["right"]["prefix"]["len"], 7);
         let v4_only = commands(&UplinkNat { ipv6: false, ..nat });
-        assert_eq!(v4_only["nftables"].as_array().unwrap().iter().filter(|c| c["add"].get("rule").is_some()).count(), 1);
+        assert_eq!(
+            v4_only["nftables"].as_array().unwrap().iter().filter(|c| c["add"].get("rule").is_some()).count(),
+            1
+        );
     }
 }

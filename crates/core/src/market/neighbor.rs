@@ -667,7 +667,12 @@ impl NeighborMarket {
     /// The cumulative amount to promise now, if we owe at least the threshold.
     pub fn payment_due(&self, cfg: &MarketConfig) -> Option<Amount> {
         let owe = -self.balance().0;
-        if cfg.payments_paused || self.overclaiming || self.claim_waiting || owe <= 0 || owe < cfg.pay_threshold.0 as i128 {
+        if cfg.payments_paused
+            || self.overclaiming
+            || self.claim_waiting
+            || owe <= 0
+            || owe < cfg.pay_threshold.0 as i128
+        {
             return None;
         }
         let owe = u64::try_from(owe).ok()?;

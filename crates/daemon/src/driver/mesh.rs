@@ -32,6 +32,10 @@ pub struct Mesh {
     /// The last router error logged (the same one is not logged again every second).
     last_error: Option<String>,
     ticks: u32,
+    /// Our prefixes another router announces too (found in the router's routes), with who.
+    collisions: Vec<String>,
+    /// A LAN IPv4 prefix withdrawn because another router announces it.
+    lan_v4_withdrawn: bool,
 }
 
 impl Mesh {
@@ -51,6 +55,8 @@ impl Mesh {
             applied: None,
             last_error: None,
             ticks: 0,
+            collisions: Vec::new(),
+            lan_v4_withdrawn: false,
         }
     }
 
@@ -60,7 +66,9 @@ impl Mesh {
         let mut e = Vec::new();
         if let Some(lan) = &self.settings.lan {
             e.push(IpNet::V6(lan.ipv6));
-            e.extend(lan.ipv4.map(IpNet::V4));
+            if !self.lan_v4_withdrawn {
+                e.extend(lan.ipv4.map(IpNet::V4));
+            }
         }
         if self.uplink_default.0 {
             e.push(IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).expect("valid"));
@@ -89,6 +97,60 @@ impl Mesh {
             })
         };
         (has(Family::V4), has(Family::V6))
+    }
+
+    /// Find our own prefixes (mesh IPv4 address, LAN prefixes) that another router announces
+    /// too: routes to them learned through a neighbor. Reported as problems; a colliding LAN
+    /// IPv4 prefix is no longer announced (the operator must renumber one of the LANs); the mesh
+    /// IPv4 address is still used (set `mesh_ipv4` to fix it).
+    fn check_collisions(&mut self, id: &tollway_core::NodeId) {
+        let Some(router) = self.router.as_mut() else { return };
+        let Ok(routes) = router.routes() else { return };
+        let own: Vec<IpNet> = self
+            .settings
+            .own_prefixes(id)
+            .into_iter()
+            .filter(|p| !matches!(p, IpNet::V6(v) if v.prefix_len() == 128))
+            .collect();
+        let mut found = Vec::new();
+        let mut lan_v4 = false;
+        for r in routes.iter().filter(|r| r.ifname.is_some() && r.metric < 65535) {
+            for p in own.iter().filter(|p| p.contains(&r.prefix) || r.prefix.contains(*p)) {
+                if r.prefix.prefix_len() == 0 {
+                    continue;
+                }
+                let who = r.router_id.clone().unwrap_or_else(|| "another router".into());
+                found.push(format!(
+                    "address collision: {} (ours: {p}) is also announced by {who} (via {}); set mesh_ipv4 or renumber the LAN",
+                    r.prefix,
+                    r.ifname.as_ref().map(|i| i.to_string()).unwrap_or_default()
+                ));
+                lan_v4 |= matches!((&self.settings.lan, p), (Some(l), IpNet::V4(v)) if l.ipv4 == Some(*v));
+            }
+        }
+        // Others' collisions we can see: one prefix (not a default route) from two originators.
+        let mut origins: std::collections::BTreeMap<IpNet, std::collections::BTreeSet<String>> = Default::default();
+        for r in routes.iter().filter(|r| r.ifname.is_some() && r.metric < 65535 && r.prefix.prefix_len() > 0) {
+            if let Some(id) = &r.router_id {
+                origins.entry(r.prefix).or_default().insert(id.clone());
+            }
+        }
+        for (prefix, ids) in origins.into_iter().filter(|(_, ids)| ids.len() > 1) {
+            let ids: Vec<String> = ids.into_iter().collect();
+            found.push(format!("address collision: {prefix} is announced by several routers ({})", ids.join(", ")));
+        }
+        found.sort();
+        found.dedup();
+        if found != self.collisions {
+            for c in found.iter().filter(|c| !self.collisions.contains(c)) {
+                tracing::error!(problem = %c, "address collision in the mesh");
+            }
+            self.collisions = found;
+        }
+        if lan_v4 && !self.lan_v4_withdrawn {
+            tracing::error!("the LAN's IPv4 prefix is announced by another router too: no longer announcing ours");
+        }
+        self.lan_v4_withdrawn = lan_v4;
     }
 
     fn log_error(&mut self, what: &str, e: impl std::fmt::Display) {
@@ -189,10 +251,15 @@ impl Driver {
         }
         mesh.apply();
         mesh.ticks = mesh.ticks.wrapping_add(1);
-        // Every 10 s: masquerading someone removed comes back.
+        // Every 10 s: masquerading someone removed comes back; collisions are looked for.
         if mesh.settings.kind != RoutingKind::None && mesh.ticks.is_multiple_of(10) {
             mesh.ensure_nat();
+            let id = self.node.node_id();
+            let mesh = self.mesh.as_mut().expect("checked above");
+            mesh.check_collisions(&id);
+            mesh.apply();
         }
+        let Some(mesh) = self.mesh.as_mut() else { return };
         if let Some(router) = mesh.router.as_mut() {
             if let Err(e) = router.tick() {
                 mesh.log_error("routing", e);
@@ -229,6 +296,7 @@ impl Driver {
         let Some(mesh) = self.mesh.as_mut() else { return (Vec::new(), Vec::new()) };
         let Some(router) = mesh.router.as_mut() else { return (Vec::new(), Vec::new()) };
         let mut problems = router.problems();
+        problems.extend(mesh.collisions.iter().cloned());
         let routes = match router.routes() {
             Ok(r) => r,
             Err(e) => {
