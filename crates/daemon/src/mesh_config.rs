@@ -183,8 +183,7 @@ pub fn parse(
     let mesh_ipv4 = match mesh_ipv4 {
         None => id.mesh_ipv4(),
         Some(text) => {
-            let a: Ipv4Addr =
-                text.parse().map_err(|_| ("mesh_ipv4", format!("{text:?} is not an IPv4 address")))?;
+            let a: Ipv4Addr = text.parse().map_err(|_| ("mesh_ipv4", format!("{text:?} is not an IPv4 address")))?;
             if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
                 return Err(("mesh_ipv4", format!("{a} cannot be a node's address")));
             }
@@ -199,17 +198,17 @@ pub fn parse(
     }
     let mut static_routes = Vec::new();
     for (i, r) in routing.static_routes.iter().enumerate() {
-        let prefix: IpNet = r
-            .prefix
-            .parse()
-            .map_err(|_| ("routing.static", format!("route #{}: prefix {:?} is not a prefix like fd00::/8", i + 1, r.prefix)))?;
+        let prefix: IpNet = r.prefix.parse().map_err(|_| {
+            ("routing.static", format!("route #{}: prefix {:?} is not a prefix like fd00::/8", i + 1, r.prefix))
+        })?;
         if prefix.trunc() != prefix {
-            return Err(("routing.static", format!("route #{}: {prefix} has host bits set (did you mean {}?)", i + 1, prefix.trunc())));
+            return Err((
+                "routing.static",
+                format!("route #{}: {prefix} has host bits set (did you mean {}?)", i + 1, prefix.trunc()),
+            ));
         }
-        let via: NodeId = r
-            .via
-            .parse()
-            .map_err(|e| ("routing.static", format!("route #{}: via {:?}: {e}", i + 1, r.via)))?;
+        let via: NodeId =
+            r.via.parse().map_err(|e| ("routing.static", format!("route #{}: via {:?}: {e}", i + 1, r.via)))?;
         if via == *id {
             return Err(("routing.static", format!("route #{}: via is this node itself", i + 1)));
         }
@@ -217,13 +216,22 @@ pub fn parse(
     }
     match routing.kind {
         RoutingKind::Static if static_routes.is_empty() => {
-            return Err(("routing.static", "routing.kind = \"static\" needs at least one [[routing.static]] route".into()))
+            return Err((
+                "routing.static",
+                "routing.kind = \"static\" needs at least one [[routing.static]] route".into(),
+            ))
         }
         RoutingKind::Controller if routing.controller_file.is_none() => {
             return Err(("routing.controller_file", "routing.kind = \"controller\" needs the routes file".into()))
         }
         RoutingKind::Babel | RoutingKind::None | RoutingKind::Controller if !static_routes.is_empty() => {
-            return Err(("routing.static", format!("static routes are only used with routing.kind = \"static\" (it is {:?})", routing.kind.as_str())))
+            return Err((
+                "routing.static",
+                format!(
+                    "static routes are only used with routing.kind = \"static\" (it is {:?})",
+                    routing.kind.as_str()
+                ),
+            ))
         }
         _ => {}
     }
@@ -331,17 +339,31 @@ mod tests {
             (parse(Some("nope"), &r, None, None, &id()), "mesh_ipv4", "not an IPv4"),
             (parse(Some("127.0.0.1"), &r, None, None, &id()), "mesh_ipv4", "cannot be"),
             (parse(None, &Routing { table: 254, ..r.clone() }, None, None, &id()), "routing.table", "reserved"),
-            (parse(None, &Routing { kind: RoutingKind::Static, ..r.clone() }, None, None, &id()), "routing.static", "at least one"),
+            (
+                parse(None, &Routing { kind: RoutingKind::Static, ..r.clone() }, None, None, &id()),
+                "routing.static",
+                "at least one",
+            ),
             (parse(None, &stat("fd00::1/8", &other), None, None, &id()), "routing.static", "host bits"),
             (parse(None, &stat("banana", &other), None, None, &id()), "routing.static", "not a prefix"),
             (parse(None, &stat("fd00::/8", "abc"), None, None, &id()), "routing.static", "via"),
             (parse(None, &stat("fd00::/8", &id().to_string()), None, None, &id()), "routing.static", "itself"),
-            (parse(None, &Routing { kind: RoutingKind::Controller, ..r.clone() }, None, None, &id()), "routing.controller_file", "needs"),
+            (
+                parse(None, &Routing { kind: RoutingKind::Controller, ..r.clone() }, None, None, &id()),
+                "routing.controller_file",
+                "needs",
+            ),
             (parse(None, &r, None, Some(&lan(None, Some("100.64.1.0/24"))), &id()), "lan.ipv4_prefix", "overlaps"),
             (parse(None, &r, None, Some(&lan(None, Some("10.0.0.1/24"))), &id()), "lan.ipv4_prefix", "host bits"),
             (parse(None, &r, None, Some(&lan(Some("fd00::/72"), None)), &id()), "lan.ipv6_prefix", "/64 or shorter"),
             (
-                parse(None, &r, Some(&Uplink { interface: "br-lan".into(), ipv6_nat: Ipv6Nat::None }), Some(&lan(None, None)), &id()),
+                parse(
+                    None,
+                    &r,
+                    Some(&Uplink { interface: "br-lan".into(), ipv6_nat: Ipv6Nat::None }),
+                    Some(&lan(None, None)),
+                    &id(),
+                ),
                 "lan.interface",
                 "also the uplink",
             ),
