@@ -255,7 +255,7 @@ async fn run(spec: &TestSpec) -> Result<VerifiedReceipt, TestError> {
     .await?;
 
     let receipt = match s.recv("waiting for the receipt", Instant::now() + STEP_TIMEOUT).await? {
-        ServerMsg::Receipt(r) => r,
+        ServerMsg::Receipt(r) => *r,
         other => return Err(s.protocol(format!("expected the receipt, got {other:?}"))),
     };
     let _ = timeout(Duration::from_secs(2), s.f.io.shutdown()).await;

@@ -161,7 +161,7 @@ pub enum ServerMsg {
     Ping { seq: u32 },
     StartUpload,
     DownloadEnd { bytes: u64 },
-    Receipt(Receipt),
+    Receipt(Box<Receipt>),
 }
 
 /// A frame's header, parsed and bounded before its payload is read.
@@ -337,7 +337,7 @@ impl ServerMsg {
             T_PING => ServerMsg::Ping { seq: r.u32()? },
             T_START_UPLOAD => ServerMsg::StartUpload,
             T_DOWNLOAD_END => ServerMsg::DownloadEnd { bytes: r.u64()? },
-            T_RECEIPT => ServerMsg::Receipt(Receipt::decode(r.bytes(r.remaining())?)?),
+            T_RECEIPT => ServerMsg::Receipt(Box::new(Receipt::decode(r.bytes(r.remaining())?)?)),
             other => return Err(DecodeError::UnknownType(other)),
         };
         r.finish()?;
@@ -416,7 +416,7 @@ mod tests {
             ServerMsg::Ping { seq: 7 },
             ServerMsg::StartUpload,
             ServerMsg::DownloadEnd { bytes: 1 << 40 },
-            ServerMsg::Receipt(receipt),
+            ServerMsg::Receipt(Box::new(receipt)),
         ]
     }
 

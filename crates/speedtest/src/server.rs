@@ -442,7 +442,7 @@ async fn session(sh: &Shared, tcp: TcpStream, client: &mut Option<NodeId>) -> Re
     let down_duration = down_start.elapsed();
     let after = TcpInfo::of(f.io.get_ref().0).map_err(|source| SessionError::Io { stage: "TCP_INFO", source })?;
     let (retrans, segs) = after.since(&before);
-    let rtt_loaded = if rtt_samples > 0 { rtt_sum / rtt_samples } else { after.rtt_us as u64 };
+    let rtt_loaded = rtt_sum.checked_div(rtt_samples).unwrap_or(after.rtt_us as u64);
 
     let m = Measurement {
         server_key: sh.key,
@@ -461,8 +461,8 @@ async fn session(sh: &Shared, tcp: TcpStream, client: &mut Option<NodeId>) -> Re
         down_loss_ppm: loss_ppm(retrans, segs),
     };
     let receipt = m.clone().sign(&sh.identity);
-    let _ = timeout(STEP_TIMEOUT, async {
-        f.send(&ServerMsg::Receipt(receipt).encode()).await?;
+    timeout(STEP_TIMEOUT, async {
+        f.send(&ServerMsg::Receipt(Box::new(receipt)).encode()).await?;
         f.io.shutdown().await
     })
     .await

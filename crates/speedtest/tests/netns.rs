@@ -19,8 +19,8 @@ fn goodput_on_a_shaped_path_matches_the_shaping_and_iperf3() {
     path.iperf_server(5201);
     let v = speedtest(&path.a, &server, 8, 8);
     let m = v.measurement();
-    let (iperf_up, _) = path.iperf(5201, 8, false);
-    let (iperf_down, _) = path.iperf(5201, 8, true);
+    let (iperf_up, _, _) = path.iperf(5201, 8, false);
+    let (iperf_down, _, _) = path.iperf(5201, 8, true);
     eprintln!(
         "20 Mbit/s HTB: speedtest up {:.2} down {:.2} Mbit/s; iperf3 up {:.2} down {:.2} Mbit/s; rtt idle {} µs loaded {} µs; retrans up {} down {} ppm",
         m.up_bps() / 1e6,

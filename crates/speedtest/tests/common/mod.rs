@@ -164,8 +164,8 @@ impl Path {
     }
 
     /// iperf3 from `a` to `b` (or `b` to `a` with `reverse`) for `secs`: the receiver's goodput
-    /// (bit/s) and the sender's retransmissions.
-    pub fn iperf(&self, port: u16, secs: u32, reverse: bool) -> (f64, u64) {
+    /// (bit/s), the sender's retransmissions and the bytes it sent.
+    pub fn iperf(&self, port: u16, secs: u32, reverse: bool) -> (f64, u64, u64) {
         let (b_ip, port_s, secs_s) = (self.b_ip.to_string(), port.to_string(), secs.to_string());
         let mut args = vec!["iperf3", "-J", "-c", &b_ip, "-p", &port_s, "-t", &secs_s];
         if reverse {
@@ -179,6 +179,7 @@ impl Path {
         (
             end["sum_received"]["bits_per_second"].as_f64().expect("sum_received"),
             end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+            end["sum_sent"]["bytes"].as_u64().unwrap_or(0),
         )
     }
 
