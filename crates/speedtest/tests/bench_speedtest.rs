@@ -81,7 +81,7 @@ fn bench_goodput_vs_iperf3() {
 }
 
 /// RTT and loss on a lossy path (nftables drops `per_mille`/1000 of the TCP and ICMP packets
-/// leaving each end), speed test vs ping and iperf3's retransmissions; then the idle RTT on the
+/// arriving at each end), speed test vs ping and iperf3's retransmissions; then the idle RTT on the
 /// clean path vs ping.
 #[test]
 #[ignore]

@@ -73,7 +73,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    // Colors only on a terminal (not in a journal or a file).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
 }
 
 /// Until SIGTERM or SIGINT.
@@ -121,8 +123,9 @@ pub fn serve(a: ServerArgs) -> anyhow::Result<u8> {
                 None => "no rate cap".into(),
             }
         );
-        // For the operator to pin (docs/speedtest.md): `key = "…"` in a [[speedtest.servers]] entry.
-        println!("speedtest server key {}", server.key());
+        // For the operator to pin (docs/speedtest.md): `key = "…"` in a [[speedtest.servers]]
+        // entry. One line, flushed: scripts and tests read it.
+        println!("speedtest server {addr} key {}", server.key());
         server.run(stop_signal()).await;
         Ok::<_, anyhow::Error>(0)
     })

@@ -121,17 +121,25 @@ impl Path {
         }
     }
 
-    /// Drop `per_mille`/1000 of the packets leaving each end (nftables `numgen random`), or stop
-    /// dropping with 0.
+    /// Drop `per_mille`/1000 of the TCP and ICMP packets arriving at each end (nftables
+    /// `numgen random` in the input hook), or stop dropping with 0. (Not in the output hook: a
+    /// sender's TCP sees a drop there as a local error and sends the segment again without
+    /// counting a retransmission, as no network loss does.)
     pub fn lossy(&self, per_mille: u32) {
         for ns in [&self.a, &self.b] {
             let _ = sh(&ns_exec(ns, &["nft", "delete", "table", "inet", "twst_loss"]));
             if per_mille > 0 {
                 let rules = format!(
-                    "table inet twst_loss {{ chain out {{ type filter hook output priority 0; policy accept; \
-                     meta l4proto {{ tcp, icmp }} numgen random mod 1000 < {per_mille} drop; }} }}"
+                    "table inet twst_loss {{\n chain in {{\n  type filter hook input priority 0; policy accept;\n  \
+                     meta l4proto {{ tcp, icmp }} numgen random mod 1000 < {per_mille} drop\n }}\n}}\n"
                 );
-                must(&ns_exec(ns, &["nft", &rules]));
+                let mut c = Command::new("ip")
+                    .args(["netns", "exec", ns, "nft", "-f", "-"])
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .expect("nft");
+                std::io::Write::write_all(&mut c.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+                assert!(c.wait().unwrap().success(), "nft -f - in {ns}: {rules}");
             }
         }
     }
