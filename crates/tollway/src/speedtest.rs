@@ -73,9 +73,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colors only on a terminal (not in a journal or a file).
+    // To stderr (stdout carries the key line), colors only on a terminal (not in a journal).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Until SIGTERM or SIGINT.

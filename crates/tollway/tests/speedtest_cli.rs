@@ -48,7 +48,7 @@ fn speedtest_server_and_client_commands_work_end_to_end() {
     let mut first = String::new();
     BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
     let words: Vec<&str> = first.split_whitespace().collect();
-    assert_eq!((words.first(), words.get(3)), (Some(&"speedtest"), Some(&key.as_str())), "{first}");
+    assert_eq!((words.first(), words.get(4)), (Some(&"speedtest"), Some(&key.as_str())), "{first}");
     let addr = words[2].to_string();
 
     // A test, JSON out, as a throw-away identity.
