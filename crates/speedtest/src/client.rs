@@ -1,6 +1,6 @@
 //! The client: one test against a pinned server, ending with a verified receipt.
 
-use crate::framed::{data_block, Frame, FrameError, Framed, BLOCK_PAYLOAD};
+use crate::framed::{data_block, Frame, FrameError, Framed, Pacer, BLOCK_PAYLOAD};
 use crate::proto::{
     client_transcript, ClientMsg, Hello, RefuseReason, ServerMsg, TcpCounters, EXPORTER_LABEL, PROTOCOL_VERSION,
 };
@@ -183,12 +183,12 @@ async fn run(spec: &TestSpec) -> Result<VerifiedReceipt, TestError> {
         max_down_bytes: spec.max_bytes,
     };
     s.send(ClientMsg::Hello(hello.clone()), "sending hello").await?;
-    let (server_nonce, up_secs, down_secs) =
+    let (server_nonce, up_secs, down_secs, max_rate_kbit) =
         match s.recv("waiting for the challenge", Instant::now() + STEP_TIMEOUT).await? {
-            ServerMsg::Challenge { version, server_nonce, up_secs, down_secs }
+            ServerMsg::Challenge { version, server_nonce, up_secs, down_secs, max_rate_kbit }
                 if version == PROTOCOL_VERSION && up_secs <= spec.up_secs && down_secs <= spec.down_secs =>
             {
-                (server_nonce, up_secs, down_secs)
+                (server_nonce, up_secs, down_secs, max_rate_kbit)
             }
             other => return Err(s.protocol(format!("expected a challenge, got {other:?}"))),
         };
@@ -207,7 +207,11 @@ async fn run(spec: &TestSpec) -> Result<VerifiedReceipt, TestError> {
     // Upload.
     let before = TcpInfo::of(s.f.io.get_ref().0).map_err(s.io("TCP_INFO"))?;
     let block = data_block();
-    let up_end = Instant::now() + Duration::from_secs(up_secs as u64);
+    let up_start = Instant::now();
+    let up_end = up_start + Duration::from_secs(up_secs as u64);
+    // Keep to the server's cap: sending faster would only fill the buffers, which then take
+    // time to drain after the granted seconds.
+    let pacer = Pacer::new(up_start, (max_rate_kbit > 0).then_some(max_rate_kbit as u64 * 1000));
     let mut up_bytes = 0u64;
     while Instant::now() < up_end && up_bytes < spec.max_bytes {
         let n = (spec.max_bytes - up_bytes).min(BLOCK_PAYLOAD as u64) as usize;
@@ -217,6 +221,7 @@ async fn run(spec: &TestSpec) -> Result<VerifiedReceipt, TestError> {
             Ok(r) => r.map_err(e)?,
         }
         up_bytes += n as u64;
+        pacer.pace(up_bytes).await;
     }
     s.send(ClientMsg::UploadEnd { bytes: up_bytes }, "ending the upload").await?;
 

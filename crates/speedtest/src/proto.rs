@@ -6,7 +6,7 @@
 //! ```text
 //! client                                   server
 //! Hello (id, nonce, path, secs, max bytes) →
-//!                                          ← Challenge (server nonce, granted secs) | Refused
+//!                                          ← Challenge (server nonce, granted secs, rate cap) | Refused
 //! Auth (signature over the transcript)     →
 //!                                          ← Ping (×PINGS, each answered by a Pong)
 //! Pong                                     →
@@ -156,11 +156,27 @@ pub enum ClientMsg {
 /// Messages the server sends, other than data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMsg {
-    Challenge { version: u8, server_nonce: [u8; 32], up_secs: u16, down_secs: u16 },
-    Refused { reason: RefuseReason, retry_after_secs: u16, detail: String },
-    Ping { seq: u32 },
+    /// The server's nonce, the seconds it grants each way, and its rate cap per direction
+    /// (kbit/s, 0 for none), which the client keeps to in its upload.
+    Challenge {
+        version: u8,
+        server_nonce: [u8; 32],
+        up_secs: u16,
+        down_secs: u16,
+        max_rate_kbit: u32,
+    },
+    Refused {
+        reason: RefuseReason,
+        retry_after_secs: u16,
+        detail: String,
+    },
+    Ping {
+        seq: u32,
+    },
     StartUpload,
-    DownloadEnd { bytes: u64 },
+    DownloadEnd {
+        bytes: u64,
+    },
     Receipt(Box<Receipt>),
 }
 
@@ -285,8 +301,8 @@ impl ServerMsg {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         let kind = match self {
-            ServerMsg::Challenge { version, server_nonce, up_secs, down_secs } => {
-                w.u8(*version).bytes(server_nonce).u16(*up_secs).u16(*down_secs);
+            ServerMsg::Challenge { version, server_nonce, up_secs, down_secs, max_rate_kbit } => {
+                w.u8(*version).bytes(server_nonce).u16(*up_secs).u16(*down_secs).u32(*max_rate_kbit);
                 T_CHALLENGE
             }
             ServerMsg::Refused { reason, retry_after_secs, detail } => {
@@ -328,6 +344,7 @@ impl ServerMsg {
                 server_nonce: r.array()?,
                 up_secs: r.u16()?,
                 down_secs: r.u16()?,
+                max_rate_kbit: r.u32()?,
             },
             T_REFUSED => ServerMsg::Refused {
                 reason: RefuseReason::from_code(r.u8()?),
@@ -410,7 +427,13 @@ mod tests {
         }
         .sign(&s);
         vec![
-            ServerMsg::Challenge { version: 1, server_nonce: [9; 32], up_secs: 10, down_secs: 10 },
+            ServerMsg::Challenge {
+                version: 1,
+                server_nonce: [9; 32],
+                up_secs: 10,
+                down_secs: 10,
+                max_rate_kbit: 20_000,
+            },
             ServerMsg::Refused { reason: RefuseReason::Busy, retry_after_secs: 30, detail: "all 4 slots busy".into() },
             ServerMsg::Refused { reason: RefuseReason::Other(200), retry_after_secs: 0, detail: String::new() },
             ServerMsg::Ping { seq: 7 },

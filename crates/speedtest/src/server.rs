@@ -324,7 +324,8 @@ async fn session(sh: &Shared, tcp: TcpStream, client: &mut Option<NodeId>) -> Re
     let down_secs = hello.down_secs.min(sh.opts.max_secs);
     let mut server_nonce = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut server_nonce);
-    let challenge = ServerMsg::Challenge { version: PROTOCOL_VERSION, server_nonce, up_secs, down_secs };
+    let max_rate_kbit = sh.opts.max_rate_bps.map(|r| (r / 1000).clamp(1, u32::MAX as u64) as u32).unwrap_or(0);
+    let challenge = ServerMsg::Challenge { version: PROTOCOL_VERSION, server_nonce, up_secs, down_secs, max_rate_kbit };
     f.send(&challenge.encode()).await.map_err(|source| SessionError::Io { stage: "sending the challenge", source })?;
 
     // Auth: the client proves it holds the key of the node id it gave.
@@ -372,7 +373,8 @@ async fn session(sh: &Shared, tcp: TcpStream, client: &mut Option<NodeId>) -> Re
         }
     }
 
-    // Upload: count what arrives until the client's end marker.
+    // Upload: count what arrives until the client's end marker. The client keeps to the rate
+    // cap; reading at the cap holds one that does not to it (TCP flow control).
     f.send(&ServerMsg::StartUpload.encode())
         .await
         .map_err(|source| SessionError::Io { stage: "start upload", source })?;
