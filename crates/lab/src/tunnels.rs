@@ -133,6 +133,8 @@ mod tests {
                 })
                 .collect(),
             discovery_rejected: Default::default(),
+            routing: Default::default(),
+            routes: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The `tollway` command: the daemon, the operator CLI that talks to it, and the lab.
 
 mod output;
+mod speedtest;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -111,6 +112,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve speed tests (foreground; for an init system) with its own key. docs/speedtest.md
+    SpeedtestServer(speedtest::ServerArgs),
+    /// Run one speed test against a server and print its verified receipt.
+    Speedtest(speedtest::ClientArgs),
     /// Run a whole mesh on this machine in network namespaces.
     #[command(subcommand)]
     Lab(tollway_lab::LabCommand),
@@ -225,6 +230,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::SpeedtestServer(args) => speedtest::serve(args),
+        Command::Speedtest(args) => speedtest::test(args),
         Command::Lab(cmd) => {
             let exe = std::env::current_exe().context("finding the tollway executable")?;
             let code = tollway_lab::run(cmd, &exe)?;
