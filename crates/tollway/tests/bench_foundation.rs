@@ -24,7 +24,7 @@ fn median(v: &mut [f64]) -> f64 {
 #[test]
 #[ignore]
 fn bench_time_from_lab_up_to_all_tunnels_up() {
-    if !can_run("bench lab up") {
+    if skip("bench_time_from_lab_up_to_all_tunnels_up", &[]) {
         return;
     }
     for (file, runs) in [("chain3.toml", 5), ("mesh10.toml", 3)] {
@@ -196,7 +196,7 @@ use tollway_core::Identity;
 #[test]
 #[ignore]
 fn bench_throughput_tollway_tunnel_vs_bare_userspace_wireguard() {
-    if !can_run("bench throughput") {
+    if skip("bench_throughput_tollway_tunnel_vs_bare_userspace_wireguard", &["iperf3", "wg", "wireguard-go"]) {
         return;
     }
     let topology =
@@ -253,7 +253,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 #[ignore]
 fn bench_daemon_memory_and_idle_cpu_with_10_neighbors() {
-    if !can_run("bench footprint") {
+    if skip("bench_daemon_memory_and_idle_cpu_with_10_neighbors", &[]) {
         return;
     }
     let topology = example("star11.toml");

@@ -56,7 +56,7 @@ fn settle(lab: &tollway_lab::Lab, x: &str, y: &str) -> (tollway_api::NeighborSta
 
 #[test]
 fn two_nodes_exchange_100_mb_and_their_ledgers_agree() {
-    if !can_run("ledger agreement") {
+    if skip("two_nodes_exchange_100_mb_and_their_ledgers_agree", &["iperf3"]) {
         return;
     }
     let lab = lab_up("ml", PAIR);
@@ -109,7 +109,7 @@ fn two_nodes_exchange_100_mb_and_their_ledgers_agree() {
 
 #[test]
 fn a_non_payer_is_throttled_within_2_s_and_released_within_2_s_of_paying() {
-    if !can_run("throttle a non-payer") {
+    if skip("a_non_payer_is_throttled_within_2_s_and_released_within_2_s_of_paying", &["iperf3"]) {
         return;
     }
     let topology = r#"
@@ -199,7 +199,7 @@ b = "b"
 
 #[test]
 fn a_price_change_is_in_effect_on_both_sides_within_1_s() {
-    if !can_run("price change") {
+    if skip("a_price_change_is_in_effect_on_both_sides_within_1_s", &[]) {
         return;
     }
     let lab = lab_up("mp", PAIR);
@@ -239,7 +239,7 @@ fn a_price_change_is_in_effect_on_both_sides_within_1_s() {
 
 #[test]
 fn two_buyers_bidding_3_to_1_share_the_capacity_3_to_1_and_one_alone_gets_it_all() {
-    if !can_run("shares by bid") {
+    if skip("two_buyers_bidding_3_to_1_share_the_capacity_3_to_1_and_one_alone_gets_it_all", &["iperf3"]) {
         return;
     }
     // s sells 20 Mbit/s; b1 bids 0.003/MB, b2 0.001/MB (3:1) for s's ask of 0.001.
@@ -295,7 +295,7 @@ b = "b2"
 
 #[test]
 fn kill_9_during_a_transfer_and_restart_keeps_the_ledger_consistent() {
-    if !can_run("kill -9 during transfer") {
+    if skip("kill_9_during_a_transfer_and_restart_keeps_the_ledger_consistent", &["iperf3"]) {
         return;
     }
     let mut lab = lab_up("mk", PAIR);
@@ -355,7 +355,7 @@ fn forged_replayed_decreasing_and_misaddressed_notes_are_rejected() {
     use tollway_core::market::{Amount, NotesRail, PaymentRail, Price};
     use tollway_core::wire::control::ControlMessage;
     use tollway_core::wire::market::MarketMessage;
-    if !can_run("payment notes") {
+    if skip("forged_replayed_decreasing_and_misaddressed_notes_are_rejected", &[]) {
         return;
     }
     // a sells; r is the host of the rogue: its daemon is stopped and a scripted peer with its
@@ -443,7 +443,7 @@ b = "r"
 
 #[test]
 fn cut_off_policy_blocks_data_but_lets_the_debtor_pay_its_way_back() {
-    if !can_run("cut-off policy") {
+    if skip("cut_off_policy_blocks_data_but_lets_the_debtor_pay_its_way_back", &["iperf3", "ping"]) {
         return;
     }
     let topology = r#"
@@ -483,7 +483,7 @@ b = "b"
 
 #[test]
 fn rules_flushed_by_someone_else_never_bill_twice_or_lose_earlier_bytes() {
-    if !can_run("rules flushed") {
+    if skip("rules_flushed_by_someone_else_never_bill_twice_or_lose_earlier_bytes", &["iperf3"]) {
         return;
     }
     let lab = lab_up("mf", PAIR);

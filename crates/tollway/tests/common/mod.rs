@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests: labs with the real `tollway` binary, in namespaces
-//! the test creates and removes itself. Every test skips (saying why) when not run as root.
+//! the test creates and removes itself. Every test skips (saying why) when not run as root or
+//! when a program it needs is missing; under the test command that is a failure (see [`skip`]).
 #![allow(dead_code)]
 
 pub mod rogue;
@@ -14,18 +15,13 @@ pub fn tollway_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tollway"))
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Returns false (after printing why) when the test cannot run here.
-pub fn can_run(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipping {test}: needs root to create network namespaces");
-        return false;
-    }
-    true
+/// True (after printing why) when the test cannot run here: it needs root, `ip`, `nft` and `tc`
+/// (the lab and the daemon use them) and every one of `programs`. Under the test command
+/// (`TOLLWAY_REQUIRE_ALL_TESTS=1`) it panics instead.
+pub fn skip(test: &str, programs: &[&str]) -> bool {
+    let mut all = vec!["ip", "nft", "tc"];
+    all.extend_from_slice(programs);
+    tollway_testkit::skip_unless(test, &all)
 }
 
 /// A running lab, taken down when dropped (also when the test panics).
