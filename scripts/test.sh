@@ -10,5 +10,17 @@ echo "==> running the test suite"
 export RUST_BACKTRACE=1
 # The lab crate's own test with the real daemon runs when it knows where the binary is.
 export TOLLWAY_BIN="$PWD/target/release/tollway"
+# An integration test that cannot run here (not root, a program missing) skips when run by hand;
+# here it fails instead, so that a missing install step cannot hide behind a green run.
+export TOLLWAY_REQUIRE_ALL_TESTS=1
 cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
+
+# Every fuzz target for a minute (fuzz/README.md): cargo-fuzz, pinned, on the stable toolchain.
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
+  echo "==> installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+fi
+echo "==> fuzzing every target for 60 s"
+./scripts/fuzz.sh smoke 60
 echo "==> all tests passed"

@@ -27,7 +27,7 @@ fn config() -> WgConfig {
 
 #[test]
 fn kernel_backend_works_or_fails_cleanly() {
-    if skip("kernel_backend_works_or_fails_cleanly") {
+    if skip("kernel_backend_works_or_fails_cleanly", &[]) {
         return;
     }
     let ns = NetNs::new().unwrap();

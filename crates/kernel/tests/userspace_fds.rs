@@ -22,7 +22,7 @@ fn threads() -> usize {
 
 #[test]
 fn create_remove_cycles_do_not_leak_threads_and_leak_few_fds() {
-    if skip("create_remove_cycles_do_not_leak_threads_and_leak_few_fds") {
+    if skip("create_remove_cycles_do_not_leak_threads_and_leak_few_fds", &[]) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,7 +78,7 @@ fn create_remove_cycles_do_not_leak_threads_and_leak_few_fds() {
 
 #[test]
 fn child_processes_do_not_inherit_tunnel_descriptors() {
-    if skip("child_processes_do_not_inherit_tunnel_descriptors") {
+    if skip("child_processes_do_not_inherit_tunnel_descriptors", &[]) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

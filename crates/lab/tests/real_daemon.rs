@@ -1,24 +1,12 @@
 //! The lab with the real daemon: `TOLLWAY_BIN=/path/to/tollway cargo test -p tollway-lab --test real_daemon`.
-//! Skipped (with the reason printed) when not root or when TOLLWAY_BIN is not set.
+//! Skipped (with the reason printed) when not root or when TOLLWAY_BIN is not set; under the test
+//! command (`TOLLWAY_REQUIRE_ALL_TESTS=1`, which also sets TOLLWAY_BIN) that is a failure.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tollway_lab::{DaemonCommand, Lab, LabName, Topology, UpOptions};
-
-fn daemon_binary() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root (network namespaces)");
-        return None;
-    }
-    match std::env::var_os("TOLLWAY_BIN") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            eprintln!("skipping: set TOLLWAY_BIN to the tollway binary to run the lab with the real daemon");
-            None
-        }
-    }
-}
 
 struct Guard(LabName);
 
@@ -36,8 +24,12 @@ fn chain3() -> Topology {
 }
 
 #[test]
-fn chain3_comes_up_and_a_restarted_daemon_comes_back_with_the_same_id() {
-    let Some(bin) = daemon_binary() else { return };
+fn chain3_comes_up_and_a_killed_daemon_comes_back_with_the_same_id() {
+    const TEST: &str = "chain3_comes_up_and_a_killed_daemon_comes_back_with_the_same_id";
+    if common::skip(TEST, &["ping"]) {
+        return;
+    }
+    let Some(bin) = common::daemon_binary(TEST) else { return };
     let name: LabName = format!("tr{}", std::process::id() % 10_000_000).parse().unwrap();
     let _guard = Guard(name.clone());
     let t = chain3();

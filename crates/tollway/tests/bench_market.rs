@@ -34,7 +34,7 @@ b = "b"
 #[test]
 #[ignore]
 fn bench_time_to_throttle_and_to_unthrottle() {
-    if !can_run("bench throttle") {
+    if skip("bench_time_to_throttle_and_to_unthrottle", &["iperf3"]) {
         return;
     }
     let lab = lab_up("bth", THROTTLE);
@@ -109,7 +109,7 @@ fn bench_time_to_throttle_and_to_unthrottle() {
 #[test]
 #[ignore]
 fn bench_share_accuracy() {
-    if !can_run("bench shares") {
+    if skip("bench_share_accuracy", &["iperf3"]) {
         return;
     }
     for (hi, lo) in [("0.003", "0.001"), ("0.002", "0.002"), ("0.009", "0.001")] {
@@ -175,7 +175,7 @@ b = "b2"
 #[test]
 #[ignore]
 fn bench_throughput_with_accounting_and_shaping_on_and_off() {
-    if !can_run("bench accounting cost") {
+    if skip("bench_throughput_with_accounting_and_shaping_on_and_off", &["iperf3"]) {
         return;
     }
     let pair = |extra: &str| {

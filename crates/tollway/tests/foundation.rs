@@ -10,7 +10,7 @@ use tollway_lab::Signal;
 
 #[test]
 fn chain3_builds_every_tunnel_and_pings_across_each() {
-    if !can_run("chain3") {
+    if skip("chain3_builds_every_tunnel_and_pings_across_each", &["ping"]) {
         return;
     }
     let lab = lab_up("fc", CHAIN3);
@@ -45,7 +45,7 @@ fn chain3_builds_every_tunnel_and_pings_across_each() {
 
 #[test]
 fn a_neighbor_that_goes_silent_is_removed_and_rebuilt_when_it_returns() {
-    if !can_run("silent neighbor") {
+    if skip("a_neighbor_that_goes_silent_is_removed_and_rebuilt_when_it_returns", &["ping"]) {
         return;
     }
     let mut lab = lab_up("fs", CHAIN3);
@@ -85,7 +85,7 @@ fn a_neighbor_that_goes_silent_is_removed_and_rebuilt_when_it_returns() {
 
 #[test]
 fn a_daemon_killed_with_sigkill_restarts_cleanly_with_the_same_identity() {
-    if !can_run("kill -9") {
+    if skip("a_daemon_killed_with_sigkill_restarts_cleanly_with_the_same_identity", &["ping"]) {
         return;
     }
     let mut lab = lab_up("fk", CHAIN3);
@@ -124,7 +124,7 @@ fn reject_count(lab: &tollway_lab::Lab, node: &str, reason: &str) -> u64 {
 
 #[test]
 fn forged_stale_replayed_and_malformed_announcements_are_ignored() {
-    if !can_run("forged announcements") {
+    if skip("forged_stale_replayed_and_malformed_announcements_are_ignored", &[]) {
         return;
     }
     let lab = lab_up("ff", CHAIN3);
@@ -180,7 +180,7 @@ fn forged_stale_replayed_and_malformed_announcements_are_ignored() {
 
 #[test]
 fn a_flood_of_announcements_from_fake_identities_stays_bounded() {
-    if !can_run("announcement flood") {
+    if skip("a_flood_of_announcements_from_fake_identities_stays_bounded", &[]) {
         return;
     }
     // b's table holds at most 12 neighbors (2 real ones) and admits 5 new ones per second.
@@ -306,7 +306,7 @@ fn capture_discovery(ns: &str, iface: &str, wait: Duration, want: usize) -> Vec<
 
 #[test]
 fn a_flood_claiming_a_connected_neighbors_id_costs_bounded_cpu_and_leaves_it_connected() {
-    if !can_run("known-id flood") {
+    if skip("known-id flood", &[]) {
         return;
     }
     let lab = lab_up("fn", CHAIN3);

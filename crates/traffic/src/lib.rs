@@ -52,6 +52,13 @@ pub mod plan;
 mod shaper;
 mod tc;
 
+/// Entry points of the fuzz targets in `fuzz/` (feature `fuzzing`); not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::nft::fuzzing::check_nft_output;
+}
+
 pub use command::CommandError;
 pub use firewall::{
     CounterHandle, CounterReading, Firewall, FirewallApplyError, FirewallRemoveError, FirewallReport, NoopFirewall,

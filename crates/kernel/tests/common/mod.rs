@@ -11,17 +11,12 @@ use tollway_core::{IfName, WgPublicKey};
 use tollway_kernel::netns::{self, NetNs};
 use tollway_kernel::{Links, NetlinkLinks, WgConfig};
 
-/// True (after printing why) when the test cannot run here.
-pub fn skip(test: &str) -> bool {
-    if !netns::is_root() {
-        eprintln!("skipping {test}: needs root to create network namespaces and interfaces");
-        return true;
-    }
-    if std::process::Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipping {test}: the `ip` command (iproute2) is missing");
-        return true;
-    }
-    false
+/// True (after printing why) when the test cannot run here: it needs root, `ip` and every one
+/// of `programs`. Under the test command (`TOLLWAY_REQUIRE_ALL_TESTS=1`) it panics instead.
+pub fn skip(test: &str, programs: &[&str]) -> bool {
+    let mut all = vec!["ip"];
+    all.extend_from_slice(programs);
+    tollway_testkit::skip_unless(test, &all)
 }
 
 /// An interface name unique host-wide: `tag` + pid + counter, in hex (at most 14 characters

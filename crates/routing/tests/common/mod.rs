@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tollway_core::{IfName, NodeId};
@@ -19,16 +18,10 @@ pub const BABELD: &str = "/usr/sbin/babeld";
 pub const MESH_TABLE: u32 = 74;
 pub const CONVERGE: Duration = Duration::from_secs(30);
 
+/// Whether the test cannot run here (not root, babeld or ip missing): it then says why and
+/// passes, or fails under the test command (`TOLLWAY_REQUIRE_ALL_TESTS`).
 pub fn skip(test: &str) -> bool {
-    if !netns::is_root() {
-        eprintln!("skipping {test}: needs root for network namespaces");
-        return true;
-    }
-    if !Path::new(BABELD).exists() {
-        eprintln!("skipping {test}: {BABELD} is missing (apt-get install babeld)");
-        return true;
-    }
-    false
+    tollway_testkit::skip_unless(test, &["ip", "babeld", "ping"])
 }
 
 pub fn unique(tag: &str) -> IfName {

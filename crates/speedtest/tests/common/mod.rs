@@ -12,22 +12,11 @@ use std::time::{Duration, Instant};
 use tollway_core::{Identity, NodeId};
 use tollway_speedtest::{Server, ServerOptions, TestSpec, VerifiedReceipt};
 
-/// `true` (and a line saying why) if this machine cannot run the test.
+/// Whether the test cannot run here (not root, a program missing): it then says why and passes,
+/// or fails under the test command (`TOLLWAY_REQUIRE_ALL_TESTS`).
 pub fn skip(test: &str, tools: &[&str]) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED {test}: needs root (network namespaces, tc, nft)");
-        return true;
-    }
-    for t in tools.iter().chain(&["ip", "tc"]) {
-        let found =
-            std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file())).unwrap_or(false);
-        if !found {
-            eprintln!("SKIPPED {test}: {t} is not installed");
-            return true;
-        }
-    }
-    false
+    let all: Vec<&str> = tools.iter().copied().chain(["ip", "tc"]).collect();
+    tollway_testkit::skip_unless(test, &all)
 }
 
 pub fn sh(args: &[&str]) -> Output {

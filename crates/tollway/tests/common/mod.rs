@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests: labs with the real `tollway` binary, in namespaces
-//! the test creates and removes itself. Every test skips (saying why) when not run as root.
+//! the test creates and removes itself. Every test skips (saying why) when not run as root or
+//! when a program it needs is missing; under the test command that is a failure (see [`skip`]).
 #![allow(dead_code)]
 
 pub mod rogue;
@@ -14,18 +15,13 @@ pub fn tollway_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tollway"))
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Returns false (after printing why) when the test cannot run here.
-pub fn can_run(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipping {test}: needs root to create network namespaces");
-        return false;
-    }
-    true
+/// True (after printing why) when the test cannot run here: it needs root, `ip`, `nft` and `tc`
+/// (the lab and the daemon use them) and every one of `programs`. Under the test command
+/// (`TOLLWAY_REQUIRE_ALL_TESTS=1`) it panics instead.
+pub fn skip(test: &str, programs: &[&str]) -> bool {
+    let mut all = vec!["ip", "nft", "tc"];
+    all.extend_from_slice(programs);
+    tollway_testkit::skip_unless(test, &all)
 }
 
 /// A running lab, taken down when dropped (also when the test panics).
@@ -308,4 +304,75 @@ pub fn wait_agreed(lab: &Lab, x: &str, y: &str) {
         let (a, b) = (nb(lab, x, y), nb(lab, y, x));
         (a.negotiation == "agreed" && b.negotiation == "agreed").then_some(())
     });
+}
+
+/// An iperf3 client the test started in the background: killed by its pid and reaped when
+/// dropped, unless it has finished.
+pub struct Client {
+    child: std::process::Child,
+    what: String,
+}
+
+impl Client {
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Wait up to `timeout` for it to end; its report (`-J`), or why there is none.
+    pub fn finish(mut self, timeout: Duration) -> Result<serde_json::Value, String> {
+        let deadline = Instant::now() + timeout;
+        while self.running() {
+            if Instant::now() > deadline {
+                return Err(format!("{} still running after {timeout:?}", self.what));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut out = String::new();
+        use std::io::Read;
+        if let Some(mut s) = self.child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        serde_json::from_str(&out).map_err(|e| format!("{}: no JSON report ({e}): {out}", self.what))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Start an iperf3 client (`-J`) in `node` against `server_ip:port` with extra `args`, in the
+/// background.
+pub fn iperf_client(lab: &Lab, node: &str, server_ip: &str, port: u16, args: &[&str]) -> Client {
+    let port = port.to_string();
+    let mut argv = vec!["iperf3", "-J", "-c", server_ip, "-p", &port];
+    argv.extend_from_slice(args);
+    let child = lab
+        .command_in(node, &argv)
+        .unwrap()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("iperf3 in {node}: {e}"));
+    Client { child, what: format!("iperf3 {argv:?} in {node}") }
+}
+
+/// The bytes `node`'s nftables receive counter for neighbor `peer_id` holds now, read from the
+/// kernel: everything `node` accepted from that neighbor since the counter was created. The
+/// counter is `rx_<first 12 hex digits of the neighbor's id>` in table `inet tollway`; it lives
+/// in the kernel, so it outlives a daemon killed with SIGKILL.
+pub fn nft_rx_counter(lab: &Lab, node: &str, peer_id: &str) -> u64 {
+    let name = format!("rx_{}", &peer_id[..12]);
+    let (ok, text) = run_in(lab, node, &["nft", "-j", "list", "counter", "inet", "tollway", &name]);
+    assert!(ok, "nft list counter {name} in {node}: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("nft -j output");
+    v["nftables"]
+        .as_array()
+        .and_then(|items| items.iter().find_map(|i| i["counter"]["bytes"].as_u64()))
+        .unwrap_or_else(|| panic!("no counter {name} in {node}: {text}"))
 }

@@ -4,6 +4,8 @@
 //! (see [`diff`]) and applies it as one atomic transaction (`nft -j -f -`).
 
 mod diff;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzzing;
 mod observed;
 pub(crate) mod rules;
 

@@ -20,22 +20,14 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `None` if the test can run; otherwise prints why it is skipped.
-pub fn skip(test: &str, tools: &[&str]) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED {test}: needs root (network namespaces, nftables, tc)");
-        return true;
-    }
-    for t in tools.iter().chain(&["ip", "nft", "tc"]) {
-        let found =
-            std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file())).unwrap_or(false);
-        if !found {
-            eprintln!("SKIPPED {test}: {t} is not installed");
-            return true;
-        }
-    }
-    false
+/// True (after printing why) when the test cannot run here: it needs root, `ip`, `nft`, `tc`,
+/// `sysctl`, `ss` (all the [`Lab`] uses) and every one of `programs` (a [`Lab::wg`] tunnel needs
+/// `wireguard-go`, `wg` and `ping`). Under the test command (`TOLLWAY_REQUIRE_ALL_TESTS=1`) it
+/// panics instead.
+pub fn skip(test: &str, programs: &[&str]) -> bool {
+    let mut all = vec!["ip", "nft", "tc", "sysctl", "ss"];
+    all.extend_from_slice(programs);
+    tollway_testkit::skip_unless(test, &all)
 }
 
 fn pid_tag() -> String {
