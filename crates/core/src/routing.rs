@@ -70,7 +70,7 @@ mod tests {
         let mut last = LinkCost::GOOD;
         for p in (0..=5000).step_by(50) {
             let c = LinkCost::from_price(Price(p), max);
-            assert!(c >= last && c.0 % 64 == 0, "{p}: {c:?}");
+            assert!(c >= last && c.0.is_multiple_of(64), "{p}: {c:?}");
             last = c;
         }
     }

@@ -201,26 +201,6 @@ pub fn ledger_tables(l: &Ledger) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_counts_read_naturally() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(999), "999 B");
-        assert_eq!(bytes(1_500), "1.5 kB");
-        assert_eq!(bytes(104_857_600), "104.9 MB");
-    }
-
-    #[test]
-    fn times_are_utc_calendar_dates() {
-        assert_eq!(time(0), "1970-01-01 00:00:00");
-        assert_eq!(time(1_795_265_640_000), "2026-11-21 12:54:00");
-        assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00");
-    }
-}
-
 /// `tollway routes`, and the routing part of `tollway status`.
 pub fn routes_table(r: &tollway_api::RoutingStatus, routes: &[tollway_api::RouteStatus]) -> String {
     let mut out = format!("routing: {} (table {}), mesh IPv4 {}", r.kind, r.table, r.mesh_ipv4);
@@ -278,4 +258,24 @@ pub fn routes_table(r: &tollway_api::RoutingStatus, routes: &[tollway_api::Route
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_read_naturally() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(1_500), "1.5 kB");
+        assert_eq!(bytes(104_857_600), "104.9 MB");
+    }
+
+    #[test]
+    fn times_are_utc_calendar_dates() {
+        assert_eq!(time(0), "1970-01-01 00:00:00");
+        assert_eq!(time(1_795_265_640_000), "2026-11-21 12:54:00");
+        assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00");
+    }
 }
