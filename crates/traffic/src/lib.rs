@@ -53,13 +53,13 @@ mod tc;
 
 pub use command::CommandError;
 pub use firewall::{
-    CounterHandle, CounterReading, Firewall, FirewallApplyError, FirewallRemoveError, FirewallReport, NoopFirewall,
-    ReadCountersError,
+    CounterHandle, CounterReading, DropCount, Firewall, FirewallApplyError, FirewallRemoveError, FirewallReport,
+    NoopFirewall, ReadCountersError,
 };
 pub use nft::{police_burst_bytes, NftFirewall};
 pub use plan::{
-    BitRate, ClassId, ControlTraffic, GroupId, IngressPolicy, NeighborKey, NeighborTraffic, PlanError, ShaperGroup,
-    TrafficPlan,
+    Admission, BitRate, ClassId, ControlTraffic, GroupId, IngressPolicy, LocalService, NeighborKey, NeighborTraffic,
+    PlanError, Protocol, ServiceScope, ShaperGroup, TrafficPlan,
 };
 pub use shaper::{
     ClassState, IfbPrefixError, IfbState, InspectError, NoopShaper, RemoveFailure, Shaper, ShaperApplyError,

@@ -2,58 +2,137 @@
 //!
 //! ```text
 //! table inet tollway {
-//!   counter rx_<key> { }                         # one per neighbor: accepted inbound bytes
-//!   chain in_<key> {                             # inbound from the neighbor's tunnel
-//!     Open:        counter name rx_<key>
+//!   counter rx_<key> { }           # billed: bytes accepted from the neighbor, after every drop
+//!   counter spoofed_<key> { }      # dropped: source not routed back through its tunnel
+//!   counter unsolicited_<key> { }  # dropped: to or through us, and nobody here asked for it
+//!
+//!   chain rpf_<key> {              # prerouting, before connection tracking
+//!     fib saddr . iif oif missing counter name spoofed_<key> drop
+//!   }
+//!   chain local_<key> {            # input: addressed to this node
+//!     ct state established,related goto acc_<key>
+//!     ct state invalid counter name unsolicited_<key> drop
+//!     ip6 saddr fe80::/10 ip6 daddr fe80::/10 tcp dport CTRL goto acc_<key>
+//!     (each service)   e.g. ip6 saddr fe80::/10 ip6 daddr { fe80::/10 | ff02::1:6 } udp dport 6696 goto acc_<key>
+//!     tcp dport { open_tcp } goto acc_<key>
+//!     udp dport { open_udp } goto acc_<key>
+//!     icmp type echo-request limit rate N/second burst 2N packets goto acc_<key>
+//!     icmpv6 type echo-request limit rate N/second burst 2N packets goto acc_<key>
+//!     counter name unsolicited_<key> drop
+//!   }
+//!   chain fwd_<key> {              # forward, to anything but a tunnel or an uplink
+//!     ct state established,related goto acc_<key>
+//!     oifname { lans } goto acc_<key>          (when the LANs are open)
+//!     counter name unsolicited_<key> drop
+//!   }
+//!   chain acc_<key> {              # accepted: policing and cut-off, then the billing counter
+//!     Open:        counter name rx_<key> accept
 //!     Police:      tcp dport CTRL fib daddr type local counter name rx_<key> accept
 //!                  tcp sport CTRL fib daddr type local counter name rx_<key> accept
 //!                  limit rate over R bytes/second burst B bytes drop
-//!                  counter name rx_<key>
+//!                  counter name rx_<key> accept
 //!     ControlOnly: (the two control rules) drop
 //!   }
-//!   chain out_<key> {                            # outbound into the neighbor's tunnel
+//!   chain out_<key> {              # outbound into the neighbor's tunnel
 //!     tcp sport CTRL fib saddr type local meta priority set 1:2 accept
 //!     tcp dport CTRL fib saddr type local meta priority set 1:2 accept
 //!     Open/Police: meta priority set 1:<neighbor's class>
 //!     ControlOnly: drop
 //!   }
-//!   chain pre  { type filter hook prerouting priority raw (-300); policy accept;
-//!                iifname vmap { "<tunnel>" : jump in_<key>, … } }
-//!   chain post { type filter hook postrouting priority mangle (-150); policy accept;
-//!                oifname vmap { "<tunnel>" : jump out_<key>, … } }
+//!   chain unplanned {              # a tunnel of ours not (yet) in the plan (with a tunnel prefix)
+//!     ct state established,related accept
+//!     ip6 saddr fe80::/10 ip6 daddr fe80::/10 tcp dport CTRL accept
+//!     drop
+//!   }
+//!   chain pre     { type filter hook prerouting priority raw (-300); policy accept;
+//!                   iifname vmap { "<tunnel>" : jump rpf_<key>, … } }
+//!   chain input   { type filter hook input priority filter + 10; policy accept;
+//!                   iifname vmap { "<tunnel>" : jump local_<key>, … }
+//!                   iifname "<prefix>*" goto unplanned }
+//!   chain forward { type filter hook forward priority filter + 10; policy accept;
+//!                   oifname { <tunnels>, <uplinks> } iifname vmap { "<tunnel>" : goto acc_<key>, … }
+//!                   oifname "<prefix>*" iifname vmap { "<tunnel>" : goto acc_<key>, … }
+//!                   iifname vmap { "<tunnel>" : goto fwd_<key>, … }
+//!                   iifname "<prefix>*" goto unplanned }
+//!   chain post    { type filter hook postrouting priority mangle (-150); policy accept;
+//!                   oifname vmap { "<tunnel>" : jump out_<key>, … } }
 //! }
 //! ```
+//!
+//! The billing counter is in one place, `acc_<key>`, which every accepted packet from the
+//! neighbor passes last: spoofed, unsolicited, policed and cut-off packets are dropped before
+//! it. Input and forward run at priority filter + 10, after the usual filter tables: what
+//! those drop never reaches our counter.
 //!
 //! Every rule carries a comment `tw:<fingerprint of its chain>`: a chain whose rules all carry
 //! the fingerprint of the desired chain is up to date, without comparing nft's normalized JSON
 //! with ours.
 
-use crate::plan::{fnv1a64, ClassId, IngressPolicy, NeighborKey, NeighborTraffic, TrafficPlan};
+use crate::plan::{
+    fnv1a64, Admission, ClassId, IngressPolicy, LocalService, NeighborKey, NeighborTraffic, Protocol, ServiceScope,
+    TrafficPlan,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 pub(crate) const FAMILY: &str = "inet";
 pub(crate) const TABLE: &str = "tollway";
 pub(crate) const PRE: &str = "pre";
+pub(crate) const INPUT: &str = "input";
+pub(crate) const FORWARD: &str = "forward";
 pub(crate) const POST: &str = "post";
+pub(crate) const UNPLANNED: &str = "unplanned";
 pub(crate) const COMMENT_PREFIX: &str = "tw:";
 
-/// The counter of a neighbor's accepted inbound bytes.
+/// The kinds of per-neighbor counter, and the prefix of each one's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CounterKind {
+    /// Bytes accepted from the neighbor: what it is billed for.
+    Billed,
+    /// Dropped: the source address is not routed back through the neighbor's tunnel.
+    Spoofed,
+    /// Dropped: addressed to us or through us, and nobody here asked for it.
+    Unsolicited,
+}
+
+impl CounterKind {
+    const ALL: [CounterKind; 3] = [CounterKind::Billed, CounterKind::Spoofed, CounterKind::Unsolicited];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            CounterKind::Billed => "rx_",
+            CounterKind::Spoofed => "spoofed_",
+            CounterKind::Unsolicited => "unsolicited_",
+        }
+    }
+
+    pub(crate) fn name(self, key: &NeighborKey) -> String {
+        format!("{}{key}", self.prefix())
+    }
+}
+
+/// The counter of a neighbor's billed inbound bytes.
 pub(crate) fn counter_name(key: &NeighborKey) -> String {
-    format!("rx_{key}")
+    CounterKind::Billed.name(key)
 }
 
-/// The key a counter name belongs to, if it is one of ours.
+/// The kind and key of a counter name, if it is one of ours.
+pub(crate) fn parse_counter(name: &str) -> Option<(CounterKind, NeighborKey)> {
+    CounterKind::ALL
+        .into_iter()
+        .find_map(|k| name.strip_prefix(k.prefix()).and_then(|rest| NeighborKey::new(rest).ok()).map(|key| (k, key)))
+}
+
+/// The key a billing counter belongs to (`None` for any other name).
 pub(crate) fn key_of_counter(name: &str) -> Option<NeighborKey> {
-    NeighborKey::new(name.strip_prefix("rx_")?).ok()
+    match parse_counter(name)? {
+        (CounterKind::Billed, key) => Some(key),
+        _ => None,
+    }
 }
 
-fn in_chain(key: &NeighborKey) -> String {
-    format!("in_{key}")
-}
-
-fn out_chain(key: &NeighborKey) -> String {
-    format!("out_{key}")
+fn chain(prefix: &str, key: &NeighborKey) -> String {
+    format!("{prefix}_{key}")
 }
 
 /// The hook of a base chain.
@@ -64,6 +143,8 @@ pub(crate) struct Hook {
 }
 
 pub(crate) const PRE_HOOK: Hook = Hook { hook: "prerouting", prio: -300 };
+pub(crate) const INPUT_HOOK: Hook = Hook { hook: "input", prio: 10 };
+pub(crate) const FORWARD_HOOK: Hook = Hook { hook: "forward", prio: 10 };
 pub(crate) const POST_HOOK: Hook = Hook { hook: "postrouting", prio: -150 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +168,7 @@ impl DesiredChain {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DesiredTable {
     pub counters: BTreeSet<String>,
-    /// Regular chains first, then the base chains that jump to them.
+    /// Regular chains first, each after the chains it jumps to, then the base chains.
     pub chains: Vec<DesiredChain>,
 }
 
@@ -100,22 +181,62 @@ pub fn police_burst_bytes(bytes_per_sec: u64) -> u64 {
 
 pub(crate) fn desired(plan: &TrafficPlan) -> DesiredTable {
     let port = plan.control.tcp_port;
+    let adm = &plan.admission;
     let mut counters = BTreeSet::new();
     let mut chains = Vec::new();
-    let mut ins = Vec::new();
-    let mut outs = Vec::new();
+    // Dispatch elements of the base chains: (tunnel, verdict).
+    let (mut pre, mut input, mut to_acc, mut to_fwd, mut post) = (vec![], vec![], vec![], vec![], vec![]);
     for group in &plan.groups {
         let classes = group.classes();
         for n in &group.neighbors {
-            counters.insert(counter_name(&n.key));
-            chains.push(DesiredChain::new(in_chain(&n.key), None, inbound_rules(n, port)));
-            chains.push(DesiredChain::new(out_chain(&n.key), None, outbound_rules(n, port, classes[&n.key])));
-            ins.push(json!([n.tunnel.as_str(), {"jump": {"target": in_chain(&n.key)}}]));
-            outs.push(json!([n.tunnel.as_str(), {"jump": {"target": out_chain(&n.key)}}]));
+            for kind in CounterKind::ALL {
+                counters.insert(kind.name(&n.key));
+            }
+            let [acc, rpf, local, fwd, out] = ["acc", "rpf", "local", "fwd", "out"].map(|c| chain(c, &n.key));
+            chains.push(DesiredChain::new(acc.clone(), None, accepted_rules(n, port)));
+            chains.push(DesiredChain::new(rpf.clone(), None, rpf_rules(&n.key)));
+            chains.push(DesiredChain::new(local.clone(), None, local_rules(&n.key, port, adm)));
+            chains.push(DesiredChain::new(fwd.clone(), None, forward_rules(&n.key, adm)));
+            chains.push(DesiredChain::new(out.clone(), None, outbound_rules(n, port, classes[&n.key])));
+            let t = n.tunnel.as_str();
+            pre.push(json!([t, {"jump": {"target": rpf}}]));
+            input.push(json!([t, {"jump": {"target": local}}]));
+            to_acc.push(json!([t, {"goto": {"target": acc}}]));
+            to_fwd.push(json!([t, {"goto": {"target": fwd}}]));
+            post.push(json!([t, {"jump": {"target": out}}]));
         }
     }
-    chains.push(DesiredChain::new(PRE.into(), Some(PRE_HOOK), dispatch("iifname", ins)));
-    chains.push(DesiredChain::new(POST.into(), Some(POST_HOOK), dispatch("oifname", outs)));
+    let prefix = adm.tunnel_prefix.as_ref().map(|p| format!("{p}*"));
+    if prefix.is_some() {
+        chains.push(DesiredChain::new(UNPLANNED.into(), None, unplanned_rules(port)));
+    }
+    let to_unplanned = |rules: &mut Vec<Value>| {
+        if let Some(p) = &prefix {
+            rules.push(json!([eq(meta("iifname"), json!(p)), {"goto": {"target": UNPLANNED}}]));
+        }
+    };
+
+    let mut input_rules = dispatch("iifname", input);
+    to_unplanned(&mut input_rules);
+
+    // Forwarded: into a tunnel or out of an uplink passes (billed); anything else goes to the
+    // neighbor's forward chain.
+    let mut forward_rules = Vec::new();
+    if !to_acc.is_empty() {
+        let tunnels = plan.neighbors().map(|(_, n)| json!(n.tunnel.as_str()));
+        let onward: Vec<Value> = tunnels.chain(adm.uplinks.iter().map(|u| json!(u.as_str()))).collect();
+        forward_rules.push(json!([eq(meta("oifname"), set(onward)), vmap("iifname", to_acc.clone())]));
+        if let Some(p) = &prefix {
+            forward_rules.push(json!([eq(meta("oifname"), json!(p)), vmap("iifname", to_acc)]));
+        }
+    }
+    forward_rules.extend(dispatch("iifname", to_fwd));
+    to_unplanned(&mut forward_rules);
+
+    chains.push(DesiredChain::new(PRE.into(), Some(PRE_HOOK), dispatch("iifname", pre)));
+    chains.push(DesiredChain::new(INPUT.into(), Some(INPUT_HOOK), input_rules));
+    chains.push(DesiredChain::new(FORWARD.into(), Some(FORWARD_HOOK), forward_rules));
+    chains.push(DesiredChain::new(POST.into(), Some(POST_HOOK), dispatch("oifname", post)));
     DesiredTable { counters, chains }
 }
 
@@ -124,29 +245,147 @@ fn dispatch(meta_key: &str, elements: Vec<Value>) -> Vec<Value> {
     if elements.is_empty() {
         return Vec::new();
     }
-    vec![json!([{"vmap": {"key": {"meta": {"key": meta_key}}, "data": {"set": elements}}}])]
+    vec![json!([vmap(meta_key, elements)])]
 }
 
-fn tcp_port(field: &str, port: u16) -> Value {
-    json!({"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": field}}, "right": port}})
+fn vmap(meta_key: &str, elements: Vec<Value>) -> Value {
+    json!({"vmap": {"key": meta(meta_key), "data": {"set": elements}}})
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn eq(left: Value, right: Value) -> Value {
+    json!({"match": {"op": "==", "left": left, "right": right}})
+}
+
+fn set(elements: Vec<Value>) -> Value {
+    json!({"set": elements})
+}
+
+fn port(protocol: Protocol, field: &str, port: u16) -> Value {
+    eq(payload(protocol.as_str(), field), json!(port))
+}
+
+fn tcp_port(field: &str, p: u16) -> Value {
+    port(Protocol::Tcp, field, p)
+}
+
+fn link_local(field: &str) -> Value {
+    eq(payload("ip6", field), json!({"prefix": {"addr": "fe80::", "len": 10}}))
+}
+
+fn ct_state(states: &[&str]) -> Value {
+    json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": states}})
 }
 
 fn local(addr: &str) -> Value {
-    json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": [addr]}}, "right": "local"}})
+    eq(json!({"fib": {"result": "type", "flags": [addr]}}), json!("local"))
 }
 
-fn count(key: &NeighborKey) -> Value {
-    json!({"counter": counter_name(key)})
+fn count(name: String) -> Value {
+    json!({"counter": name})
+}
+
+fn goto(target: &str) -> Value {
+    json!({"goto": {"target": target}})
 }
 
 fn set_priority(class: ClassId) -> Value {
     json!({"mangle": {"key": {"meta": {"key": "priority"}}, "value": class.to_string()}})
 }
 
-fn inbound_rules(n: &NeighborTraffic, port: u16) -> Vec<Value> {
-    let control = |field| json!([tcp_port(field, port), local("daddr"), count(&n.key), {"accept": null}]);
+/// Strict reverse-path check: the source must be routed back out of the tunnel it came in by.
+fn rpf_rules(key: &NeighborKey) -> Vec<Value> {
+    let rpf =
+        json!({"match": {"op": "==", "left": {"fib": {"result": "oif", "flags": ["saddr", "iif"]}}, "right": false}});
+    vec![json!([rpf, count(CounterKind::Spoofed.name(key)), {"drop": null}])]
+}
+
+/// The control port: TCP from the neighbor's link-local address to ours.
+fn control_service(port: u16) -> LocalService {
+    LocalService {
+        name: "control".into(),
+        protocol: Protocol::Tcp,
+        port,
+        scope: ServiceScope::LinkLocal { groups: Vec::new() },
+    }
+}
+
+/// The matches of one service: one rule per destination kind.
+fn service_matches(s: &LocalService) -> Vec<Vec<Value>> {
+    let dport = port(s.protocol, "dport", s.port);
+    match &s.scope {
+        ServiceScope::AnyAddress => vec![vec![dport]],
+        ServiceScope::LinkLocal { groups } => {
+            let mut v = vec![vec![link_local("saddr"), link_local("daddr"), dport.clone()]];
+            if !groups.is_empty() {
+                let g: Vec<Value> = groups.iter().map(|g| json!(g.to_string())).collect();
+                v.push(vec![link_local("saddr"), eq(payload("ip6", "daddr"), set(g)), dport]);
+            }
+            v
+        }
+    }
+}
+
+fn local_rules(key: &NeighborKey, port: u16, adm: &Admission) -> Vec<Value> {
+    let acc = chain("acc", key);
+    let admit = |mut matches: Vec<Value>| {
+        matches.push(goto(&acc));
+        Value::Array(matches)
+    };
+    let mut rules = vec![admit(vec![ct_state(&["established", "related"])])];
+    rules.push(json!([ct_state(&["invalid"]), count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
+    for s in std::iter::once(&control_service(port)).chain(&adm.services) {
+        rules.extend(service_matches(s).into_iter().map(&admit));
+    }
+    for (protocol, ports) in [(Protocol::Tcp, &adm.open_tcp), (Protocol::Udp, &adm.open_udp)] {
+        let ports: BTreeSet<u16> = ports.iter().copied().collect();
+        if !ports.is_empty() {
+            let ports: Vec<Value> = ports.into_iter().map(Value::from).collect();
+            rules.push(admit(vec![eq(payload(protocol.as_str(), "dport"), set(ports))]));
+        }
+    }
+    if adm.echo_requests_per_sec > 0 {
+        let n = adm.echo_requests_per_sec;
+        for icmp in ["icmp", "icmpv6"] {
+            let limit = json!({"limit": {"rate": n, "per": "second", "burst": n.saturating_mul(2)}});
+            rules.push(admit(vec![eq(payload(icmp, "type"), json!("echo-request")), limit]));
+        }
+    }
+    rules.push(json!([count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
+    rules
+}
+
+fn forward_rules(key: &NeighborKey, adm: &Admission) -> Vec<Value> {
+    let acc = chain("acc", key);
+    let mut rules = vec![json!([ct_state(&["established", "related"]), goto(&acc)])];
+    if adm.lans_open && !adm.lans.is_empty() {
+        let lans: Vec<Value> = adm.lans.iter().map(|l| json!(l.as_str())).collect();
+        rules.push(json!([eq(meta("oifname"), set(lans)), goto(&acc)]));
+    }
+    rules.push(json!([count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
+    rules
+}
+
+fn unplanned_rules(port: u16) -> Vec<Value> {
+    vec![
+        json!([ct_state(&["established", "related"]), {"accept": null}]),
+        json!([link_local("saddr"), link_local("daddr"), tcp_port("dport", port), {"accept": null}]),
+        json!([{"drop": null}]),
+    ]
+}
+
+fn accepted_rules(n: &NeighborTraffic, port: u16) -> Vec<Value> {
+    let billed = || count(counter_name(&n.key));
+    let control = |field| json!([tcp_port(field, port), local("daddr"), billed(), {"accept": null}]);
     match n.ingress {
-        IngressPolicy::Open => vec![json!([count(&n.key)])],
+        IngressPolicy::Open => vec![json!([billed(), {"accept": null}])],
         IngressPolicy::Police { bits_per_sec } => {
             let rate = bits_per_sec.bytes_per_sec();
             vec![
@@ -156,7 +395,7 @@ fn inbound_rules(n: &NeighborTraffic, port: u16) -> Vec<Value> {
                     "rate": rate, "rate_unit": "bytes", "per": "second",
                     "burst": police_burst_bytes(rate), "burst_unit": "bytes", "inv": true,
                 }}, {"drop": null}]),
-                json!([count(&n.key)]),
+                json!([billed(), {"accept": null}]),
             ]
         }
         IngressPolicy::ControlOnly => vec![control("dport"), control("sport"), json!([{"drop": null}])],
@@ -174,91 +413,5 @@ fn outbound_rules(n: &NeighborTraffic, port: u16, class: ClassId) -> Vec<Value> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::{BitRate, ControlTraffic, GroupId, ShaperGroup};
-    use tollway_core::IfName;
-
-    fn plan(ingress: IngressPolicy) -> TrafficPlan {
-        TrafficPlan {
-            control: ControlTraffic { tcp_port: 7000, rate: BitRate::kbit(100) },
-            groups: vec![ShaperGroup {
-                id: GroupId(0),
-                capacity: BitRate::mbit(10),
-                neighbors: vec![NeighborTraffic {
-                    key: NeighborKey::new("abc").unwrap(),
-                    tunnel: IfName::new("tw0").unwrap(),
-                    rate: BitRate::mbit(1),
-                    ceil: BitRate::mbit(10),
-                    ingress,
-                }],
-            }],
-        }
-    }
-
-    #[test]
-    fn counters_and_chains_are_named_after_the_key() {
-        let d = desired(&plan(IngressPolicy::Open));
-        assert_eq!(d.counters.iter().collect::<Vec<_>>(), vec!["rx_abc"]);
-        let names: Vec<_> = d.chains.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["in_abc", "out_abc", "pre", "post"]);
-        assert_eq!(key_of_counter("rx_abc"), Some(NeighborKey::new("abc").unwrap()));
-        assert_eq!(key_of_counter("tx_abc"), None);
-        assert_eq!(key_of_counter("rx_A"), None);
-    }
-
-    #[test]
-    fn the_counter_comes_after_the_policer() {
-        let d = desired(&plan(IngressPolicy::Police { bits_per_sec: BitRate::kbit(64) }));
-        let rules = &d.chains[0].rules;
-        assert_eq!(rules.len(), 4);
-        let limit = &rules[2][0]["limit"];
-        assert_eq!(limit["rate"], 8000);
-        assert_eq!(limit["burst"], 3000);
-        assert_eq!(limit["inv"], true);
-        assert_eq!(rules[2][1], json!({"drop": null}));
-        assert_eq!(rules[3], json!([{"counter": "rx_abc"}]));
-    }
-
-    #[test]
-    fn cut_off_passes_only_local_control_traffic_both_ways() {
-        let d = desired(&plan(IngressPolicy::ControlOnly));
-        let (inb, outb) = (&d.chains[0].rules, &d.chains[1].rules);
-        assert_eq!(inb.last().unwrap(), &json!([{"drop": null}]));
-        assert_eq!(outb.last().unwrap(), &json!([{"drop": null}]));
-        assert_eq!(inb[0][0]["match"]["right"], 7000);
-        assert_eq!(inb[0][1]["match"]["left"]["fib"]["flags"], json!(["daddr"]));
-        assert_eq!(outb[0][1]["match"]["left"]["fib"]["flags"], json!(["saddr"]));
-        assert_eq!(outb[0][2]["mangle"]["value"], "1:2");
-    }
-
-    #[test]
-    fn egress_is_classified_into_the_neighbors_class() {
-        let p = plan(IngressPolicy::Open);
-        let class = p.groups[0].classes()[&NeighborKey::new("abc").unwrap()];
-        let d = desired(&p);
-        assert_eq!(d.chains[1].rules[2], json!([set_priority(class)]));
-        let post = &d.chains[3];
-        assert_eq!(post.hook, Some(POST_HOOK));
-        assert_eq!(post.rules[0][0]["vmap"]["data"]["set"][0], json!(["tw0", {"jump": {"target": "out_abc"}}]));
-    }
-
-    #[test]
-    fn fingerprints_change_with_the_rules_only() {
-        let a = desired(&plan(IngressPolicy::Open));
-        let b = desired(&plan(IngressPolicy::Open));
-        assert_eq!(a, b);
-        let c = desired(&plan(IngressPolicy::ControlOnly));
-        assert_ne!(a.chains[0].comment, c.chains[0].comment);
-        assert_eq!(a.chains[2].comment, c.chains[2].comment, "dispatch unchanged");
-        assert!(a.chains[0].comment.starts_with("tw:") && a.chains[0].comment.len() == 19);
-    }
-
-    #[test]
-    fn an_empty_plan_has_empty_base_chains() {
-        let d = desired(&TrafficPlan::empty(ControlTraffic { tcp_port: 1, rate: BitRate::MIN }));
-        assert!(d.counters.is_empty());
-        assert_eq!(d.chains.len(), 2);
-        assert!(d.chains.iter().all(|c| c.rules.is_empty() && c.hook.is_some()));
-    }
-}
+#[path = "rules_tests.rs"]
+mod tests;

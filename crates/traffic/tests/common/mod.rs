@@ -334,6 +334,7 @@ pub fn plan(
                 })
                 .collect(),
         }],
+        admission: Admission::default(),
     }
 }
 
