@@ -132,6 +132,17 @@ pub struct NeighborStatus {
     /// Statements rejected or flagged, and the last reason.
     pub disputes: u64,
     pub last_dispute: Option<String>,
+    /// What the firewall dropped from it, never billed: packets whose source address is not
+    /// routed back through its tunnel (spoofed), and traffic to or through this node that
+    /// nobody here asked for (unsolicited). Totals since the firewall's counters were created.
+    #[serde(default)]
+    pub dropped_spoofed_packets: u64,
+    #[serde(default)]
+    pub dropped_spoofed_bytes: u64,
+    #[serde(default)]
+    pub dropped_unsolicited_packets: u64,
+    #[serde(default)]
+    pub dropped_unsolicited_bytes: u64,
 }
 
 /// `tollway ledger`: history, newest first, amounts as decimal strings.

@@ -6,7 +6,12 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tollway_core::market::{Amount, BidPolicy, Currency, EnforcementPolicy, MarketConfig, Price};
-use tollway_core::{CoreConfig, IfName, Millis};
+use tollway_core::{CoreConfig, IfName, Millis, NodeId};
+use tollway_traffic::{Admission, LocalService};
+
+/// Echo requests (ping) accepted from each neighbor per second and IP version (burst twice
+/// that); more are dropped as unsolicited.
+pub const ECHO_REQUESTS_PER_SEC: u32 = 10;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +35,22 @@ pub struct Config {
     pub control: Control,
     #[serde(default)]
     pub market: Market,
+    #[serde(default)]
+    pub firewall: Firewall,
+}
+
+/// What neighbors may reach on this node and through it, beyond what is always allowed (replies
+/// to connections started here, the control port, Babel, pings; forwarding into other tunnels).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Firewall {
+    /// TCP ports neighbors may connect to, on every address of this node.
+    pub open_tcp: Vec<u16>,
+    /// UDP ports neighbors may send to, on every address of this node.
+    pub open_udp: Vec<u16>,
+    /// Neighbors may start connections to the devices on the LAN interfaces; otherwise only
+    /// replies to connections those devices started reach them.
+    pub open_lan: bool,
 }
 
 /// Prices, payments and enforcement. Amounts are decimal strings in the currency, e.g. "0.002".
@@ -348,11 +369,36 @@ impl Config {
         })?;
         check(m.history_days >= 1, "market.history_days", || "must be at least 1".into())?;
         m.to_core()?;
+
+        let f = &self.firewall;
+        for (ports, field) in [(&f.open_tcp, "firewall.open_tcp"), (&f.open_udp, "firewall.open_udp")] {
+            for (i, port) in ports.iter().enumerate() {
+                check(*port != 0, field, || "port 0 cannot be opened".into())?;
+                check(!ports[..i].contains(port), field, || format!("{port} is listed twice"))?;
+            }
+        }
         Ok(())
     }
 
     pub fn interface_names(&self) -> Vec<IfName> {
         self.interfaces.iter().map(|s| IfName::new(s.as_str()).expect("validated at load")).collect()
+    }
+
+    /// What neighbors may send this node (node `own`) and through it: the firewall's part of
+    /// every traffic plan.
+    pub fn admission(&self, own: &NodeId) -> Admission {
+        Admission {
+            services: vec![LocalService::babel()],
+            open_tcp: self.firewall.open_tcp.clone(),
+            open_udp: self.firewall.open_udp.clone(),
+            echo_requests_per_sec: ECHO_REQUESTS_PER_SEC,
+            // Uplink and LAN interfaces are not configurable yet: nothing is forwarded from
+            // neighbors but into other tunnels and, as replies, elsewhere.
+            uplinks: Vec::new(),
+            lans: Vec::new(),
+            lans_open: self.firewall.open_lan,
+            tunnel_prefix: Some(IfName::tunnel_prefix(own)),
+        }
     }
 
     pub fn core_config(&self) -> CoreConfig {
@@ -399,6 +445,10 @@ mod tests {
         assert_eq!(core.interfaces, vec![IfName::new("eth0").unwrap()]);
         assert_eq!(core.market.ask, Price(0));
         assert_eq!(core.market.floor_bps, 64_000);
+        assert!(c.firewall.open_tcp.is_empty() && c.firewall.open_udp.is_empty() && !c.firewall.open_lan);
+        let c = parse("interfaces = [\"eth0\"]\n[firewall]\nopen_tcp = [22, 443]\nopen_udp = [53]\nopen_lan = true")
+            .unwrap();
+        assert_eq!((c.firewall.open_tcp, c.firewall.open_udp, c.firewall.open_lan), (vec![22, 443], vec![53], true));
     }
 
     #[test]
@@ -448,6 +498,10 @@ mod tests {
                 "field `market.interface_capacity_mbit`",
             ),
             ("interfaces = [\"a\"]\n[market]\ncapacity = 5", "unknown field `capacity`"),
+            ("interfaces = [\"a\"]\n[firewall]\nopen_tcp = [22, 0]", "field `firewall.open_tcp`: port 0"),
+            ("interfaces = [\"a\"]\n[firewall]\nopen_udp = [53, 53]", "field `firewall.open_udp`: 53 is listed twice"),
+            ("interfaces = [\"a\"]\n[firewall]\nopen_tcp = [70000]", "open_tcp"),
+            ("interfaces = [\"a\"]\n[firewall]\nopen = [22]", "unknown field `open`"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -67,6 +67,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         backends,
         cfg.market.currency(),
         cfg.control.port,
+        cfg.admission(&id),
         discovery,
         to_driver.clone(),
         runtime.handle().clone(),

@@ -87,6 +87,10 @@ pub fn build(d: &Driver) -> Status {
                     reported_loss_ppm: mk.reported_loss_ppm(),
                     disputes: mk.disputes,
                     last_dispute: mk.last_dispute.clone(),
+                    dropped_spoofed_packets: n.dropped.spoofed.packets,
+                    dropped_spoofed_bytes: n.dropped.spoofed.bytes,
+                    dropped_unsolicited_packets: n.dropped.unsolicited.packets,
+                    dropped_unsolicited_bytes: n.dropped.unsolicited.bytes,
                 }
             })
             .collect(),

@@ -153,6 +153,7 @@ impl Node {
             last_announce_ms: 0,
             last_hello_ms: 0,
             tunnel: TunnelStats::default(),
+            dropped: Default::default(),
             tunnel_seen_up: false,
             applied: None,
             tunnel_retry_at: None,

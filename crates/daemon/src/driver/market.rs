@@ -4,11 +4,11 @@
 use super::Driver;
 use tollway_core::action::{MarketEvent, PersistBatch, PriceSubject};
 use tollway_core::market::{CounterBaseline, Ingress, IssuedNote, MarketRecord, ReceivedNote, TrafficPolicy};
-use tollway_core::node::{CounterReading, CounterSample};
+use tollway_core::node::{CounterReading, CounterSample, Dropped, Volume};
 use tollway_core::NodeId;
 use tollway_store as store;
 use tollway_traffic::{
-    BitRate, ControlTraffic, GroupId, IngressPolicy, NeighborKey, NeighborTraffic, ShaperGroup, TrafficPlan,
+    BitRate, ControlTraffic, DropCount, GroupId, IngressPolicy, NeighborKey, NeighborTraffic, ShaperGroup, TrafficPlan,
 };
 
 /// Guaranteed rate of the control class (sessions, statements, payments), bit/s.
@@ -43,6 +43,7 @@ impl Driver {
                         .collect(),
                 })
                 .collect(),
+            admission: self.admission.clone(),
         }
     }
 
@@ -84,8 +85,8 @@ impl Driver {
         }
     }
 
-    /// Read every neighbor's receive counter (nftables) and transmit counter (its tunnel) and
-    /// hand them to the core.
+    /// Read every neighbor's receive counter and drop counters (nftables) and transmit counter
+    /// (its tunnel) and hand them to the core.
     pub(super) fn sample_counters(&mut self) {
         if self.plan.is_none() {
             return;
@@ -109,16 +110,20 @@ impl Driver {
         let samples: Vec<CounterSample> = self
             .node
             .neighbors()
-            .map(|n| CounterSample {
-                ifname: n.ifname.clone(),
-                rx: rx.get(&NeighborKey::of(&n.id)).map(|r| CounterReading {
-                    instance: (r.handle.table << 32) | (r.handle.object & 0xffff_ffff),
-                    value: r.bytes,
-                }),
-                tx: match links.stats(&n.ifname) {
-                    Ok(Some(c)) => Some(CounterReading { instance: c.ifindex as u64, value: c.tx_bytes }),
-                    _ => None,
-                },
+            .map(|n| {
+                let r = rx.get(&NeighborKey::of(&n.id));
+                CounterSample {
+                    ifname: n.ifname.clone(),
+                    rx: r.map(|r| CounterReading {
+                        instance: (r.handle.table << 32) | (r.handle.object & 0xffff_ffff),
+                        value: r.bytes,
+                    }),
+                    tx: match links.stats(&n.ifname) {
+                        Ok(Some(c)) => Some(CounterReading { instance: c.ifindex as u64, value: c.tx_bytes }),
+                        _ => None,
+                    },
+                    dropped: r.map(|r| Dropped { spoofed: volume(r.spoofed), unsolicited: volume(r.unsolicited) }),
+                }
             })
             .collect();
         if !samples.is_empty() {
@@ -149,6 +154,10 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+fn volume(d: DropCount) -> Volume {
+    Volume { packets: d.packets, bytes: d.bytes }
 }
 
 fn baseline(b: Option<CounterBaseline>) -> CounterBaseline {

@@ -21,7 +21,7 @@ use tollway_core::wire::control::ControlMessage;
 use tollway_core::{Action, IfName, Millis, Node, Now, SessionId, TunnelSpec};
 use tollway_kernel::{Links, Tunnels};
 use tollway_store::Store;
-use tollway_traffic::{Firewall, Shaper, TrafficPlan};
+use tollway_traffic::{Admission, Firewall, Shaper, TrafficPlan};
 
 /// Everything that can wake the driver.
 pub enum Input {
@@ -75,6 +75,8 @@ pub struct Driver {
     k: Backends,
     currency: Currency,
     control_port: u16,
+    /// What neighbors may send us and through us: part of every traffic plan.
+    admission: Admission,
     discovery: HashMap<IfName, UnboundedSender<Outgoing>>,
     sessions: HashMap<SessionId, UnboundedSender<Outbound>>,
     /// The spec last applied per tunnel: the desired state reconciled against the kernel.
@@ -97,6 +99,7 @@ impl Driver {
         backends: Backends,
         currency: Currency,
         control_port: u16,
+        admission: Admission,
         discovery: HashMap<IfName, UnboundedSender<Outgoing>>,
         to_self: Sender<Input>,
         runtime: tokio::runtime::Handle,
@@ -107,6 +110,7 @@ impl Driver {
             k: backends,
             currency,
             control_port,
+            admission,
             discovery,
             sessions: HashMap::new(),
             desired: HashMap::new(),
