@@ -12,6 +12,8 @@
 //!   chain local_<key> {            # input: addressed to this node
 //!     ct state established,related goto acc_<key>
 //!     ct state invalid counter name unsolicited_<key> drop
+//!     icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 goto acc_<key>
+//!     ip6 saddr fe80::/10 icmpv6 type { mld-listener-query, -report, -done, mld2-listener-report } goto acc_<key>
 //!     ip6 saddr fe80::/10 ip6 daddr fe80::/10 tcp dport CTRL goto acc_<key>
 //!     (each service)   e.g. ip6 saddr fe80::/10 ip6 daddr { fe80::/10 | ff02::1:6 } udp dport 6696 goto acc_<key>
 //!     tcp dport { open_tcp } goto acc_<key>
@@ -333,6 +335,11 @@ fn service_matches(s: &LocalService) -> Vec<Vec<Value>> {
     }
 }
 
+/// ICMPv6 router solicitation, neighbor solicitation and advertisement.
+const ND_TYPES: [u8; 3] = [133, 135, 136];
+/// ICMPv6 multicast listener query, report, done and version 2 report.
+const MLD_TYPES: [u8; 4] = [130, 131, 132, 143];
+
 fn local_rules(key: &NeighborKey, port: u16, adm: &Admission) -> Vec<Value> {
     let acc = chain("acc", key);
     let admit = |mut matches: Vec<Value>| {
@@ -341,6 +348,13 @@ fn local_rules(key: &NeighborKey, port: u16, adm: &Admission) -> Vec<Value> {
     };
     let mut rules = vec![admit(vec![ct_state(&["established", "related"])])];
     rules.push(json!([ct_state(&["invalid"]), count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
+    // IPv6's own signalling on the link: neighbor discovery (hop limit 255: from the link) and
+    // multicast listener messages, from link-local addresses. Not router advertisements or
+    // redirects: a neighbor must not change our routes.
+    let nd = eq(payload("icmpv6", "type"), set(ND_TYPES.iter().map(|t| json!(t)).collect()));
+    rules.push(admit(vec![nd, eq(payload("ip6", "hoplimit"), json!(255))]));
+    let mld = eq(payload("icmpv6", "type"), set(MLD_TYPES.iter().map(|t| json!(t)).collect()));
+    rules.push(admit(vec![link_local("saddr"), mld]));
     for s in std::iter::once(&control_service(port)).chain(&adm.services) {
         rules.extend(service_matches(s).into_iter().map(&admit));
     }
