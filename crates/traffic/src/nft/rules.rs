@@ -10,6 +10,9 @@
 //!     fib saddr . iif oif missing counter name spoofed_<key> drop
 //!   }
 //!   chain local_<key> {            # input: addressed to this node
+//!     icmp type echo-request limit rate N/second burst 2N packets goto acc_<key>
+//!     icmp type echo-request counter name unsolicited_<key> drop
+//!     icmpv6 type echo-request (the same two rules)
 //!     ct state established,related goto acc_<key>
 //!     ct state invalid counter name unsolicited_<key> drop
 //!     icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 goto acc_<key>
@@ -18,8 +21,6 @@
 //!     (each service)   e.g. ip6 saddr fe80::/10 ip6 daddr { fe80::/10 | ff02::1:6 } udp dport 6696 goto acc_<key>
 //!     tcp dport { open_tcp } goto acc_<key>
 //!     udp dport { open_udp } goto acc_<key>
-//!     icmp type echo-request limit rate N/second burst 2N packets goto acc_<key>
-//!     icmpv6 type echo-request limit rate N/second burst 2N packets goto acc_<key>
 //!     counter name unsolicited_<key> drop
 //!   }
 //!   chain fwd_<key> {              # forward, to anything but a tunnel or an uplink
@@ -346,7 +347,20 @@ fn local_rules(key: &NeighborKey, port: u16, adm: &Admission) -> Vec<Value> {
         matches.push(goto(&acc));
         Value::Array(matches)
     };
-    let mut rules = vec![admit(vec![ct_state(&["established", "related"])])];
+    let unsolicited = || json!([count(CounterKind::Unsolicited.name(key)), {"drop": null}]);
+    let mut rules = Vec::new();
+    // Echo requests first: they are never replies, and after the first one of a ping run
+    // conntrack calls the rest "established", which would let a flood through unlimited.
+    if adm.echo_requests_per_sec > 0 {
+        let n = adm.echo_requests_per_sec;
+        for icmp in ["icmp", "icmpv6"] {
+            let echo = eq(payload(icmp, "type"), json!("echo-request"));
+            let limit = json!({"limit": {"rate": n, "per": "second", "burst": n.saturating_mul(2)}});
+            rules.push(admit(vec![echo.clone(), limit]));
+            rules.push(json!([echo, count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
+        }
+    }
+    rules.push(admit(vec![ct_state(&["established", "related"])]));
     rules.push(json!([ct_state(&["invalid"]), count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
     // IPv6's own signalling on the link: neighbor discovery (hop limit 255: from the link) and
     // multicast listener messages, from link-local addresses. Not router advertisements or
@@ -365,14 +379,7 @@ fn local_rules(key: &NeighborKey, port: u16, adm: &Admission) -> Vec<Value> {
             rules.push(admit(vec![eq(payload(protocol.as_str(), "dport"), set(ports))]));
         }
     }
-    if adm.echo_requests_per_sec > 0 {
-        let n = adm.echo_requests_per_sec;
-        for icmp in ["icmp", "icmpv6"] {
-            let limit = json!({"limit": {"rate": n, "per": "second", "burst": n.saturating_mul(2)}});
-            rules.push(admit(vec![eq(payload(icmp, "type"), json!("echo-request")), limit]));
-        }
-    }
-    rules.push(json!([count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
+    rules.push(unsolicited());
     rules
 }
 

@@ -78,42 +78,49 @@ fn traffic_to_us_passes_only_when_solicited_or_admitted() {
     let local = &chain(&d, "local_abc").rules;
     let admitted =
         |i: usize| assert_eq!(verdict(&local[i]), ("goto".into(), "acc_abc".into()), "rule {i}: {}", local[i]);
-    // Replies first, invalid packets out.
-    assert_eq!(local[0][0]["match"]["right"], json!(["established", "related"]));
-    admitted(0);
-    assert_eq!(local[1][0]["match"]["right"], json!(["invalid"]));
-    assert_eq!(local[1][1], json!({"counter": "unsolicited_abc"}));
-    // IPv6 neighbor discovery from the link (no router advertisements, no redirects) and
-    // multicast listener messages from link-local addresses.
-    assert_eq!(local[2][0], eq(payload("icmpv6", "type"), json!({"set": [133, 135, 136]})));
-    assert_eq!(local[2][1], eq(payload("ip6", "hoplimit"), json!(255)));
-    assert_eq!(local[3][0], link_local("saddr"));
-    assert_eq!(local[3][1], eq(payload("icmpv6", "type"), json!({"set": [130, 131, 132, 143]})));
-    admitted(2);
-    admitted(3);
-    // The control port, between link-local addresses only.
-    assert_eq!(local[4][0]["match"]["right"], json!({"prefix": {"addr": "fe80::", "len": 10}}));
-    assert_eq!(local[4][0]["match"]["left"]["payload"]["field"], "saddr");
-    assert_eq!(local[4][1]["match"]["left"]["payload"]["field"], "daddr");
-    assert_eq!(local[4][2], tcp_port("dport", 7000));
-    admitted(4);
-    // Babel: link-local to link-local, and link-local to ff02::1:6.
-    assert_eq!(local[5][2], port(Protocol::Udp, "dport", 6696));
-    assert_eq!(local[6][1]["match"]["right"], json!({"set": ["ff02::1:6"]}));
-    admitted(5);
-    admitted(6);
-    // Opened ports, deduplicated and sorted, on any address.
-    assert_eq!(local[7], json!([eq(payload("tcp", "dport"), set(vec![json!(22), json!(8080)])), goto("acc_abc")]));
-    assert_eq!(local[8], json!([eq(payload("udp", "dport"), set(vec![json!(53)])), goto("acc_abc")]));
-    // Pings, limited per neighbor.
-    for (i, icmp) in [(9, "icmp"), (10, "icmpv6")] {
+    let unsolicited = |i: usize| {
+        assert_eq!(verdict(&local[i]), ("drop".into(), String::new()), "rule {i}: {}", local[i]);
+        assert_eq!(local[i].as_array().unwrap().iter().rev().nth(1), Some(&json!({"counter": "unsolicited_abc"})));
+    };
+    // Pings first, limited per neighbor, the rest dropped (conntrack would call a flood from
+    // one ping run established).
+    for (i, icmp) in [(0, "icmp"), (2, "icmpv6")] {
         assert_eq!(local[i][0], eq(payload(icmp, "type"), json!("echo-request")));
         assert_eq!(local[i][1], json!({"limit": {"rate": 10, "per": "second", "burst": 20}}));
         admitted(i);
+        assert_eq!(local[i + 1][0], eq(payload(icmp, "type"), json!("echo-request")));
+        unsolicited(i + 1);
     }
+    // Replies, invalid packets out.
+    assert_eq!(local[4][0]["match"]["right"], json!(["established", "related"]));
+    admitted(4);
+    assert_eq!(local[5][0]["match"]["right"], json!(["invalid"]));
+    unsolicited(5);
+    // IPv6 neighbor discovery from the link (no router advertisements, no redirects) and
+    // multicast listener messages from link-local addresses.
+    assert_eq!(local[6][0], eq(payload("icmpv6", "type"), json!({"set": [133, 135, 136]})));
+    assert_eq!(local[6][1], eq(payload("ip6", "hoplimit"), json!(255)));
+    assert_eq!(local[7][0], link_local("saddr"));
+    assert_eq!(local[7][1], eq(payload("icmpv6", "type"), json!({"set": [130, 131, 132, 143]})));
+    admitted(6);
+    admitted(7);
+    // The control port, between link-local addresses only.
+    assert_eq!(local[8][0]["match"]["right"], json!({"prefix": {"addr": "fe80::", "len": 10}}));
+    assert_eq!(local[8][0]["match"]["left"]["payload"]["field"], "saddr");
+    assert_eq!(local[8][1]["match"]["left"]["payload"]["field"], "daddr");
+    assert_eq!(local[8][2], tcp_port("dport", 7000));
+    admitted(8);
+    // Babel: link-local to link-local, and link-local to ff02::1:6.
+    assert_eq!(local[9][2], port(Protocol::Udp, "dport", 6696));
+    assert_eq!(local[10][1]["match"]["right"], json!({"set": ["ff02::1:6"]}));
+    admitted(9);
+    admitted(10);
+    // Opened ports, deduplicated and sorted, on any address.
+    assert_eq!(local[11], json!([eq(payload("tcp", "dport"), set(vec![json!(22), json!(8080)])), goto("acc_abc")]));
+    assert_eq!(local[12], json!([eq(payload("udp", "dport"), set(vec![json!(53)])), goto("acc_abc")]));
     // Everything else: counted and dropped.
-    assert_eq!(local[11], json!([{"counter": "unsolicited_abc"}, {"drop": null}]));
-    assert_eq!(local.len(), 12);
+    assert_eq!(local[13], json!([{"counter": "unsolicited_abc"}, {"drop": null}]));
+    assert_eq!(local.len(), 14);
     let input = chain(&d, "input");
     assert_eq!(input.hook, Some(Hook { hook: "input", prio: 10 }));
     assert_eq!(input.rules[0][0]["vmap"]["data"]["set"][0], json!(["twabc", {"jump": {"target": "local_abc"}}]));
@@ -131,7 +138,7 @@ fn services_are_data() {
     p.admission.echo_requests_per_sec = 0;
     let d = desired(&p);
     let local = &chain(&d, "local_abc").rules;
-    // established, invalid, ND, MLD, control, speedtest, unsolicited.
+    // No echo rules; established, invalid, ND, MLD, control, speedtest, unsolicited.
     assert_eq!(local.len(), 7, "{local:?}");
     assert_eq!(local[5], json!([tcp_port("dport", 9000), goto("acc_abc")]));
     assert!(!local.iter().any(|r| r.to_string().contains("6696") || r.to_string().contains("echo")));
