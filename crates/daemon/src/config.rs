@@ -88,9 +88,10 @@ pub struct Market {
     pub payments_paused: bool,
     /// Days of ledger history (usage per minute, payments, price changes) kept.
     pub history_days: u32,
-    /// Install the nftables and tc rules that count, police and shape neighbors' traffic.
-    /// Without them nothing is counted, so nothing is billed and nobody is throttled: turn this
-    /// off only to measure their cost, or where something else controls the traffic.
+    /// Install the nftables and tc rules that filter, count, police and shape neighbors'
+    /// traffic. Without them nothing is filtered (`[firewall]`) or counted, so nothing is billed
+    /// and nobody is throttled: turn this off only to measure their cost, or where something else
+    /// controls the traffic.
     pub traffic_control: bool,
 }
 
