@@ -47,6 +47,26 @@ impl Driver {
         }
     }
 
+    /// Install the firewall without neighbors before any tunnel or session exists, so that
+    /// connection tracking follows every connection from its first packet: a control session
+    /// opened before it would have its replies taken for unsolicited packets (conntrack picks a
+    /// running connection up as new). A table left by a previous run is kept as it is: its
+    /// counters still hold bytes not yet billed, and its rules already track connections.
+    pub(super) fn install_firewall(&mut self) {
+        match self.k.firewall.read_counters() {
+            Ok(c) if c.is_empty() => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading counters failed; the firewall is installed with the first plan");
+                return;
+            }
+        }
+        let plan = self.plan_for(&TrafficPolicy::default());
+        if let Err(e) = self.k.firewall.apply(&plan) {
+            tracing::warn!(error = %e, "installing the firewall failed; retrying with the first plan");
+        }
+    }
+
     pub(super) fn apply_traffic(&mut self, policy: TrafficPolicy) {
         let plan = self.plan_for(&policy);
         if let Err(e) = plan.validate() {

@@ -146,13 +146,15 @@ impl Driver {
 
     /// Restore the ledgers from the store; remove what a previous run of this node left behind
     /// (tunnel devices after kill -9 with kernel WireGuard), then put the node's mesh address on
-    /// the loopback interface. Firewall counters are kept: they still hold bytes not yet billed.
+    /// the loopback interface; install the firewall. Firewall counters are kept: they still hold
+    /// bytes not yet billed.
     pub fn prepare(&mut self) -> Result<(), String> {
         self.restore()?;
         self.remove_leftover_tunnels()?;
         let lo = IfName::new("lo").expect("valid");
         self.k.links.set_up(&lo, None).map_err(|e| e.to_string())?;
         self.k.links.ensure_address(&lo, self.node.node_id().mesh_ip(), 128).map_err(|e| e.to_string())?;
+        self.install_firewall();
         Ok(())
     }
 
