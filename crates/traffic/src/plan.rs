@@ -227,8 +227,8 @@ pub struct Admission {
     /// Neighbors may start connections to the devices on `lans`.
     pub lans_open: bool,
     /// The name prefix of this node's tunnel interfaces (`tw` and 6 hex digits of its id). A
-    /// tunnel with this prefix that is not (yet) in the plan gets only the control port and
-    /// replies, uncounted, instead of no filtering at all. `None`: no such catch-all.
+    /// tunnel with this prefix that is not (yet) in the plan gets only the control port, pings
+    /// to us and replies, uncounted, instead of no filtering at all. `None`: no such catch-all.
     pub tunnel_prefix: Option<String>,
 }
 

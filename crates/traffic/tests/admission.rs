@@ -352,8 +352,8 @@ fn forwarding_passes_into_tunnels_and_uplinks_and_only_replies_reach_the_lan() {
 }
 
 #[test]
-fn a_tunnel_of_ours_not_yet_planned_gets_only_control_and_replies() {
-    if skip("a_tunnel_of_ours_not_yet_planned_gets_only_control_and_replies", &["wireguard-go", "wg", "ping"]) {
+fn a_tunnel_of_ours_not_yet_planned_gets_only_control_pings_and_replies() {
+    if skip("a_tunnel_of_ours_not_yet_planned_gets_only_control_pings_and_replies", &["wireguard-go", "wg", "ping"]) {
         return;
     }
     let mut lab = Lab::new("au");
@@ -367,21 +367,28 @@ fn a_tunnel_of_ours_not_yet_planned_gets_only_control_and_replies() {
     let cap = BitRate::mbit(100);
     let mut p = plan(CTRL, cap, &[]);
     p.admission.tunnel_prefix = Some(t1.a_if.as_str().to_string());
+    p.admission.open_tcp = vec![8080];
     let mut fw = NftFirewall::new();
     in_ns(&r, || fw.apply(&p)).unwrap();
 
-    assert_eq!(ping(&n1, 2, &[&t1.a_ip.to_string()]), 0, "data from an unplanned tunnel is dropped");
+    let opened = control_server(&r, (Ipv4Addr::UNSPECIFIED, 8080), 1000);
+    assert_dropped(tcp(&n1, (t1.a_ip, 8080)), "an opened port, from an unplanned tunnel");
+    assert_eq!(ping(&n1, 2, &[&t1.a_ip.to_string()]), 2, "pings pass");
     let srv = control_server(&r, SocketAddrV6::new(ll_r, CTRL, 0, ix_r), 1000);
     assert_eq!(tcp(&n1, SocketAddrV6::new(ll_r, CTRL, 0, ix_n)), Ok(1000), "its control session passes");
     stop_control_server(&r, SocketAddrV6::new(ll_r, CTRL, 0, ix_r), srv);
-    assert_eq!(ping(&r, 2, &[&t1.b_ip.to_string()]), 2, "replies to what we send it pass");
+    let srv = control_server(&n1, (t1.b_ip, 7777), 1000);
+    assert_eq!(tcp(&r, (t1.b_ip, 7777)), Ok(1000), "replies to what we send it pass");
+    stop_control_server(&n1, (t1.b_ip, 7777), srv);
 
     // Once the neighbor is in the plan it gets the usual admission, and its counters.
-    let mut p = plan(CTRL, cap, &[("n1", &t1.a_if, cap, cap, IngressPolicy::Open)]);
-    p.admission.tunnel_prefix = Some(t1.a_if.as_str().to_string());
+    p.groups[0].neighbors =
+        plan(CTRL, cap, &[("n1", &t1.a_if, cap, cap, IngressPolicy::Open)]).groups[0].neighbors.clone();
     in_ns(&r, || fw.apply(&p)).unwrap();
-    assert_eq!(ping(&n1, 2, &[&t1.a_ip.to_string()]), 2);
-    assert_eq!(in_ns(&r, || fw.read_counters()).unwrap()[&key("n1")].bytes, 2 * PING4);
+    assert_eq!(tcp(&n1, (t1.a_ip, 8080)), Ok(1000), "the opened port");
+    stop_control_server(&r, (Ipv4Addr::LOCALHOST, 8080), opened);
+    let c = in_ns(&r, || fw.read_counters()).unwrap()[&key("n1")];
+    assert!(c.bytes > 0 && c.unsolicited.packets == 0, "its side of the connection is billed: {c:?}");
 
     in_ns(&r, || fw.remove_all()).unwrap();
     assert_clean(&r);

@@ -43,6 +43,9 @@
 //!     ControlOnly: drop
 //!   }
 //!   chain unplanned {              # a tunnel of ours not (yet) in the plan (with a tunnel prefix)
+//!     icmp type echo-request limit rate N/second burst 2N packets fib daddr type local accept
+//!     icmp type echo-request drop
+//!     icmpv6 type echo-request (the same two rules)
 //!     ct state established,related accept
 //!     ip6 saddr fe80::/10 ip6 daddr fe80::/10 tcp dport CTRL accept
 //!     drop
@@ -211,7 +214,7 @@ pub(crate) fn desired(plan: &TrafficPlan) -> DesiredTable {
     }
     let prefix = adm.tunnel_prefix.as_ref().map(|p| format!("{p}*"));
     if prefix.is_some() {
-        chains.push(DesiredChain::new(UNPLANNED.into(), None, unplanned_rules(port)));
+        chains.push(DesiredChain::new(UNPLANNED.into(), None, unplanned_rules(port, adm.echo_requests_per_sec)));
     }
     let to_unplanned = |rules: &mut Vec<Value>| {
         if let Some(p) = &prefix {
@@ -394,12 +397,24 @@ fn forward_rules(key: &NeighborKey, adm: &Admission) -> Vec<Value> {
     rules
 }
 
-fn unplanned_rules(port: u16) -> Vec<Value> {
-    vec![
-        json!([ct_state(&["established", "related"]), {"accept": null}]),
-        json!([link_local("saddr"), link_local("daddr"), tcp_port("dport", port), {"accept": null}]),
-        json!([{"drop": null}]),
-    ]
+/// A tunnel of ours whose neighbor is not in the plan yet: what an honest neighbor sends in the
+/// second after its tunnel comes up (replies, its control session, a ping) passes, uncounted;
+/// nothing is forwarded, no opened port is reachable.
+fn unplanned_rules(port: u16, echo_requests_per_sec: u32) -> Vec<Value> {
+    let mut rules = Vec::new();
+    if echo_requests_per_sec > 0 {
+        let n = echo_requests_per_sec;
+        for icmp in ["icmp", "icmpv6"] {
+            let echo = eq(payload(icmp, "type"), json!("echo-request"));
+            let limit = json!({"limit": {"rate": n, "per": "second", "burst": n.saturating_mul(2)}});
+            rules.push(json!([echo.clone(), limit, local("daddr"), {"accept": null}]));
+            rules.push(json!([echo, {"drop": null}]));
+        }
+    }
+    rules.push(json!([ct_state(&["established", "related"]), {"accept": null}]));
+    rules.push(json!([link_local("saddr"), link_local("daddr"), tcp_port("dport", port), {"accept": null}]));
+    rules.push(json!([{"drop": null}]));
+    rules
 }
 
 fn accepted_rules(n: &NeighborTraffic, port: u16) -> Vec<Value> {

@@ -183,9 +183,17 @@ fn unplanned_tunnels_of_ours_get_control_and_replies_only() {
     p.admission.tunnel_prefix = Some("tw0a1b2c".into());
     let d = desired(&p);
     let u = &chain(&d, UNPLANNED).rules;
+    // Pings to us, limited (one limit for all unplanned tunnels), then replies and control.
+    assert_eq!(u[0][0], eq(payload("icmp", "type"), json!("echo-request")));
+    assert_eq!(u[0][2], local("daddr"), "pings to us, never through us");
     assert_eq!(verdict(&u[0]).0, "accept");
-    assert_eq!(u[1][2], tcp_port("dport", 7000));
-    assert_eq!(u[2], json!([{"drop": null}]));
+    assert_eq!(verdict(&u[1]).0, "drop");
+    assert_eq!(u[4][0]["match"]["right"], json!(["established", "related"]));
+    assert_eq!(verdict(&u[4]).0, "accept");
+    assert_eq!(u[5][2], tcp_port("dport", 7000));
+    assert_eq!(u[6], json!([{"drop": null}]));
+    assert_eq!(u.len(), 7);
+    assert!(!u.iter().any(|r| r.to_string().contains("counter")), "uncounted: no neighbor to count for");
     let input = &chain(&d, "input").rules;
     assert_eq!(input[1], json!([eq(meta("iifname"), json!("tw0a1b2c*")), goto(UNPLANNED)]));
     let fwd = &chain(&d, "forward").rules;
