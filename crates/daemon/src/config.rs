@@ -9,7 +9,7 @@ use tollway_core::market::{Amount, BidPolicy, Currency, EnforcementPolicy, Marke
 use tollway_core::{CoreConfig, IfName, Millis, NodeId};
 use tollway_traffic::{Admission, LocalService};
 
-/// Echo requests (ping) accepted from each neighbor per second and IP version (burst twice
+/// Echo requests (ping) accepted from each neighbor per second, IPv4 and IPv6 together (burst twice
 /// that); more are dropped as unsolicited.
 pub const ECHO_REQUESTS_PER_SEC: u32 = 10;
 

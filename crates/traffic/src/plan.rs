@@ -215,7 +215,7 @@ pub struct Admission {
     /// Ports the operator opened to neighbors, on every address of this node.
     pub open_tcp: Vec<u16>,
     pub open_udp: Vec<u16>,
-    /// Echo requests (ping) accepted from each neighbor per second and IP version, with a burst
+    /// Echo requests (ping) accepted from each neighbor per second (IPv4 and IPv6 together), with a burst
     /// of twice as many; the rest are unsolicited. 0: none.
     pub echo_requests_per_sec: u32,
     /// Interfaces towards the internet: neighbors' traffic may leave through them, new

@@ -179,7 +179,10 @@ mod tests {
         }
         assert_eq!(v, expected);
         let names: Vec<&str> = d.chains.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["acc_a", "rpf_a", "local_a", "fwd_a", "out_a", "pre", "input", "forward", "post"]);
+        assert_eq!(
+            names,
+            ["acc_a", "junk_a", "ping_a", "rpf_a", "out_a", "to_us", "through_us", "pre", "input", "forward", "post"]
+        );
         let doc: Value = serde_json::from_slice(&b.to_json()).unwrap();
         assert_eq!(doc["nftables"].as_array().unwrap().len(), v.len());
         let pre = v.iter().position(|c| c == "add chain pre").unwrap();
@@ -216,17 +219,17 @@ mod tests {
         let v = verbs(&b);
         let pos = |s: &str| v.iter().position(|x| x == s).unwrap_or_else(|| panic!("{s} missing from {v:?}"));
         assert!(pos("flush chain pre") < pos("delete chain rpf_b"));
-        assert!(pos("flush chain input") < pos("delete chain local_b"));
-        assert!(pos("flush chain forward") < pos("delete chain acc_b"));
+        assert!(pos("flush chain to_us") < pos("delete chain acc_b"));
+        assert!(pos("flush chain through_us") < pos("delete chain junk_b"));
         assert!(pos("flush chain post") < pos("delete chain out_b"));
-        // local_b and fwd_b jump to acc_b: emptied before acc_b goes.
-        assert!(pos("flush chain local_b") < pos("delete chain acc_b"));
-        assert!(pos("flush chain fwd_b") < pos("delete chain acc_b"));
+        // ping_b jumps to acc_b and junk_b: emptied before they go.
+        assert!(pos("flush chain ping_b") < pos("delete chain acc_b"));
+        assert!(pos("flush chain ping_b") < pos("delete chain junk_b"));
         assert!(pos("flush chain acc_b") < pos("delete counter rx_b"));
         assert!(pos("flush chain rpf_b") < pos("delete counter spoofed_b"));
-        assert!(pos("flush chain local_b") < pos("delete counter unsolicited_b"));
+        assert!(pos("flush chain junk_b") < pos("delete counter unsolicited_b"));
         assert_eq!(b.counters_deleted, [NeighborKey::new("b").unwrap()]);
-        assert_eq!(b.chains_deleted, ["acc_b", "fwd_b", "local_b", "out_b", "rpf_b"]);
+        assert_eq!(b.chains_deleted, ["acc_b", "junk_b", "out_b", "ping_b", "rpf_b"]);
     }
 
     #[test]

@@ -6,27 +6,9 @@
 //!   counter spoofed_<key> { }      # dropped: source not routed back through its tunnel
 //!   counter unsolicited_<key> { }  # dropped: to or through us, and nobody here asked for it
 //!
+//!   # Per neighbor: small chains holding its counters and its policy.
 //!   chain rpf_<key> {              # prerouting, before connection tracking
 //!     fib saddr . iif oif missing counter name spoofed_<key> drop
-//!   }
-//!   chain local_<key> {            # input: addressed to this node
-//!     icmp type echo-request limit rate N/second burst 2N packets goto acc_<key>
-//!     icmp type echo-request counter name unsolicited_<key> drop
-//!     icmpv6 type echo-request (the same two rules)
-//!     ct state established,related goto acc_<key>
-//!     ct state invalid counter name unsolicited_<key> drop
-//!     icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 goto acc_<key>
-//!     ip6 saddr fe80::/10 icmpv6 type { mld-listener-query, -report, -done, mld2-listener-report } goto acc_<key>
-//!     ip6 saddr fe80::/10 ip6 daddr fe80::/10 tcp dport CTRL goto acc_<key>
-//!     (each service)   e.g. ip6 saddr fe80::/10 ip6 daddr { fe80::/10 | ff02::1:6 } udp dport 6696 goto acc_<key>
-//!     tcp dport { open_tcp } goto acc_<key>
-//!     udp dport { open_udp } goto acc_<key>
-//!     counter name unsolicited_<key> drop
-//!   }
-//!   chain fwd_<key> {              # forward, to anything but a tunnel or an uplink
-//!     ct state established,related goto acc_<key>
-//!     oifname { lans } goto acc_<key>          (when the LANs are open)
-//!     counter name unsolicited_<key> drop
 //!   }
 //!   chain acc_<key> {              # accepted: policing and cut-off, then the billing counter
 //!     Open:        counter name rx_<key> accept
@@ -36,11 +18,39 @@
 //!                  counter name rx_<key> accept
 //!     ControlOnly: (the two control rules) drop
 //!   }
+//!   chain junk_<key> { counter name unsolicited_<key> drop }
+//!   chain ping_<key> {             # its echo requests, IPv4 and IPv6 together
+//!     limit rate N/second burst 2N packets goto acc_<key>
+//!     goto junk_<key>
+//!   }
 //!   chain out_<key> {              # outbound into the neighbor's tunnel
 //!     tcp sport CTRL fib saddr type local meta priority set 1:2 accept
 //!     tcp dport CTRL fib saddr type local meta priority set 1:2 accept
 //!     Open/Police: meta priority set 1:<neighbor's class>
 //!     ControlOnly: drop
+//!   }
+//!
+//!   # Shared by all neighbors: the admission, each verdict looked up by tunnel in a map
+//!   # ACC = { "<tunnel>" : goto acc_<key>, … }, JUNK = { … : goto junk_<key> }, PING likewise.
+//!   chain to_us {                  # from a tunnel, addressed to this node
+//!     icmp type echo-request iifname vmap PING
+//!     icmpv6 type echo-request iifname vmap PING
+//!     ct state established,related iifname vmap ACC
+//!     ct state invalid iifname vmap JUNK
+//!     icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 iifname vmap ACC
+//!     ip6 saddr fe80::/10 icmpv6 type { mld-listener-query, -report, -done, mld2-listener-report } iifname vmap ACC
+//!     ip6 saddr fe80::/10 ip6 daddr fe80::/10 tcp dport CTRL iifname vmap ACC
+//!     (each service)   e.g. ip6 saddr fe80::/10 ip6 daddr { fe80::/10 | ff02::1:6 } udp dport 6696 iifname vmap ACC
+//!     tcp dport { open_tcp } iifname vmap ACC
+//!     udp dport { open_udp } iifname vmap ACC
+//!     iifname vmap JUNK
+//!   }
+//!   chain through_us {             # from a tunnel, to be forwarded
+//!     oifname { <tunnels>, <uplinks> } iifname vmap ACC
+//!     oifname "<prefix>*" iifname vmap ACC
+//!     ct state established,related iifname vmap ACC
+//!     oifname { <lans> } iifname vmap ACC              (when the LANs are open)
+//!     iifname vmap JUNK
 //!   }
 //!   chain unplanned {              # a tunnel of ours not (yet) in the plan (with a tunnel prefix)
 //!     icmp type echo-request limit rate N/second burst 2N packets fib daddr type local accept
@@ -53,12 +63,10 @@
 //!   chain pre     { type filter hook prerouting priority raw (-300); policy accept;
 //!                   iifname vmap { "<tunnel>" : jump rpf_<key>, … } }
 //!   chain input   { type filter hook input priority filter + 10; policy accept;
-//!                   iifname vmap { "<tunnel>" : jump local_<key>, … }
+//!                   iifname { <tunnels> } goto to_us
 //!                   iifname "<prefix>*" goto unplanned }
 //!   chain forward { type filter hook forward priority filter + 10; policy accept;
-//!                   oifname { <tunnels>, <uplinks> } iifname vmap { "<tunnel>" : goto acc_<key>, … }
-//!                   oifname "<prefix>*" iifname vmap { "<tunnel>" : goto acc_<key>, … }
-//!                   iifname vmap { "<tunnel>" : goto fwd_<key>, … }
+//!                   iifname { <tunnels> } goto through_us
 //!                   iifname "<prefix>*" goto unplanned }
 //!   chain post    { type filter hook postrouting priority mangle (-150); policy accept;
 //!                   oifname vmap { "<tunnel>" : jump out_<key>, … } }
@@ -69,6 +77,11 @@
 //! neighbor passes last: spoofed, unsolicited, policed and cut-off packets are dropped before
 //! it. Input and forward run at priority filter + 10, after the usual filter tables: what
 //! those drop never reaches our counter.
+//!
+//! The admission is shared rather than repeated per neighbor: nft lists (and so reads counters
+//! and reconciles) in time proportional to the rules of the table, and map elements cost far
+//! less than rules (`bench_apply`). A neighbor's change of policy rewrites its `acc_<key>` only;
+//! a neighbor coming or going rewrites the shared chains, whose maps name every tunnel.
 //!
 //! Every rule carries a comment `tw:<fingerprint of its chain>`: a chain whose rules all carry
 //! the fingerprint of the desired chain is up to date, without comparing nft's normalized JSON
@@ -86,6 +99,8 @@ pub(crate) const TABLE: &str = "tollway";
 pub(crate) const PRE: &str = "pre";
 pub(crate) const INPUT: &str = "input";
 pub(crate) const FORWARD: &str = "forward";
+pub(crate) const TO_US: &str = "to_us";
+pub(crate) const THROUGH_US: &str = "through_us";
 pub(crate) const POST: &str = "post";
 pub(crate) const UNPLANNED: &str = "unplanned";
 pub(crate) const COMMENT_PREFIX: &str = "tw:";
@@ -188,62 +203,66 @@ pub fn police_burst_bytes(bytes_per_sec: u64) -> u64 {
 pub(crate) fn desired(plan: &TrafficPlan) -> DesiredTable {
     let port = plan.control.tcp_port;
     let adm = &plan.admission;
+    let echo = adm.echo_requests_per_sec;
     let mut counters = BTreeSet::new();
     let mut chains = Vec::new();
-    // Dispatch elements of the base chains: (tunnel, verdict).
-    let (mut pre, mut input, mut to_acc, mut to_fwd, mut post) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut tunnels = Vec::new();
+    // Map elements, tunnel to verdict.
+    let mut m = Maps::default();
     for group in &plan.groups {
         let classes = group.classes();
         for n in &group.neighbors {
             for kind in CounterKind::ALL {
                 counters.insert(kind.name(&n.key));
             }
-            let [acc, rpf, local, fwd, out] = ["acc", "rpf", "local", "fwd", "out"].map(|c| chain(c, &n.key));
+            let [acc, junk, ping, rpf, out] = ["acc", "junk", "ping", "rpf", "out"].map(|c| chain(c, &n.key));
             chains.push(DesiredChain::new(acc.clone(), None, accepted_rules(n, port)));
+            let unsolicited = json!([count(CounterKind::Unsolicited.name(&n.key)), {"drop": null}]);
+            chains.push(DesiredChain::new(junk.clone(), None, vec![unsolicited]));
+            if echo > 0 {
+                let limited = json!([limit_packets(echo), goto(&acc)]);
+                chains.push(DesiredChain::new(ping.clone(), None, vec![limited, json!([goto(&junk)])]));
+            }
             chains.push(DesiredChain::new(rpf.clone(), None, rpf_rules(&n.key)));
-            chains.push(DesiredChain::new(local.clone(), None, local_rules(&n.key, port, adm)));
-            chains.push(DesiredChain::new(fwd.clone(), None, forward_rules(&n.key, adm)));
             chains.push(DesiredChain::new(out.clone(), None, outbound_rules(n, port, classes[&n.key])));
             let t = n.tunnel.as_str();
-            pre.push(json!([t, {"jump": {"target": rpf}}]));
-            input.push(json!([t, {"jump": {"target": local}}]));
-            to_acc.push(json!([t, {"goto": {"target": acc}}]));
-            to_fwd.push(json!([t, {"goto": {"target": fwd}}]));
-            post.push(json!([t, {"jump": {"target": out}}]));
+            tunnels.push(json!(t));
+            m.acc.push(json!([t, goto(&acc)]));
+            m.junk.push(json!([t, goto(&junk)]));
+            m.ping.push(json!([t, goto(&ping)]));
+            m.rpf.push(json!([t, {"jump": {"target": rpf}}]));
+            m.out.push(json!([t, {"jump": {"target": out}}]));
         }
     }
     let prefix = adm.tunnel_prefix.as_ref().map(|p| format!("{p}*"));
-    if prefix.is_some() {
-        chains.push(DesiredChain::new(UNPLANNED.into(), None, unplanned_rules(port, adm.echo_requests_per_sec)));
+    let (mut input, mut forward) = (Vec::new(), Vec::new());
+    if !tunnels.is_empty() {
+        chains.push(DesiredChain::new(TO_US.into(), None, to_us_rules(port, adm, &m)));
+        chains.push(DesiredChain::new(THROUGH_US.into(), None, through_us_rules(adm, &tunnels, prefix.as_deref(), &m)));
+        input.push(json!([eq(meta("iifname"), set(tunnels.clone())), goto(TO_US)]));
+        forward.push(json!([eq(meta("iifname"), set(tunnels)), goto(THROUGH_US)]));
     }
-    let to_unplanned = |rules: &mut Vec<Value>| {
-        if let Some(p) = &prefix {
-            rules.push(json!([eq(meta("iifname"), json!(p)), {"goto": {"target": UNPLANNED}}]));
-        }
-    };
-
-    let mut input_rules = dispatch("iifname", input);
-    to_unplanned(&mut input_rules);
-
-    // Forwarded: into a tunnel or out of an uplink passes (billed); anything else goes to the
-    // neighbor's forward chain.
-    let mut forward_rules = Vec::new();
-    if !to_acc.is_empty() {
-        let tunnels = plan.neighbors().map(|(_, n)| json!(n.tunnel.as_str()));
-        let onward: Vec<Value> = tunnels.chain(adm.uplinks.iter().map(|u| json!(u.as_str()))).collect();
-        forward_rules.push(json!([eq(meta("oifname"), set(onward)), vmap("iifname", to_acc.clone())]));
-        if let Some(p) = &prefix {
-            forward_rules.push(json!([eq(meta("oifname"), json!(p)), vmap("iifname", to_acc)]));
+    if let Some(p) = &prefix {
+        chains.push(DesiredChain::new(UNPLANNED.into(), None, unplanned_rules(port, echo)));
+        for rules in [&mut input, &mut forward] {
+            rules.push(json!([eq(meta("iifname"), json!(p)), goto(UNPLANNED)]));
         }
     }
-    forward_rules.extend(dispatch("iifname", to_fwd));
-    to_unplanned(&mut forward_rules);
-
-    chains.push(DesiredChain::new(PRE.into(), Some(PRE_HOOK), dispatch("iifname", pre)));
-    chains.push(DesiredChain::new(INPUT.into(), Some(INPUT_HOOK), input_rules));
-    chains.push(DesiredChain::new(FORWARD.into(), Some(FORWARD_HOOK), forward_rules));
-    chains.push(DesiredChain::new(POST.into(), Some(POST_HOOK), dispatch("oifname", post)));
+    chains.push(DesiredChain::new(PRE.into(), Some(PRE_HOOK), dispatch("iifname", m.rpf)));
+    chains.push(DesiredChain::new(INPUT.into(), Some(INPUT_HOOK), input));
+    chains.push(DesiredChain::new(FORWARD.into(), Some(FORWARD_HOOK), forward));
+    chains.push(DesiredChain::new(POST.into(), Some(POST_HOOK), dispatch("oifname", m.out)));
     DesiredTable { counters, chains }
+}
+
+/// The elements of the verdict maps, one per planned tunnel each.
+#[derive(Default)]
+struct Maps {
+    acc: Vec<Value>,
+    junk: Vec<Value>,
+    ping: Vec<Value>,
+    rpf: Vec<Value>,
+    out: Vec<Value>,
 }
 
 /// One rule sending each tunnel's packets to its neighbor's chain (none without neighbors).
@@ -344,27 +363,28 @@ const ND_TYPES: [u8; 3] = [133, 135, 136];
 /// ICMPv6 multicast listener query, report, done and version 2 report.
 const MLD_TYPES: [u8; 4] = [130, 131, 132, 143];
 
-fn local_rules(key: &NeighborKey, port: u16, adm: &Admission) -> Vec<Value> {
-    let acc = chain("acc", key);
-    let admit = |mut matches: Vec<Value>| {
-        matches.push(goto(&acc));
+fn limit_packets(per_sec: u32) -> Value {
+    json!({"limit": {"rate": per_sec, "per": "second", "burst": per_sec.saturating_mul(2)}})
+}
+
+/// Traffic from any planned tunnel to this node: each admitted kind goes to its neighbor's
+/// accepting chain, the rest to its junk chain.
+fn to_us_rules(port: u16, adm: &Admission, m: &Maps) -> Vec<Value> {
+    let to = |mut matches: Vec<Value>, elements: &[Value]| {
+        matches.push(vmap("iifname", elements.to_vec()));
         Value::Array(matches)
     };
-    let unsolicited = || json!([count(CounterKind::Unsolicited.name(key)), {"drop": null}]);
+    let admit = |matches: Vec<Value>| to(matches, &m.acc);
     let mut rules = Vec::new();
     // Echo requests first: they are never replies, and after the first one of a ping run
     // conntrack calls the rest "established", which would let a flood through unlimited.
     if adm.echo_requests_per_sec > 0 {
-        let n = adm.echo_requests_per_sec;
         for icmp in ["icmp", "icmpv6"] {
-            let echo = eq(payload(icmp, "type"), json!("echo-request"));
-            let limit = json!({"limit": {"rate": n, "per": "second", "burst": n.saturating_mul(2)}});
-            rules.push(admit(vec![echo.clone(), limit]));
-            rules.push(json!([echo, count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
+            rules.push(to(vec![eq(payload(icmp, "type"), json!("echo-request"))], &m.ping));
         }
     }
     rules.push(admit(vec![ct_state(&["established", "related"])]));
-    rules.push(json!([ct_state(&["invalid"]), count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
+    rules.push(to(vec![ct_state(&["invalid"])], &m.junk));
     // IPv6's own signalling on the link: neighbor discovery (hop limit 255: from the link) and
     // multicast listener messages, from link-local addresses. Not router advertisements or
     // redirects: a neighbor must not change our routes.
@@ -382,18 +402,29 @@ fn local_rules(key: &NeighborKey, port: u16, adm: &Admission) -> Vec<Value> {
             rules.push(admit(vec![eq(payload(protocol.as_str(), "dport"), set(ports))]));
         }
     }
-    rules.push(unsolicited());
+    rules.push(to(vec![], &m.junk));
     rules
 }
 
-fn forward_rules(key: &NeighborKey, adm: &Admission) -> Vec<Value> {
-    let acc = chain("acc", key);
-    let mut rules = vec![json!([ct_state(&["established", "related"]), goto(&acc)])];
+/// Traffic from any planned tunnel to be forwarded: into a tunnel or out of an uplink passes,
+/// new connections included; elsewhere only replies (and new connections into open LANs).
+fn through_us_rules(adm: &Admission, tunnels: &[Value], prefix: Option<&str>, m: &Maps) -> Vec<Value> {
+    let admit = |matches: Vec<Value>| {
+        let mut v = matches;
+        v.push(vmap("iifname", m.acc.clone()));
+        Value::Array(v)
+    };
+    let onward: Vec<Value> = tunnels.iter().cloned().chain(adm.uplinks.iter().map(|u| json!(u.as_str()))).collect();
+    let mut rules = vec![admit(vec![eq(meta("oifname"), set(onward))])];
+    if let Some(p) = prefix {
+        rules.push(admit(vec![eq(meta("oifname"), json!(p))]));
+    }
+    rules.push(admit(vec![ct_state(&["established", "related"])]));
     if adm.lans_open && !adm.lans.is_empty() {
         let lans: Vec<Value> = adm.lans.iter().map(|l| json!(l.as_str())).collect();
-        rules.push(json!([eq(meta("oifname"), set(lans)), goto(&acc)]));
+        rules.push(admit(vec![eq(meta("oifname"), set(lans))]));
     }
-    rules.push(json!([count(CounterKind::Unsolicited.name(key)), {"drop": null}]));
+    rules.push(json!([vmap("iifname", m.junk.clone())]));
     rules
 }
 
@@ -403,11 +434,9 @@ fn forward_rules(key: &NeighborKey, adm: &Admission) -> Vec<Value> {
 fn unplanned_rules(port: u16, echo_requests_per_sec: u32) -> Vec<Value> {
     let mut rules = Vec::new();
     if echo_requests_per_sec > 0 {
-        let n = echo_requests_per_sec;
         for icmp in ["icmp", "icmpv6"] {
             let echo = eq(payload(icmp, "type"), json!("echo-request"));
-            let limit = json!({"limit": {"rate": n, "per": "second", "burst": n.saturating_mul(2)}});
-            rules.push(json!([echo.clone(), limit, local("daddr"), {"accept": null}]));
+            rules.push(json!([echo.clone(), limit_packets(echo_requests_per_sec), local("daddr"), {"accept": null}]));
             rules.push(json!([echo, {"drop": null}]));
         }
     }

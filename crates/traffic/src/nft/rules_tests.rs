@@ -26,7 +26,22 @@ fn counters_and_chains_are_named_after_the_key() {
     let d = desired(&plan(IngressPolicy::Open));
     assert_eq!(d.counters.iter().collect::<Vec<_>>(), vec!["rx_abc", "spoofed_abc", "unsolicited_abc"]);
     let names: Vec<_> = d.chains.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["acc_abc", "rpf_abc", "local_abc", "fwd_abc", "out_abc", "pre", "input", "forward", "post"]);
+    assert_eq!(
+        names,
+        [
+            "acc_abc",
+            "junk_abc",
+            "ping_abc",
+            "rpf_abc",
+            "out_abc",
+            "to_us",
+            "through_us",
+            "pre",
+            "input",
+            "forward",
+            "post"
+        ]
+    );
     let k = NeighborKey::new("abc").unwrap();
     assert_eq!(key_of_counter("rx_abc"), Some(k.clone()));
     assert_eq!(key_of_counter("spoofed_abc"), None, "only billing counters name a neighbor in reports");
@@ -69,79 +84,90 @@ fn spoofed_sources_are_dropped_and_counted_before_connection_tracking() {
     assert_eq!(pre.rules[0][0]["vmap"]["data"]["set"][0], json!(["twabc", {"jump": {"target": "rpf_abc"}}]));
 }
 
-#[test]
-fn traffic_to_us_passes_only_when_solicited_or_admitted() {
-    let mut p = plan(IngressPolicy::Open);
-    p.admission.open_tcp = vec![8080, 22, 8080];
-    p.admission.open_udp = vec![53];
-    let d = desired(&p);
-    let local = &chain(&d, "local_abc").rules;
-    let admitted =
-        |i: usize| assert_eq!(verdict(&local[i]), ("goto".into(), "acc_abc".into()), "rule {i}: {}", local[i]);
-    let unsolicited = |i: usize| {
-        assert_eq!(verdict(&local[i]), ("drop".into(), String::new()), "rule {i}: {}", local[i]);
-        assert_eq!(local[i].as_array().unwrap().iter().rev().nth(1), Some(&json!({"counter": "unsolicited_abc"})));
-    };
-    // Pings first, limited per neighbor, the rest dropped (conntrack would call a flood from
-    // one ping run established).
-    for (i, icmp) in [(0, "icmp"), (2, "icmpv6")] {
-        assert_eq!(local[i][0], eq(payload(icmp, "type"), json!("echo-request")));
-        assert_eq!(local[i][1], json!({"limit": {"rate": 10, "per": "second", "burst": 20}}));
-        admitted(i);
-        assert_eq!(local[i + 1][0], eq(payload(icmp, "type"), json!("echo-request")));
-        unsolicited(i + 1);
-    }
-    // Replies, invalid packets out.
-    assert_eq!(local[4][0]["match"]["right"], json!(["established", "related"]));
-    admitted(4);
-    assert_eq!(local[5][0]["match"]["right"], json!(["invalid"]));
-    unsolicited(5);
-    // IPv6 neighbor discovery from the link (no router advertisements, no redirects) and
-    // multicast listener messages from link-local addresses.
-    assert_eq!(local[6][0], eq(payload("icmpv6", "type"), json!({"set": [133, 135, 136]})));
-    assert_eq!(local[6][1], eq(payload("ip6", "hoplimit"), json!(255)));
-    assert_eq!(local[7][0], link_local("saddr"));
-    assert_eq!(local[7][1], eq(payload("icmpv6", "type"), json!({"set": [130, 131, 132, 143]})));
-    admitted(6);
-    admitted(7);
-    // The control port, between link-local addresses only.
-    assert_eq!(local[8][0]["match"]["right"], json!({"prefix": {"addr": "fe80::", "len": 10}}));
-    assert_eq!(local[8][0]["match"]["left"]["payload"]["field"], "saddr");
-    assert_eq!(local[8][1]["match"]["left"]["payload"]["field"], "daddr");
-    assert_eq!(local[8][2], tcp_port("dport", 7000));
-    admitted(8);
-    // Babel: link-local to link-local, and link-local to ff02::1:6.
-    assert_eq!(local[9][2], port(Protocol::Udp, "dport", 6696));
-    assert_eq!(local[10][1]["match"]["right"], json!({"set": ["ff02::1:6"]}));
-    admitted(9);
-    admitted(10);
-    // Opened ports, deduplicated and sorted, on any address.
-    assert_eq!(local[11], json!([eq(payload("tcp", "dport"), set(vec![json!(22), json!(8080)])), goto("acc_abc")]));
-    assert_eq!(local[12], json!([eq(payload("udp", "dport"), set(vec![json!(53)])), goto("acc_abc")]));
-    // Everything else: counted and dropped.
-    assert_eq!(local[13], json!([{"counter": "unsolicited_abc"}, {"drop": null}]));
-    assert_eq!(local.len(), 14);
-    let input = chain(&d, "input");
-    assert_eq!(input.hook, Some(Hook { hook: "input", prio: 10 }));
-    assert_eq!(input.rules[0][0]["vmap"]["data"]["set"][0], json!(["twabc", {"jump": {"target": "local_abc"}}]));
+/// The map a shared rule ends with: its elements, tunnel → (verdict, target).
+fn map_of(rule: &Value) -> Vec<(String, String, String)> {
+    let last = rule.as_array().unwrap().last().unwrap();
+    assert_eq!(last["vmap"]["key"], meta("iifname"), "{rule}");
+    last["vmap"]["data"]["set"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let (verdict, body) = e[1].as_object().unwrap().iter().next().unwrap();
+            (e[0].as_str().unwrap().to_string(), verdict.clone(), body["target"].as_str().unwrap().to_string())
+        })
+        .collect()
 }
 
 #[test]
-fn services_are_data() {
-    let mut p = plan(IngressPolicy::Open);
-    p.admission.services = vec![LocalService {
-        name: "speedtest".into(),
-        protocol: Protocol::Tcp,
-        port: 9000,
-        scope: ServiceScope::AnyAddress,
-    }];
-    p.admission.echo_requests_per_sec = 0;
+fn traffic_to_us_passes_only_when_solicited_or_admitted() {
+    let mut p = test_plan(&["abc", "xy"], IngressPolicy::Open);
+    p.admission.open_tcp = vec![8080, 22, 8080];
+    p.admission.open_udp = vec![53];
     let d = desired(&p);
-    let local = &chain(&d, "local_abc").rules;
-    // No echo rules; established, invalid, ND, MLD, control, speedtest, unsolicited.
-    assert_eq!(local.len(), 7, "{local:?}");
-    assert_eq!(local[5], json!([tcp_port("dport", 9000), goto("acc_abc")]));
-    assert!(!local.iter().any(|r| r.to_string().contains("6696") || r.to_string().contains("echo")));
+    let to_us = &chain(&d, TO_US).rules;
+    // Rule i ends with the map sending each neighbor's packets to its `<kind>_<key>` chain.
+    let to = |i: usize, kind: &str| {
+        let want = |k: &str| (format!("tw{k}"), "goto".to_string(), format!("{kind}_{k}"));
+        assert_eq!(map_of(&to_us[i]), [want("abc"), want("xy")], "rule {i}: {}", to_us[i]);
+    };
+    // Pings first, to each neighbor's limiter (conntrack would call a flood from one ping run
+    // established).
+    assert_eq!(to_us[0][0], eq(payload("icmp", "type"), json!("echo-request")));
+    assert_eq!(to_us[1][0], eq(payload("icmpv6", "type"), json!("echo-request")));
+    to(0, "ping");
+    to(1, "ping");
+    // Replies; invalid packets are junk.
+    assert_eq!(to_us[2][0]["match"]["right"], json!(["established", "related"]));
+    to(2, "acc");
+    assert_eq!(to_us[3][0]["match"]["right"], json!(["invalid"]));
+    to(3, "junk");
+    // IPv6 neighbor discovery from the link (no router advertisements, no redirects) and
+    // multicast listener messages from link-local addresses.
+    assert_eq!(to_us[4][0], eq(payload("icmpv6", "type"), json!({"set": [133, 135, 136]})));
+    assert_eq!(to_us[4][1], eq(payload("ip6", "hoplimit"), json!(255)));
+    assert_eq!(to_us[5][0], link_local("saddr"));
+    assert_eq!(to_us[5][1], eq(payload("icmpv6", "type"), json!({"set": [130, 131, 132, 143]})));
+    to(4, "acc");
+    to(5, "acc");
+    // The control port, between link-local addresses only.
+    assert_eq!(to_us[6][0], link_local("saddr"));
+    assert_eq!(to_us[6][1], link_local("daddr"));
+    assert_eq!(to_us[6][2], tcp_port("dport", 7000));
+    to(6, "acc");
+    // Babel: link-local to link-local, and link-local to ff02::1:6.
+    assert_eq!(to_us[7][2], port(Protocol::Udp, "dport", 6696));
+    assert_eq!(to_us[8][1]["match"]["right"], json!({"set": ["ff02::1:6"]}));
+    to(7, "acc");
+    to(8, "acc");
+    // Opened ports, deduplicated and sorted, on any address.
+    assert_eq!(to_us[9][0], eq(payload("tcp", "dport"), set(vec![json!(22), json!(8080)])));
+    assert_eq!(to_us[10][0], eq(payload("udp", "dport"), set(vec![json!(53)])));
+    to(9, "acc");
+    to(10, "acc");
+    // Everything else: junk.
+    assert_eq!(to_us[11].as_array().unwrap().len(), 1);
+    to(11, "junk");
+    assert_eq!(to_us.len(), 12);
+    // Each neighbor's junk chain counts and drops; its ping chain limits, then junk.
+    assert_eq!(chain(&d, "junk_abc").rules, [json!([{"counter": "unsolicited_abc"}, {"drop": null}])]);
+    assert_eq!(
+        chain(&d, "ping_abc").rules,
+        [json!([{"limit": {"rate": 10, "per": "second", "burst": 20}}, goto("acc_abc")]), json!([goto("junk_abc")])]
+    );
+    let input = chain(&d, "input");
+    assert_eq!(input.hook, Some(Hook { hook: "input", prio: 10 }));
+    assert_eq!(input.rules, [json!([eq(meta("iifname"), json!({"set": ["twabc", "twxy"]})), goto(TO_US)])]);
+}
+
+#[test]
+fn the_shared_admission_is_not_repeated_per_neighbor() {
+    let keys: Vec<String> = (0..64).map(|i| format!("n{i}")).collect();
+    let p = test_plan(&keys.iter().map(String::as_str).collect::<Vec<_>>(), IngressPolicy::Open);
+    let d = desired(&p);
+    let rules: usize = d.chains.iter().map(|c| c.rules.len()).sum();
+    // acc 1 + junk 1 + ping 2 + rpf 1 + out 3 per neighbor, and a fixed number shared.
+    assert!(rules <= 64 * 8 + 30, "{rules} rules for 64 neighbors");
 }
 
 #[test]
@@ -152,28 +178,31 @@ fn forwarding_passes_into_tunnels_and_uplinks_and_only_replies_elsewhere() {
     let d = desired(&p);
     let fwd = chain(&d, "forward");
     assert_eq!(fwd.hook, Some(Hook { hook: "forward", prio: 10 }));
-    assert_eq!(fwd.rules[0][0], eq(meta("oifname"), json!({"set": ["twa", "twb", "wan0"]})));
-    assert_eq!(
-        fwd.rules[0][1]["vmap"]["data"]["set"],
-        json!([["twa", {"goto": {"target": "acc_a"}}], ["twb", {"goto": {"target": "acc_b"}}]])
-    );
-    assert_eq!(fwd.rules[1][0]["vmap"]["data"]["set"][1], json!(["twb", {"goto": {"target": "fwd_b"}}]));
-    assert_eq!(fwd.rules.len(), 2);
-    let f = &chain(&d, "fwd_a").rules;
-    assert_eq!(
-        *f,
-        [
-            json!([ct_state(&["established", "related"]), goto("acc_a")]),
-            json!([{"counter": "unsolicited_a"}, {"drop": null}])
-        ]
-    );
+    assert_eq!(fwd.rules, [json!([eq(meta("iifname"), json!({"set": ["twa", "twb"]})), goto(THROUGH_US)])]);
+    let t = &chain(&d, THROUGH_US).rules;
+    let acc = vec![
+        ("twa".to_string(), "goto".to_string(), "acc_a".to_string()),
+        ("twb".into(), "goto".into(), "acc_b".into()),
+    ];
+    let junk = vec![
+        ("twa".to_string(), "goto".to_string(), "junk_a".to_string()),
+        ("twb".into(), "goto".into(), "junk_b".into()),
+    ];
+    assert_eq!(t[0][0], eq(meta("oifname"), json!({"set": ["twa", "twb", "wan0"]})));
+    assert_eq!(map_of(&t[0]), acc);
+    assert_eq!(t[1][0], ct_state(&["established", "related"]));
+    assert_eq!(map_of(&t[1]), acc);
+    assert_eq!(t[2].as_array().unwrap().len(), 1);
+    assert_eq!(map_of(&t[2]), junk);
+    assert_eq!(t.len(), 3, "the LANs are closed");
 
     p.admission.lans_open = true;
     let d2 = desired(&p);
-    let f = &chain(&d2, "fwd_a").rules;
-    assert_eq!(f[1], json!([eq(meta("oifname"), json!({"set": ["br-lan"]})), goto("acc_a")]));
-    assert_ne!(chain(&d, "fwd_a").comment, chain(&d2, "fwd_a").comment);
-    assert_eq!(chain(&d, "local_a").comment, chain(&d2, "local_a").comment);
+    let t = &chain(&d2, THROUGH_US).rules;
+    assert_eq!(t[2][0], eq(meta("oifname"), json!({"set": ["br-lan"]})));
+    assert_eq!(map_of(&t[2]), acc);
+    assert_eq!(chain(&d, TO_US).comment, chain(&d2, TO_US).comment);
+    assert_eq!(chain(&d, "acc_a").comment, chain(&d2, "acc_a").comment);
 }
 
 #[test]
@@ -194,11 +223,17 @@ fn unplanned_tunnels_of_ours_get_control_and_replies_only() {
     assert_eq!(u[6], json!([{"drop": null}]));
     assert_eq!(u.len(), 7);
     assert!(!u.iter().any(|r| r.to_string().contains("counter")), "uncounted: no neighbor to count for");
-    let input = &chain(&d, "input").rules;
-    assert_eq!(input[1], json!([eq(meta("iifname"), json!("tw0a1b2c*")), goto(UNPLANNED)]));
-    let fwd = &chain(&d, "forward").rules;
-    assert_eq!(fwd[1][0], eq(meta("oifname"), json!("tw0a1b2c*")), "transit into an unplanned tunnel of ours");
-    assert_eq!(fwd.last().unwrap(), &json!([eq(meta("iifname"), json!("tw0a1b2c*")), goto(UNPLANNED)]));
+    let unplanned = json!([eq(meta("iifname"), json!("tw0a1b2c*")), goto(UNPLANNED)]);
+    assert_eq!(chain(&d, "input").rules[1], unplanned, "after the planned tunnels");
+    assert_eq!(chain(&d, "forward").rules[1], unplanned);
+    let t = &chain(&d, THROUGH_US).rules;
+    assert_eq!(t[1][0], eq(meta("oifname"), json!("tw0a1b2c*")), "transit into an unplanned tunnel of ours");
+    // Without neighbors, only the catch-all.
+    let mut p = TrafficPlan::empty(ControlTraffic { tcp_port: 7000, rate: BitRate::MIN });
+    p.admission.tunnel_prefix = Some("tw0a1b2c".into());
+    let d = desired(&p);
+    assert_eq!(chain(&d, "input").rules, [unplanned.clone()]);
+    assert!(!d.chains.iter().any(|c| c.name == TO_US || c.name == THROUGH_US));
 }
 
 #[test]
@@ -265,7 +300,7 @@ fn fingerprints_change_with_the_rules_only() {
     assert_eq!(a, b);
     let c = desired(&plan(IngressPolicy::ControlOnly));
     assert_ne!(chain(&a, "acc_abc").comment, chain(&c, "acc_abc").comment);
-    assert_eq!(chain(&a, "local_abc").comment, chain(&c, "local_abc").comment, "admission unchanged");
+    assert_eq!(chain(&a, TO_US).comment, chain(&c, TO_US).comment, "admission unchanged");
     assert_eq!(chain(&a, "pre").comment, chain(&c, "pre").comment, "dispatch unchanged");
     assert!(a.chains[0].comment.starts_with("tw:") && a.chains[0].comment.len() == 19);
 }
