@@ -232,7 +232,7 @@ fn unplanned_tunnels_of_ours_get_control_and_replies_only() {
     let mut p = TrafficPlan::empty(ControlTraffic { tcp_port: 7000, rate: BitRate::MIN });
     p.admission.tunnel_prefix = Some("tw0a1b2c".into());
     let d = desired(&p);
-    assert_eq!(chain(&d, "input").rules, [unplanned.clone()]);
+    assert_eq!(chain(&d, "input").rules, [unplanned]);
     assert!(!d.chains.iter().any(|c| c.name == TO_US || c.name == THROUGH_US));
 }
 
