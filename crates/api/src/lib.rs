@@ -138,6 +138,17 @@ pub struct NeighborStatus {
     /// paid. A neighbor whose claims keep growing is restricted and not paid (`enforcement`).
     #[serde(default)]
     pub disputed_bytes: u64,
+    /// What the firewall dropped from it, never billed: packets whose source address is not
+    /// routed back through its tunnel (spoofed), and traffic to or through this node that
+    /// nobody here asked for (unsolicited). Totals since the firewall's counters were created.
+    #[serde(default)]
+    pub dropped_spoofed_packets: u64,
+    #[serde(default)]
+    pub dropped_spoofed_bytes: u64,
+    #[serde(default)]
+    pub dropped_unsolicited_packets: u64,
+    #[serde(default)]
+    pub dropped_unsolicited_bytes: u64,
 }
 
 /// `tollway ledger`: history, newest first, amounts as decimal strings.

@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tollway_core::market::{Amount, BidPolicy, Currency, EnforcementPolicy, MarketConfig, Price};
 use tollway_core::{CoreConfig, IfName, Millis, NodeId};
+use tollway_traffic::{Admission, LocalService};
+
+/// Echo requests (ping) accepted from each neighbor per second, IPv4 and IPv6 together (burst twice
+/// that); more are dropped as unsolicited.
+pub const ECHO_REQUESTS_PER_SEC: u32 = 10;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +41,22 @@ pub struct Config {
     pub routing: crate::mesh_config::Routing,
     pub uplink: Option<crate::mesh_config::Uplink>,
     pub lan: Option<crate::mesh_config::Lan>,
+    #[serde(default)]
+    pub firewall: Firewall,
+}
+
+/// What neighbors may reach on this node and through it, beyond what is always allowed (replies
+/// to connections started here, the control port, Babel, pings; forwarding into other tunnels).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Firewall {
+    /// TCP ports neighbors may connect to, on every address of this node.
+    pub open_tcp: Vec<u16>,
+    /// UDP ports neighbors may send to, on every address of this node.
+    pub open_udp: Vec<u16>,
+    /// Neighbors may start connections to the devices on the LAN interfaces; otherwise only
+    /// replies to connections those devices started reach them.
+    pub open_lan: bool,
 }
 
 /// Prices, payments and enforcement. Amounts are decimal strings in the currency, e.g. "0.002".
@@ -73,9 +94,10 @@ pub struct Market {
     pub payments_paused: bool,
     /// Days of ledger history (usage per minute, payments, price changes) kept.
     pub history_days: u32,
-    /// Install the nftables and tc rules that count, police and shape neighbors' traffic.
-    /// Without them nothing is counted, so nothing is billed and nobody is throttled: turn this
-    /// off only to measure their cost, or where something else controls the traffic.
+    /// Install the nftables and tc rules that filter, count, police and shape neighbors'
+    /// traffic. Without them nothing is filtered (`[firewall]`) or counted, so nothing is billed
+    /// and nobody is throttled: turn this off only to measure their cost, or where something else
+    /// controls the traffic.
     pub traffic_control: bool,
 }
 
@@ -355,6 +377,14 @@ impl Config {
         check(m.history_days >= 1, "market.history_days", || "must be at least 1".into())?;
         m.to_core()?;
         self.mesh(&NodeId([0; 32]))?;
+
+        let f = &self.firewall;
+        for (ports, field) in [(&f.open_tcp, "firewall.open_tcp"), (&f.open_udp, "firewall.open_udp")] {
+            for (i, port) in ports.iter().enumerate() {
+                check(*port != 0, field, || "port 0 cannot be opened".into())?;
+                check(!ports[..i].contains(port), field, || format!("{port} is listed twice"))?;
+            }
+        }
         Ok(())
     }
 
@@ -365,6 +395,28 @@ impl Config {
 
     pub fn interface_names(&self) -> Vec<IfName> {
         self.interfaces.iter().map(|s| IfName::new(s.as_str()).expect("validated at load")).collect()
+    }
+
+    /// What neighbors may send this node (node `own`) and through it: the firewall's part of
+    /// every traffic plan.
+    pub fn admission(&self, own: &NodeId) -> Admission {
+        let mesh = self.mesh(own).ok();
+        Admission {
+            // Babel's port is open only where babeld runs.
+            services: match mesh.as_ref().map(|m| m.kind) {
+                Some(crate::mesh_config::RoutingKind::Babel) | None => vec![LocalService::babel()],
+                Some(_) => Vec::new(),
+            },
+            open_tcp: self.firewall.open_tcp.clone(),
+            open_udp: self.firewall.open_udp.clone(),
+            echo_requests_per_sec: ECHO_REQUESTS_PER_SEC,
+            // New connections from neighbors are forwarded into other tunnels and out of the
+            // uplink; into the LAN only replies, unless `firewall.open_lan`.
+            uplinks: mesh.as_ref().and_then(|m| m.uplink.as_ref()).map(|u| vec![u.ifname.clone()]).unwrap_or_default(),
+            lans: mesh.as_ref().and_then(|m| m.lan.as_ref()).map(|l| vec![l.ifname.clone()]).unwrap_or_default(),
+            lans_open: self.firewall.open_lan,
+            tunnel_prefix: Some(IfName::tunnel_prefix(own)),
+        }
     }
 
     pub fn core_config(&self) -> CoreConfig {
@@ -411,6 +463,10 @@ mod tests {
         assert_eq!(core.interfaces, vec![IfName::new("eth0").unwrap()]);
         assert_eq!(core.market.ask, Price(0));
         assert_eq!(core.market.floor_bps, 64_000);
+        assert!(c.firewall.open_tcp.is_empty() && c.firewall.open_udp.is_empty() && !c.firewall.open_lan);
+        let c = parse("interfaces = [\"eth0\"]\n[firewall]\nopen_tcp = [22, 443]\nopen_udp = [53]\nopen_lan = true")
+            .unwrap();
+        assert_eq!((c.firewall.open_tcp, c.firewall.open_udp, c.firewall.open_lan), (vec![22, 443], vec![53], true));
     }
 
     #[test]
@@ -460,6 +516,10 @@ mod tests {
                 "field `market.interface_capacity_mbit`",
             ),
             ("interfaces = [\"a\"]\n[market]\ncapacity = 5", "unknown field `capacity`"),
+            ("interfaces = [\"a\"]\n[firewall]\nopen_tcp = [22, 0]", "field `firewall.open_tcp`: port 0"),
+            ("interfaces = [\"a\"]\n[firewall]\nopen_udp = [53, 53]", "field `firewall.open_udp`: 53 is listed twice"),
+            ("interfaces = [\"a\"]\n[firewall]\nopen_tcp = [70000]", "open_tcp"),
+            ("interfaces = [\"a\"]\n[firewall]\nopen = [22]", "unknown field `open`"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

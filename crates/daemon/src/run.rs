@@ -77,7 +77,9 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         }),
     };
     let mesh = open_mesh(&cfg, &id)?;
-    let mut driver = Driver::new(node, clock, backends, io, cfg.market.currency(), cfg.control.port).with_mesh(mesh);
+    let mut driver =
+        Driver::new(node, clock, backends, io, cfg.market.currency(), cfg.control.port, cfg.admission(&id))
+            .with_mesh(mesh);
     driver.prepare().map_err(anyhow::Error::msg).context("restoring the ledger and preparing the kernel state")?;
     tracing::info!(backend = driver.tunnel_backend(), "ready");
     let handle = std::thread::Builder::new()

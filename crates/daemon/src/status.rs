@@ -92,6 +92,10 @@ pub fn build(d: &Driver) -> Status {
                     disputes: mk.disputes,
                     last_dispute: mk.last_dispute.clone(),
                     disputed_bytes: mk.disputed_bytes(),
+                    dropped_spoofed_packets: n.dropped.spoofed.packets,
+                    dropped_spoofed_bytes: n.dropped.spoofed.bytes,
+                    dropped_unsolicited_packets: n.dropped.unsolicited.packets,
+                    dropped_unsolicited_bytes: n.dropped.unsolicited.bytes,
                 }
             })
             .collect(),

@@ -1,10 +1,10 @@
 //! The daemon config the lab writes for each node (`<node-dir>/tollway.toml`).
 //!
 //! The lab generates the fields it must control (`data_dir`, `api_socket`, `interfaces`), fast
-//! discovery timers suited to a lab, and for nodes with an uplink or a LAN the `[uplink]` and
-//! `[lan]` sections naming the lab's veths and prefixes; then it deep-merges the topology's
-//! `[defaults] config` and the node's own `config` over it, in that order. The daemon rejects
-//! unknown fields, so nothing else is written.
+//! discovery timers suited to a lab, the iperf3 ports opened to neighbors, and for nodes with an
+//! uplink or a LAN the `[uplink]` and `[lan]` sections naming the lab's veths and prefixes; then
+//! it deep-merges the topology's `[defaults] config` and the node's own `config` over it, in that
+//! order. The daemon rejects unknown fields, so nothing else is written.
 
 use crate::hosts::Cidr;
 use std::path::Path;
@@ -13,6 +13,9 @@ use std::path::Path;
 pub const LAB_ANNOUNCE_INTERVAL_SECS: i64 = 1;
 /// Neighbor timeout the lab uses unless the topology overrides it (seconds).
 pub const LAB_NEIGHBOR_TIMEOUT_SECS: i64 = 10;
+/// Ports every lab node opens to its neighbors (TCP and UDP), unless the topology overrides
+/// them: iperf3's, so that test and demo traffic between nodes is not refused as unsolicited.
+pub const LAB_OPEN_PORTS: std::ops::RangeInclusive<i64> = 5201..=5210;
 
 /// The fields the lab itself decides for one node.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +62,11 @@ pub fn daemon_config(generated: GeneratedFields<'_>, defaults: &toml::Table, nod
         lan.insert("ipv4_prefix".into(), l.ipv4_prefix.to_string().into());
         t.insert("lan".into(), lan.into());
     }
+    let ports = toml::Value::Array(LAB_OPEN_PORTS.map(toml::Value::from).collect());
+    let mut firewall = toml::Table::new();
+    firewall.insert("open_tcp".into(), ports.clone());
+    firewall.insert("open_udp".into(), ports);
+    t.insert("firewall".into(), firewall.into());
     deep_merge(&mut t, defaults);
     deep_merge(&mut t, node);
     t
@@ -111,6 +119,9 @@ interfaces = ["v-b", "v-c"]
 [discovery]
 announce_interval_secs = 1
 neighbor_timeout_secs = 10
+[firewall]
+open_tcp = [5201, 5202, 5203, 5204, 5205, 5206, 5207, 5208, 5209, 5210]
+open_udp = [5201, 5202, 5203, 5204, 5205, 5206, 5207, 5208, 5209, 5210]
 "#,
         );
         assert_eq!(c, expected);
@@ -130,7 +141,9 @@ neighbor_timeout_secs = 10
         };
         let defaults =
             table("price = 1\n[discovery]\nannounce_interval_secs = 3\n[pricing]\nunit = \"mb\"\nbase = 1\n");
-        let node = table("price = 7\ninterfaces = [\"v-b\", \"eth9\"]\n[pricing]\nbase = 2\n[pricing.tiers]\nx = 1\n");
+        let node = table(
+            "price = 7\ninterfaces = [\"v-b\", \"eth9\"]\n[pricing]\nbase = 2\n[pricing.tiers]\nx = 1\n[firewall]\nopen_tcp = [22]\n",
+        );
         let c = daemon_config(g, &defaults, &node);
         let expected = table(
             r#"
@@ -141,6 +154,9 @@ price = 7
 [discovery]
 announce_interval_secs = 3
 neighbor_timeout_secs = 10
+[firewall]
+open_tcp = [22]
+open_udp = [5201, 5202, 5203, 5204, 5205, 5206, 5207, 5208, 5209, 5210]
 [pricing]
 unit = "mb"
 base = 2

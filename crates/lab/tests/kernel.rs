@@ -469,9 +469,14 @@ fn every_shipped_topology_comes_up_whole_and_goes_down_completely() {
         let timings = lab.up_timings().unwrap();
 
         let prefix = format!("tw-{name}-");
+        // One namespace per node, one per LAN, and the internet if any node has an uplink.
         let mut expected_ns: Vec<String> = t.nodes.iter().map(|n| format!("{prefix}{}", n.name)).collect();
+        expected_ns.extend(t.nodes.iter().filter(|n| n.lan).map(|n| format!("{prefix}{}-lan", n.name)));
+        if t.nodes.iter().any(|n| n.uplink) {
+            expected_ns.push(format!("{prefix}internet"));
+        }
         expected_ns.sort();
-        assert_eq!(namespaces_with_prefix(&prefix), expected_ns, "{shown}: one namespace per node");
+        assert_eq!(namespaces_with_prefix(&prefix), expected_ns, "{shown}: the namespaces of nodes and hosts");
         for n in &t.nodes {
             let node = n.name.as_str();
             let mut expected: Vec<String> = t
@@ -483,6 +488,12 @@ fn every_shipped_topology_comes_up_whole_and_goes_down_completely() {
                     _ => None,
                 })
                 .collect();
+            if n.uplink {
+                expected.push("v-internet".to_owned());
+            }
+            if n.lan {
+                expected.push("v-lan".to_owned());
+            }
             expected.sort();
             let links = links_in(&lab.node(node).unwrap().namespace);
             let mut veths: Vec<String> = links
@@ -501,7 +512,7 @@ fn every_shipped_topology_comes_up_whole_and_goes_down_completely() {
 
         let down = lab.down().unwrap();
         assert_eq!(down.daemons.len(), t.nodes.len(), "{shown}: {down:?}");
-        assert_eq!(down.namespaces_deleted.len(), t.nodes.len(), "{shown}: {down:?}");
+        assert_eq!(down.namespaces_deleted.len(), expected_ns.len(), "{shown}: {down:?}");
         assert!(namespaces_with_prefix(&prefix).is_empty(), "{shown}: namespaces left");
         assert!(down.elapsed < DOWN_BOUND, "{shown}: lab down took {:?}", down.elapsed);
         eprintln!(

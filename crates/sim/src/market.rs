@@ -220,6 +220,7 @@ impl Sim {
                     .get(&t.spec.neighbor)
                     .map(|c| CounterReading { instance: c.instance, value: c.value }),
                 tx: Some(CounterReading { instance: t.serial, value: t.counted_tx }),
+                dropped: None,
             })
             .collect();
         if samples.is_empty() {

@@ -46,12 +46,12 @@ pub fn status_table(s: &Status) -> String {
         out += "no neighbors\n";
     } else {
         out += &format!(
-            "{:<12}  {:<15}  {:<9}  {:<6}  {:>9}  {:>9}  {:>9}  {}\n",
-            "NEIGHBOR", "INTERFACE", "STATE", "TUNNEL", "HANDSHAKE", "IN", "OUT", "VIA"
+            "{:<12}  {:<15}  {:<9}  {:<6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}  {}\n",
+            "NEIGHBOR", "INTERFACE", "STATE", "TUNNEL", "HANDSHAKE", "IN", "OUT", "SPOOFED", "UNSOLICITED", "VIA"
         );
         for nb in &s.neighbors {
             out += &format!(
-                "{:<12}  {:<15}  {:<9}  {:<6}  {:>9}  {:>9}  {:>9}  {}\n",
+                "{:<12}  {:<15}  {:<9}  {:<6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}  {}\n",
                 &nb.id[..12.min(nb.id.len())],
                 nb.interface,
                 nb.state,
@@ -59,6 +59,8 @@ pub fn status_table(s: &Status) -> String {
                 nb.last_handshake_secs.map(|s| format!("{s} s ago")).unwrap_or_else(|| "never".into()),
                 bytes(nb.bytes_in),
                 bytes(nb.bytes_out),
+                bytes(nb.dropped_spoofed_bytes),
+                bytes(nb.dropped_unsolicited_bytes),
                 nb.underlay
             );
             if let Some(e) = &nb.last_error {
@@ -270,6 +272,28 @@ mod tests {
         assert_eq!(bytes(999), "999 B");
         assert_eq!(bytes(1_500), "1.5 kB");
         assert_eq!(bytes(104_857_600), "104.9 MB");
+    }
+
+    #[test]
+    fn the_status_table_shows_what_was_dropped_per_neighbor() {
+        let nb = tollway_api::NeighborStatus {
+            id: "0123456789abcdef".into(),
+            interface: "tw0123450abcde".into(),
+            state: "connected".into(),
+            dropped_spoofed_bytes: 1_500,
+            dropped_unsolicited_bytes: 2_000_000,
+            ..Default::default()
+        };
+        let node = tollway_api::NodeStatus { id: "f".repeat(64), ..Default::default() };
+        let s = Status { node, neighbors: vec![nb], ..Default::default() };
+        let t = status_table(&s);
+        let mut lines = t.lines().skip_while(|l| !l.starts_with("NEIGHBOR"));
+        let header = lines.next().unwrap();
+        let row = lines.next().unwrap();
+        // Right-aligned: each value ends where its header ends.
+        let end = |name: &str| header.find(name).unwrap() + name.len();
+        assert!(row[..end("SPOOFED")].ends_with(" 1.5 kB"), "{t}");
+        assert!(row[..end("UNSOLICITED")].ends_with(" 2.0 MB"), "{t}");
     }
 
     #[test]

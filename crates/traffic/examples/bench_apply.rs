@@ -46,6 +46,7 @@ fn plan_for(tunnels: &[tollway_core::IfName], changed: Option<usize>) -> Traffic
                 })
                 .collect(),
         }],
+        admission: Admission::default(),
     }
 }
 

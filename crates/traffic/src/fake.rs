@@ -33,7 +33,13 @@ impl FirewallState {
     fn new_counter(&mut self) -> CounterReading {
         self.ensure_table();
         self.next_object += 1;
-        CounterReading { bytes: 0, packets: 0, handle: CounterHandle { table: self.table, object: self.next_object } }
+        CounterReading {
+            bytes: 0,
+            packets: 0,
+            handle: CounterHandle { table: self.table, object: self.next_object },
+            spoofed: DropCount::default(),
+            unsolicited: DropCount::default(),
+        }
     }
 }
 
@@ -67,6 +73,16 @@ impl FakeFirewall {
         if let Some(c) = self.state().counters.get_mut(key) {
             c.bytes += bytes;
             c.packets += packets;
+        }
+    }
+
+    /// Add to a neighbor's drop counters (no effect if it has none).
+    pub fn add_drops(&self, key: &NeighborKey, spoofed: DropCount, unsolicited: DropCount) {
+        if let Some(c) = self.state().counters.get_mut(key) {
+            c.spoofed.packets += spoofed.packets;
+            c.spoofed.bytes += spoofed.bytes;
+            c.unsolicited.packets += unsolicited.packets;
+            c.unsolicited.bytes += unsolicited.bytes;
         }
     }
 
@@ -275,9 +291,18 @@ mod tests {
         assert!(fw.read_counters().is_ok());
         fake.set_counter(
             key("z"),
-            CounterReading { bytes: 9, packets: 1, handle: CounterHandle { table: 1, object: 9 } },
+            CounterReading {
+                bytes: 9,
+                packets: 1,
+                handle: CounterHandle { table: 1, object: 9 },
+                spoofed: DropCount::default(),
+                unsolicited: DropCount::default(),
+            },
         );
         assert_eq!(fw.read_counters().unwrap()[&key("z")].bytes, 9);
+        fake.add_drops(&key("z"), DropCount { packets: 1, bytes: 60 }, DropCount { packets: 2, bytes: 80 });
+        let z = fw.read_counters().unwrap()[&key("z")];
+        assert_eq!((z.bytes, z.spoofed.bytes, z.unsolicited.packets), (9, 60, 2));
         assert!(matches!(
             fw.apply(&TrafficPlan::empty(ControlTraffic { tcp_port: 0, rate: BitRate::MIN })),
             Err(FirewallApplyError::Plan(_))

@@ -1,4 +1,5 @@
-//! The [`Firewall`] facility: per-neighbor accounting, policing, cut-off and egress
+//! The [`Firewall`] facility: what neighbors may send us (reverse-path check, admission of
+//! traffic to and through this node), per-neighbor accounting, policing, cut-off and egress
 //! classification. The real implementation is [`crate::NftFirewall`].
 
 use crate::command::CommandError;
@@ -18,13 +19,27 @@ pub struct CounterHandle {
     pub object: u64,
 }
 
-/// One neighbor's inbound counter: what it sent us that we accepted (after policing and
-/// cut-off drops), as counted on arrival from its tunnel, before any other processing.
+/// Packets and bytes dropped for one reason, since the counter was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCount {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One neighbor's inbound counters. `bytes`/`packets`/`handle` are the billing counter: what it
+/// sent us that we accepted, counted once the verdict is known (after every drop: spoofed,
+/// unsolicited, policed, cut off). The drop counters beside it say what was refused; they are
+/// never billed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterReading {
     pub bytes: u64,
     pub packets: u64,
     pub handle: CounterHandle,
+    /// Dropped because the source address is not routed back through its tunnel.
+    pub spoofed: DropCount,
+    /// Dropped because nobody here asked for it: addressed to this node or through it, not
+    /// part of a connection started from here, not to a service or an opened port.
+    pub unsolicited: DropCount,
 }
 
 /// What one [`Firewall::apply`] changed. All empty when the kernel already matched the plan.
@@ -80,14 +95,15 @@ pub enum FirewallRemoveError {
 /// Owns one nftables table and nothing else. Calls are synchronous and act on the network
 /// namespace of the calling thread.
 pub trait Firewall: Send {
-    /// Make the kernel match `plan`: a counter per neighbor, policing of throttled neighbors'
-    /// inbound traffic before it is counted, cut-offs, and egress classification into the
-    /// neighbors' HTB classes. A reconcile: idempotent, sends nothing when nothing changed,
+    /// Make the kernel match `plan`: the admission of neighbors' traffic (spoofed and unsolicited
+    /// packets dropped and counted), a billing counter per neighbor, policing of throttled
+    /// neighbors' inbound traffic before it is counted, cut-offs, and egress classification into
+    /// the neighbors' HTB classes. A reconcile: idempotent, sends nothing when nothing changed,
     /// never resets the counter of a neighbor that stays in the plan, deletes the counters of
     /// neighbors that left it, and rebuilds whatever someone else deleted.
     fn apply(&mut self, plan: &TrafficPlan) -> Result<FirewallReport, FirewallApplyError>;
 
-    /// Every neighbor counter in the kernel, by key (none if our table is missing).
+    /// Every neighbor's counters in the kernel, by key (none if our table is missing).
     fn read_counters(&mut self) -> Result<BTreeMap<NeighborKey, CounterReading>, ReadCountersError>;
 
     /// Delete our table (clean shutdown). Deleting a missing table is not an error.

@@ -3,9 +3,12 @@
 //! Kernel traffic facilities of a tollway node, one trait each, with a real implementation, a
 //! no-op and an in-memory fake:
 //!
-//! - [`Firewall`] ([`NftFirewall`], [`NoopFirewall`], [`fake::FakeFirewall`]): per neighbor, a
-//!   counter of the bytes it sent us that we accepted; policing of throttled neighbors; cut-off;
-//!   the egress class of each packet (written into `skb->priority`).
+//! - [`Firewall`] ([`NftFirewall`], [`NoopFirewall`], [`fake::FakeFirewall`]): what neighbors
+//!   may send us ([`Admission`]: a strict reverse-path check, then only solicited or admitted
+//!   traffic to this node, and forwarding into tunnels, uplinks and, as replies, elsewhere),
+//!   with per-neighbor counters of what was dropped (spoofed, unsolicited); per neighbor, a
+//!   counter of the bytes it sent us that we accepted; policing of throttled neighbors;
+//!   cut-off; the egress class of each packet (written into `skb->priority`).
 //! - [`Shaper`] ([`TcShaper`], [`NoopShaper`], [`fake::FakeShaper`]): per capacity domain, one
 //!   HTB on an IFB through which all member tunnels' egress flows, one class per neighbor:
 //!   work-conserving, shared in proportion to the neighbors' rates.
@@ -16,8 +19,9 @@
 //! (child processes and netlink sockets are created from it).
 //!
 //! ## Accounting
-//! Each direction of a link is counted by its receiver, on arrival from the tunnel (nftables
-//! prerouting at priority raw, after any policing drop): exact, where the sender's nftables
+//! Each direction of a link is counted by its receiver, where the verdict on each packet from
+//! the tunnel is known (nftables input or forward, after the reverse-path check, admission and
+//! any policing drop, see [`NftFirewall`]'s table): exact, where the sender's nftables
 //! egress counters see GSO super-packets and undercount locally generated TCP by a few percent.
 //! The sender's tunnel link counter (the kernel crate's `Links::stats`, `tx_bytes`) counts after segmentation
 //! and serves as a cross-check. A counter is identified by a [`CounterHandle`]: when it
@@ -36,6 +40,12 @@
 //!   whole.
 //! - Control traffic is recognised by TCP port and by being addressed to (from) one of this
 //!   node's own addresses, with `fib daddr (saddr) type local`: the kernel needs nft_fib.
+//! - Admission needs connection tracking (`ct state`): it follows every connection to, from and
+//!   through this node, within `nf_conntrack_max`. A connection that started before the table
+//!   existed is picked up in mid-stream as new: its replies are unsolicited until our side sends
+//!   again (the daemon installs the table before it opens any session).
+//! - The reverse-path check is strict: a packet that arrives over a neighbor other than our
+//!   route back to its source (asymmetric routing over several hops) is dropped as spoofed.
 //! - HTB classifies by `skb->priority`: anything that rewrites it after our postrouting chain
 //!   (another table at a later priority, a qdisc action) moves the packet to another class, and
 //!   a root HTB of someone else's on a tunnel would see our class ids as its own.
@@ -61,13 +71,13 @@ pub mod fuzzing {
 
 pub use command::CommandError;
 pub use firewall::{
-    CounterHandle, CounterReading, Firewall, FirewallApplyError, FirewallRemoveError, FirewallReport, NoopFirewall,
-    ReadCountersError,
+    CounterHandle, CounterReading, DropCount, Firewall, FirewallApplyError, FirewallRemoveError, FirewallReport,
+    NoopFirewall, ReadCountersError,
 };
 pub use nft::{police_burst_bytes, NftFirewall};
 pub use plan::{
-    BitRate, ClassId, ControlTraffic, GroupId, IngressPolicy, NeighborKey, NeighborTraffic, PlanError, ShaperGroup,
-    TrafficPlan,
+    Admission, BitRate, ClassId, ControlTraffic, GroupId, IngressPolicy, LocalService, NeighborKey, NeighborTraffic,
+    PlanError, Protocol, ServiceScope, ShaperGroup, TrafficPlan,
 };
 pub use shaper::{
     ClassState, IfbPrefixError, IfbState, InspectError, NoopShaper, RemoveFailure, Shaper, ShaperApplyError,

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::Ipv6Addr;
 use tollway_core::{IfName, NodeId};
 
 /// A rate in bits per second.
@@ -142,12 +143,120 @@ pub struct ControlTraffic {
     pub rate: BitRate,
 }
 
+/// The transport protocol of a [`LocalService`] or an opened port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The name nftables gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// Where neighbors may reach a [`LocalService`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceScope {
+    /// Only over the neighbor's tunnel between link-local addresses: from an `fe80::/10` source
+    /// to our link-local address on that tunnel, or to one of `groups` (link-local multicast
+    /// groups such as Babel's `ff02::1:6`). IPv6 only.
+    LinkLocal { groups: Vec<Ipv6Addr> },
+    /// On any address of this node, IPv4 or IPv6, from any source the neighbor may use.
+    AnyAddress,
+}
+
+/// A service of this node that every neighbor may reach through its tunnel. The control port
+/// ([`ControlTraffic::tcp_port`], TCP between link-local addresses) always may and is not listed;
+/// routing and measurement add theirs here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalService {
+    /// What it is, for errors and logs (`babel`).
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub scope: ServiceScope,
+}
+
+impl LocalService {
+    /// Babel's UDP port (RFC 8966).
+    pub const BABEL_PORT: u16 = 6696;
+
+    /// The Babel routing protocol: UDP 6696 between link-local addresses, and to `ff02::1:6`.
+    pub fn babel() -> LocalService {
+        LocalService {
+            name: "babel".into(),
+            protocol: Protocol::Udp,
+            port: Self::BABEL_PORT,
+            scope: ServiceScope::LinkLocal { groups: vec![Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 6)] },
+        }
+    }
+}
+
+/// What neighbors may send to this node, and through it. Whatever arrives from a neighbor's
+/// tunnel is dropped unless its source is one that neighbor may use (routed back through its
+/// tunnel) and it is one of:
+/// - addressed to this node: part of a connection this node started (or one it accepted), an
+///   ICMP error about one, the control port, one of `services`, a port in `open_tcp` /
+///   `open_udp`, or an echo request within `echo_requests_per_sec`;
+/// - to be forwarded: into another tunnel, out of an uplink, a reply to a connection started
+///   from behind this node, or to a LAN when `lans_open`.
+///
+/// Every such drop is counted per neighbor and never billed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Services besides the control port that neighbors may reach (default: Babel).
+    pub services: Vec<LocalService>,
+    /// Ports the operator opened to neighbors, on every address of this node.
+    pub open_tcp: Vec<u16>,
+    pub open_udp: Vec<u16>,
+    /// Echo requests (ping) accepted from each neighbor per second (IPv4 and IPv6 together), with a burst
+    /// of twice as many; the rest are unsolicited. 0: none.
+    pub echo_requests_per_sec: u32,
+    /// Interfaces towards the internet: neighbors' traffic may leave through them, new
+    /// connections included.
+    pub uplinks: Vec<IfName>,
+    /// Interfaces towards the devices behind this router: from neighbors, only replies to
+    /// connections those devices started reach them, unless `lans_open`.
+    pub lans: Vec<IfName>,
+    /// Neighbors may start connections to the devices on `lans`.
+    pub lans_open: bool,
+    /// The name prefix of this node's tunnel interfaces (`tw` and 6 hex digits of its id). A
+    /// tunnel with this prefix that is not (yet) in the plan gets only the control port, pings
+    /// to us and replies, uncounted, instead of no filtering at all. `None`: no such catch-all.
+    pub tunnel_prefix: Option<String>,
+}
+
+impl Default for Admission {
+    /// The built-in admission: the control port, Babel and 10 pings a second; nothing opened,
+    /// no uplinks and no LANs.
+    fn default() -> Self {
+        Admission {
+            services: vec![LocalService::babel()],
+            open_tcp: Vec::new(),
+            open_udp: Vec::new(),
+            echo_requests_per_sec: 10,
+            uplinks: Vec::new(),
+            lans: Vec::new(),
+            lans_open: false,
+            tunnel_prefix: None,
+        }
+    }
+}
+
 /// Everything the traffic facilities need from the core, for the whole node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrafficPlan {
     pub control: ControlTraffic,
     /// Each neighbor appears in exactly one group.
     pub groups: Vec<ShaperGroup>,
+    /// What neighbors may send to us and through us.
+    pub admission: Admission,
 }
 
 /// Why a plan cannot be applied.
@@ -173,6 +282,16 @@ pub enum PlanError {
     BadPoliceRate { key: NeighborKey, rate: BitRate },
     #[error("group {group:?} has {count} neighbors; at most {max} fit in one HTB", max = MAX_NEIGHBORS_PER_GROUP)]
     TooManyNeighbors { group: GroupId, count: usize },
+    #[error("service {name:?}: the port must not be 0")]
+    ServicePort { name: String },
+    #[error("service {name:?}: {group} is not a link-local multicast group (ff02::/16)")]
+    ServiceGroup { name: String, group: Ipv6Addr },
+    #[error("an opened {protocol} port must not be 0", protocol = .0.as_str())]
+    OpenPortZero(Protocol),
+    #[error("interface {ifname} is listed as {first} and as {second}")]
+    InterfaceRoles { ifname: IfName, first: &'static str, second: &'static str },
+    #[error("tunnel prefix {0:?} must be 1 to 14 characters of [A-Za-z0-9_.-]")]
+    BadTunnelPrefix(String),
 }
 
 /// HTB minor class numbers are 16 bits; neighbors take `FIRST_NEIGHBOR_MINOR..=LAST_NEIGHBOR_MINOR`.
@@ -224,7 +343,7 @@ impl TrafficPlan {
     /// A plan with no neighbors and no groups: applying it removes everything but leaves the
     /// (empty) table in place.
     pub fn empty(control: ControlTraffic) -> TrafficPlan {
-        TrafficPlan { control, groups: Vec::new() }
+        TrafficPlan { control, groups: Vec::new(), admission: Admission::default() }
     }
 
     /// Every neighbor with its group.
@@ -274,6 +393,43 @@ impl TrafficPlan {
                         return Err(PlanError::BadPoliceRate { key: n.key.clone(), rate: bits_per_sec });
                     }
                 }
+            }
+        }
+        self.admission.validate(&tunnels)
+    }
+}
+
+impl Admission {
+    fn validate(&self, tunnels: &BTreeSet<&IfName>) -> Result<(), PlanError> {
+        for s in &self.services {
+            if s.port == 0 {
+                return Err(PlanError::ServicePort { name: s.name.clone() });
+            }
+            if let ServiceScope::LinkLocal { groups } = &s.scope {
+                if let Some(g) = groups.iter().find(|g| g.segments()[0] != 0xff02) {
+                    return Err(PlanError::ServiceGroup { name: s.name.clone(), group: *g });
+                }
+            }
+        }
+        for (ports, protocol) in [(&self.open_tcp, Protocol::Tcp), (&self.open_udp, Protocol::Udp)] {
+            if ports.contains(&0) {
+                return Err(PlanError::OpenPortZero(protocol));
+            }
+        }
+        let mut roles: BTreeMap<&IfName, &'static str> = tunnels.iter().map(|t| (*t, "tunnel")).collect();
+        for (list, role) in [(&self.uplinks, "uplink"), (&self.lans, "lan")] {
+            for i in list {
+                if let Some(first) = roles.insert(i, role) {
+                    return Err(PlanError::InterfaceRoles { ifname: i.clone(), first, second: role });
+                }
+            }
+        }
+        if let Some(p) = &self.tunnel_prefix {
+            let ok = !p.is_empty()
+                && p.len() < IfName::MAX_LEN
+                && p.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
+            if !ok {
+                return Err(PlanError::BadTunnelPrefix(p.clone()));
             }
         }
         Ok(())
@@ -348,6 +504,7 @@ pub(crate) fn test_plan(keys: &[&str], ingress: IngressPolicy) -> TrafficPlan {
                 })
                 .collect(),
         }],
+        admission: Admission::default(),
     }
 }
 

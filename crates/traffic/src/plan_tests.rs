@@ -21,6 +21,7 @@ fn plan() -> TrafficPlan {
                 neighbor("bb", "twb", 64_000, 64_000, IngressPolicy::Police { bits_per_sec: BitRate::kbit(64) }),
             ],
         }],
+        admission: Admission::default(),
     }
 }
 
@@ -38,6 +39,12 @@ fn keys_are_validated() {
 #[test]
 fn a_good_plan_validates() {
     assert_eq!(plan().validate(), Ok(()));
+    let mut p = plan();
+    p.admission.uplinks = vec![IfName::new("wan").unwrap()];
+    p.admission.lans = vec![IfName::new("br-lan").unwrap()];
+    p.admission.open_tcp = vec![22];
+    p.admission.tunnel_prefix = Some("tw0a1b2c".into());
+    assert_eq!(p.validate(), Ok(()));
     assert_eq!(TrafficPlan::empty(plan().control).validate(), Ok(()));
 }
 
@@ -64,6 +71,25 @@ fn bad_plans_are_rejected_with_what_is_wrong() {
             |p| p.groups[0].neighbors[1].ingress = IngressPolicy::Police { bits_per_sec: BitRate(0) },
             |e| matches!(e, PlanError::BadPoliceRate { .. }),
         ),
+        (|p| p.admission.services[0].port = 0, |e| matches!(e, PlanError::ServicePort { name } if name == "babel")),
+        (
+            |p| p.admission.services[0].scope = ServiceScope::LinkLocal { groups: vec!["ff05::2".parse().unwrap()] },
+            |e| matches!(e, PlanError::ServiceGroup { .. }),
+        ),
+        (|p| p.admission.open_udp = vec![53, 0], |e| matches!(e, PlanError::OpenPortZero(Protocol::Udp))),
+        (
+            |p| p.admission.uplinks = vec![IfName::new("twa").unwrap()],
+            |e| matches!(e, PlanError::InterfaceRoles { first: "tunnel", second: "uplink", .. }),
+        ),
+        (
+            |p| {
+                p.admission.uplinks = vec![IfName::new("eth0").unwrap()];
+                p.admission.lans = vec![IfName::new("eth0").unwrap()];
+            },
+            |e| matches!(e, PlanError::InterfaceRoles { first: "uplink", second: "lan", .. }),
+        ),
+        (|p| p.admission.tunnel_prefix = Some("tw*".into()), |e| matches!(e, PlanError::BadTunnelPrefix(_))),
+        (|p| p.admission.tunnel_prefix = Some("a".repeat(15)), |e| matches!(e, PlanError::BadTunnelPrefix(_))),
     ];
     for (i, (break_it, expect)) in cases.into_iter().enumerate() {
         let mut p = plan();

@@ -166,7 +166,11 @@ fn each_group_has_its_own_ifb_and_a_moved_tunnel_follows() {
     };
     let control = ControlTraffic { tcp_port: 7000, rate: BitRate::kbit(100) };
     let g = |id, ns: Vec<NeighborTraffic>| ShaperGroup { id: GroupId(id), capacity: BitRate::mbit(10), neighbors: ns };
-    let p1 = TrafficPlan { control, groups: vec![g(1, vec![n("nb", &lb.a_if)]), g(2, vec![n("nc", &lc.a_if)])] };
+    let p1 = TrafficPlan {
+        control,
+        groups: vec![g(1, vec![n("nb", &lb.a_if)]), g(2, vec![n("nc", &lc.a_if)])],
+        admission: Admission::default(),
+    };
     let mut sh = TcShaper::new(&ifb_prefix("sg")).unwrap();
     in_ns(&a, || sh.apply(&p1)).unwrap();
     let (i1, i2) = (sh.ifb_name(GroupId(1)), sh.ifb_name(GroupId(2)));
@@ -175,7 +179,11 @@ fn each_group_has_its_own_ifb_and_a_moved_tunnel_follows() {
     assert_eq!(state(&a, &sh).len(), 2);
 
     // c moves to group 1; group 2 is gone.
-    let p2 = TrafficPlan { control, groups: vec![g(1, vec![n("nb", &lb.a_if), n("nc", &lc.a_if)])] };
+    let p2 = TrafficPlan {
+        control,
+        groups: vec![g(1, vec![n("nb", &lb.a_if), n("nc", &lc.a_if)])],
+        admission: Admission::default(),
+    };
     let r = in_ns(&a, || sh.apply(&p2)).unwrap();
     assert_eq!(r.ifbs_deleted, std::slice::from_ref(&i2));
     assert_eq!(redirect_target(&a, &lc.a_if).as_deref(), Some(i1.as_str()));

@@ -29,11 +29,12 @@ fn competing_buyers_share_in_proportion_to_their_rates_and_one_alone_gets_it_all
     let (t1, t2) = (lab.wg(&s, &b1), lab.wg(&s, &b2));
     let cap = BitRate::mbit(20);
     let open = IngressPolicy::Open;
-    let p = plan(
+    let mut p = plan(
         7000,
         cap,
         &[("buyer1", &t1.a_if, BitRate::mbit(15), cap, open), ("buyer2", &t2.a_if, BitRate::mbit(5), cap, open)],
     );
+    p.admission.open_tcp = vec![5201, 5202];
     let mut fw = NftFirewall::new();
     let mut sh = TcShaper::new(&ifb_prefix("sh")).unwrap();
     in_ns(&s, || fw.apply(&p)).unwrap();

@@ -31,7 +31,10 @@ fn a_throttled_neighbor_gets_its_floor_both_ways_and_control_stays_fast() {
     let (s, b) = (lab.netns("s"), lab.netns("b"));
     let t = lab.wg(&s, &b);
     let police = IngressPolicy::Police { bits_per_sec: FLOOR };
-    let p = plan(CTRL, BitRate::mbit(20), &[("debtor", &t.a_if, FLOOR, FLOOR, police)]);
+    let mut p = plan(CTRL, BitRate::mbit(20), &[("debtor", &t.a_if, FLOOR, FLOOR, police)]);
+    // The test's control sessions and bulk run over the tunnel's IPv4 addresses: open their
+    // ports there (the control port is otherwise admitted between link-local addresses only).
+    p.admission.open_tcp = vec![CTRL, 5201];
     let mut fw = NftFirewall::new();
     let mut sh = TcShaper::new(&ifb_prefix("th")).unwrap();
     in_ns(&s, || fw.apply(&p)).unwrap();
@@ -93,8 +96,11 @@ fn a_cut_off_neighbor_keeps_only_its_control_sessions() {
     let t = lab.wg(&s, &b);
     let open = IngressPolicy::Open;
     let cut = IngressPolicy::ControlOnly;
-    let p_open = plan(CTRL, BitRate::mbit(20), &[("debtor", &t.a_if, FLOOR, FLOOR, open)]);
-    let p_cut = plan(CTRL, BitRate::mbit(20), &[("debtor", &t.a_if, FLOOR, FLOOR, cut)]);
+    let mut p_open = plan(CTRL, BitRate::mbit(20), &[("debtor", &t.a_if, FLOOR, FLOOR, open)]);
+    let mut p_cut = plan(CTRL, BitRate::mbit(20), &[("debtor", &t.a_if, FLOOR, FLOOR, cut)]);
+    // Control sessions over the tunnel's IPv4 addresses too (see above).
+    p_open.admission.open_tcp = vec![CTRL];
+    p_cut.admission.open_tcp = vec![CTRL];
     let mut fw = NftFirewall::new();
     let mut sh = TcShaper::new(&ifb_prefix("co")).unwrap();
     in_ns(&s, || fw.apply(&p_open)).unwrap();

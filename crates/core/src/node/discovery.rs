@@ -181,6 +181,7 @@ impl Node {
             last_hello_ms: 0,
             verify_budget: TokenBucket::new(NEIGHBOR_VERIFY_PER_INTERVAL, self.config.announce_interval, now.mono),
             tunnel: TunnelStats::default(),
+            dropped: Default::default(),
             tunnel_seen_up: false,
             applied: None,
             tunnel_retry_at: None,

@@ -35,6 +35,8 @@ pub struct CounterSample {
     pub rx: Option<CounterReading>,
     /// Bytes sent to the neighbor (the tunnel interface's transmit counter).
     pub tx: Option<CounterReading>,
+    /// What the firewall dropped from the neighbor (not billed), if it was read.
+    pub dropped: Option<super::Dropped>,
 }
 
 pub(super) struct MarketState {
@@ -152,7 +154,9 @@ impl Node {
         let grace = self.config.market.negotiation_grace;
         for s in samples {
             let Some(id) = self.neighbor_by_ifname(&s.ifname).map(|n| n.id) else { continue };
-            let m = &mut self.neighbors.get_mut(&id).expect("exists").market;
+            let n = self.neighbors.get_mut(&id).expect("exists");
+            n.dropped = s.dropped.unwrap_or(n.dropped);
+            let m = &mut n.market;
             // Bytes received before the prices are known stay in the kernel's counter (the
             // baseline does not move) and are priced once they are.
             if let Some(rx) = s.rx.filter(|_| m.prices_known(now.mono, grace)) {

@@ -10,7 +10,7 @@ mod session;
 mod tests;
 
 pub use market::{CounterReading, CounterSample};
-pub use neighbor::{Neighbor, NeighborState, TunnelStats, HANDSHAKE_FRESH_SECS};
+pub use neighbor::{Dropped, Neighbor, NeighborState, TunnelStats, Volume, HANDSHAKE_FRESH_SECS};
 
 use crate::action::{Action, SessionId, TunnelSpec};
 use crate::config::CoreConfig;

@@ -39,6 +39,23 @@ pub struct TunnelStats {
     pub tx_bytes: u64,
 }
 
+/// Packets and bytes, as a kernel counter holds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Volume {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// What the firewall refused from a neighbor (never billed), as last sampled by the driver:
+/// totals since the firewall's counters were created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Its source address is not routed back through the neighbor's tunnel.
+    pub spoofed: Volume,
+    /// Addressed to this node or through it, and nobody here asked for it.
+    pub unsolicited: Volume,
+}
+
 /// WireGuard rejects a session key this old (REJECT_AFTER_TIME); a handshake older than this
 /// means the tunnel is not up.
 pub const HANDSHAKE_FRESH_SECS: u64 = 180;
@@ -134,6 +151,8 @@ pub struct Neighbor {
     /// Signature checks of messages claiming its id (`NEIGHBOR_VERIFY_PER_INTERVAL`).
     pub(crate) verify_budget: super::TokenBucket,
     pub tunnel: TunnelStats,
+    /// What the firewall dropped from it.
+    pub dropped: Dropped,
     pub(crate) tunnel_seen_up: bool,
     /// The spec last handed to the driver, and when to re-send it after a failure.
     pub(crate) applied: Option<TunnelSpec>,

@@ -4,11 +4,11 @@
 use super::Driver;
 use tollway_core::action::{MarketEvent, PersistBatch, PriceSubject};
 use tollway_core::market::{CounterBaseline, Ingress, IssuedNote, MarketRecord, ReceivedNote, TrafficPolicy};
-use tollway_core::node::{CounterReading, CounterSample};
+use tollway_core::node::{CounterReading, CounterSample, Dropped, Volume};
 use tollway_core::NodeId;
 use tollway_store as store;
 use tollway_traffic::{
-    BitRate, ControlTraffic, GroupId, IngressPolicy, NeighborKey, NeighborTraffic, ShaperGroup, TrafficPlan,
+    BitRate, ControlTraffic, DropCount, GroupId, IngressPolicy, NeighborKey, NeighborTraffic, ShaperGroup, TrafficPlan,
 };
 
 /// Guaranteed rate of the control class (sessions, statements, payments), bit/s.
@@ -43,6 +43,27 @@ impl Driver {
                         .collect(),
                 })
                 .collect(),
+            admission: self.admission.clone(),
+        }
+    }
+
+    /// Install the firewall without neighbors before any tunnel or session exists, so that
+    /// connection tracking follows every connection from its first packet: a control session
+    /// opened before it would have its replies taken for unsolicited packets (conntrack picks a
+    /// running connection up as new). A table left by a previous run is kept as it is: its
+    /// counters still hold bytes not yet billed, and its rules already track connections.
+    pub(super) fn install_firewall(&mut self) {
+        match self.k.firewall.read_counters() {
+            Ok(c) if c.is_empty() => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading counters failed; the firewall is installed with the first plan");
+                return;
+            }
+        }
+        let plan = self.plan_for(&TrafficPolicy::default());
+        if let Err(e) = self.k.firewall.apply(&plan) {
+            tracing::warn!(error = %e, "installing the firewall failed; retrying with the first plan");
         }
     }
 
@@ -84,8 +105,8 @@ impl Driver {
         }
     }
 
-    /// Read every neighbor's receive counter (nftables) and transmit counter (its tunnel) and
-    /// hand them to the core.
+    /// Read every neighbor's receive counter and drop counters (nftables) and transmit counter
+    /// (its tunnel) and hand them to the core.
     pub(super) fn sample_counters(&mut self) {
         if self.plan.is_none() {
             return;
@@ -109,16 +130,20 @@ impl Driver {
         let samples: Vec<CounterSample> = self
             .node
             .neighbors()
-            .map(|n| CounterSample {
-                ifname: n.ifname.clone(),
-                rx: rx.get(&NeighborKey::of(&n.id)).map(|r| CounterReading {
-                    instance: (r.handle.table << 32) | (r.handle.object & 0xffff_ffff),
-                    value: r.bytes,
-                }),
-                tx: match links.stats(&n.ifname) {
-                    Ok(Some(c)) => Some(CounterReading { instance: c.ifindex as u64, value: c.tx_bytes }),
-                    _ => None,
-                },
+            .map(|n| {
+                let r = rx.get(&NeighborKey::of(&n.id));
+                CounterSample {
+                    ifname: n.ifname.clone(),
+                    rx: r.map(|r| CounterReading {
+                        instance: (r.handle.table << 32) | (r.handle.object & 0xffff_ffff),
+                        value: r.bytes,
+                    }),
+                    tx: match links.stats(&n.ifname) {
+                        Ok(Some(c)) => Some(CounterReading { instance: c.ifindex as u64, value: c.tx_bytes }),
+                        _ => None,
+                    },
+                    dropped: r.map(|r| Dropped { spoofed: volume(r.spoofed), unsolicited: volume(r.unsolicited) }),
+                }
             })
             .collect();
         if !samples.is_empty() {
@@ -152,6 +177,10 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+fn volume(d: DropCount) -> Volume {
+    Volume { packets: d.packets, bytes: d.bytes }
 }
 
 fn baseline(b: Option<CounterBaseline>) -> CounterBaseline {

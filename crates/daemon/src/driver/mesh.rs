@@ -9,12 +9,15 @@ use crate::mesh_config::{MeshSettings, RoutingKind};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tollway_core::{IfName, RoutedNeighbor};
-use tollway_kernel::{Family, RouteTarget, Routes};
+use tollway_kernel::{Family, RouteTarget, Routes, TableRoute, PROTO_TOLLWAY};
 use tollway_routing::{RouteEntry, Router, RoutingPlan};
 use tollway_traffic::nat::{Nat, UplinkNat};
 
 /// The kernel's main table.
 const MAIN_TABLE: u32 = 254;
+/// The metric of the driver's own route to a neighbor across its tunnel when babel routes:
+/// above babeld's (it installs with metric 0, which the kernel keeps as 1024 on IPv6).
+const NEIGHBOR_FALLBACK_METRIC: u32 = 65_000;
 
 /// The node's routing: its settings, the router (none with `kind = "none"`), and the kernel's
 /// routes and rules.
@@ -282,6 +285,27 @@ impl Driver {
             if let Err(e) = mesh.nat.remove() {
                 tracing::warn!(error = %e, "removing the uplink's masquerading failed");
             }
+        }
+    }
+
+    /// With babel, the route to a neighbor's mesh address across its own tunnel, in the mesh
+    /// table with a metric babeld's routes always beat.
+    pub(super) fn babel_neighbor_fallback(&self, spec: &tollway_core::TunnelSpec) -> Option<TableRoute> {
+        let mesh = self.mesh.as_ref().filter(|m| m.settings.kind == RoutingKind::Babel)?;
+        Some(TableRoute {
+            dst: IpNet::new(IpAddr::V6(spec.peer_mesh_ip), 128).expect("a valid /128"),
+            table: mesh.settings.table,
+            protocol: PROTO_TOLLWAY,
+            target: RouteTarget::Dev { dev: spec.ifname.clone(), gateway: None },
+            pref_src: Some(IpAddr::V6(self.node.node_id().mesh_ip())),
+            metric: NEIGHBOR_FALLBACK_METRIC,
+        })
+    }
+
+    pub(super) fn mesh_routes_replace(&mut self, route: &TableRoute) -> Result<(), String> {
+        match self.mesh.as_mut() {
+            Some(mesh) => mesh.routes.replace(route).map_err(|e| e.to_string()),
+            None => Ok(()),
         }
     }
 

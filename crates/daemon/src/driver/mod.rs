@@ -25,7 +25,7 @@ use tollway_core::wire::control::ControlMessage;
 use tollway_core::{Action, IfName, Millis, Node, Now, SessionId, TunnelSpec};
 use tollway_kernel::{Links, Tunnels};
 use tollway_store::{LedgerStore, StoreError};
-use tollway_traffic::{Firewall, Shaper, TrafficPlan};
+use tollway_traffic::{Admission, Firewall, Shaper, TrafficPlan};
 
 /// Everything that can wake the driver.
 pub enum Input {
@@ -146,6 +146,8 @@ pub struct Driver {
     k: Backends,
     currency: Currency,
     control_port: u16,
+    /// What neighbors may send us and through us: part of every traffic plan.
+    admission: Admission,
     discovery: HashMap<IfName, UnboundedSender<Outgoing>>,
     discovery_queue: Arc<DiscoveryQueue>,
     opener: Box<dyn SessionOpener>,
@@ -164,7 +166,16 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(node: Node, clock: Clock, backends: Backends, io: Io, currency: Currency, control_port: u16) -> Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: Node,
+        clock: Clock,
+        backends: Backends,
+        io: Io,
+        currency: Currency,
+        control_port: u16,
+        admission: Admission,
+    ) -> Driver {
         Driver {
             node,
             clock,
@@ -174,6 +185,7 @@ impl Driver {
             discovery: io.discovery,
             discovery_queue: io.discovery_queue,
             opener: io.sessions,
+            admission,
             sessions: HashMap::new(),
             desired: HashMap::new(),
             plan: None,
@@ -218,13 +230,15 @@ impl Driver {
 
     /// Restore the ledgers from the store; remove what a previous run of this node left behind
     /// (tunnel devices after kill -9 with kernel WireGuard), then put the node's mesh address on
-    /// the loopback interface. Firewall counters are kept: they still hold bytes not yet billed.
+    /// the loopback interface; install the firewall. Firewall counters are kept: they still hold
+    /// bytes not yet billed.
     pub fn prepare(&mut self) -> Result<(), String> {
         self.restore()?;
         self.remove_leftover_tunnels()?;
         let lo = IfName::new("lo").expect("valid");
         self.k.links.set_up(&lo, None).map_err(|e| e.to_string())?;
         self.k.links.ensure_address(&lo, self.node.node_id().mesh_ip(), 128).map_err(|e| e.to_string())?;
+        self.install_firewall();
         self.prepare_mesh()?;
         Ok(())
     }

@@ -196,7 +196,7 @@ impl Fakes {
         };
         let node = Node::new(core_config(market), us, now, [7; 32]);
         let currency = Currency { name: "XTW".into(), decimals: 6 };
-        (Driver::new(node, clock, backends, io, currency, 7478), hand)
+        (Driver::new(node, clock, backends, io, currency, 7478, tollway_traffic::Admission::default()), hand)
     }
 }
 
@@ -359,6 +359,7 @@ impl Harness {
                     ifname,
                     rx: Some(CounterReading { instance: 1, value: self.peer_rx }),
                     tx: Some(CounterReading { instance: 2, value: self.peer_tx }),
+                    dropped: None,
                 };
                 self.peer.handle_counters(now, &[sample]);
             }

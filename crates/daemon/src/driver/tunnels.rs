@@ -69,8 +69,12 @@ impl Driver {
         self.k.links.set_up(&spec.ifname, Some(spec.mtu)).map_err(err)?;
         self.k.links.ensure_address(&spec.ifname, spec.local_link_local, 64).map_err(err)?;
         // With babel, routes to the neighbor come from babeld (in the mesh table); a /128 of
-        // ours in main would override its choice.
-        if self.routes_neighbors_itself() {
+        // ours in main would override its choice, so ours goes into the mesh table below
+        // babeld's (a higher metric): the neighbor stays reachable across the tunnel while
+        // babeld has no route to it (not routed yet, or not at our price).
+        if let Some(fallback) = self.babel_neighbor_fallback(spec) {
+            self.mesh_routes_replace(&fallback)?;
+        } else if self.routes_neighbors_itself() {
             let route = Route6 {
                 dst: spec.peer_mesh_ip,
                 prefix_len: 128,

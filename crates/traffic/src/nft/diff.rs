@@ -103,13 +103,15 @@ pub(crate) fn batch(desired: &DesiredTable, observed: Option<&ObservedTable>) ->
         b.chains_written.push(c.name.clone());
     }
     // Chains of neighbors no longer in the plan (or anything else in our table): nothing jumps
-    // to them any more once the base chains above are rewritten.
-    for name in o.chains.keys() {
-        if !desired.chains.iter().any(|c| &c.name == name) {
-            b.commands.push(json!({"flush": {"chain": chain_ref(name)}}));
-            b.commands.push(json!({"delete": {"chain": chain_ref(name)}}));
-            b.chains_deleted.push(name.clone());
-        }
+    // to them any more once the base chains above are rewritten. They may jump to each other,
+    // so all are flushed before any is deleted (a chain still jumped to cannot be deleted).
+    let gone: Vec<&String> = o.chains.keys().filter(|name| !desired.chains.iter().any(|c| &c.name == *name)).collect();
+    for name in &gone {
+        b.commands.push(json!({"flush": {"chain": chain_ref(name)}}));
+    }
+    for name in gone {
+        b.commands.push(json!({"delete": {"chain": chain_ref(name)}}));
+        b.chains_deleted.push(name.clone());
     }
     for name in o.counters.keys() {
         if !desired.counters.contains(name) {
@@ -166,27 +168,27 @@ mod tests {
         let d = desired(&plan(&["a"], IngressPolicy::Open));
         let b = batch(&d, None);
         assert!(b.created_table);
+        let v = verbs(&b);
+        let mut expected: Vec<String> =
+            ["add table tollway", "add counter rx_a", "add counter spoofed_a", "add counter unsolicited_a"]
+                .map(String::from)
+                .to_vec();
+        for c in &d.chains {
+            expected.push(format!("add chain {}", c.name));
+            expected.extend(c.rules.iter().map(|_| format!("add rule {}", c.name)));
+        }
+        assert_eq!(v, expected);
+        let names: Vec<&str> = d.chains.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
-            verbs(&b),
-            [
-                "add table tollway",
-                "add counter rx_a",
-                "add chain in_a",
-                "add rule in_a",
-                "add chain out_a",
-                "add rule out_a",
-                "add rule out_a",
-                "add rule out_a",
-                "add chain pre",
-                "add rule pre",
-                "add chain post",
-                "add rule post"
-            ]
+            names,
+            ["acc_a", "junk_a", "ping_a", "rpf_a", "out_a", "to_us", "through_us", "pre", "input", "forward", "post"]
         );
         let doc: Value = serde_json::from_slice(&b.to_json()).unwrap();
-        assert_eq!(doc["nftables"].as_array().unwrap().len(), 12);
-        assert_eq!(doc["nftables"][8]["add"]["chain"]["hook"], "prerouting");
-        assert_eq!(doc["nftables"][3]["add"]["rule"]["comment"], json!(d.chains[0].comment));
+        assert_eq!(doc["nftables"].as_array().unwrap().len(), v.len());
+        let pre = v.iter().position(|c| c == "add chain pre").unwrap();
+        assert_eq!(doc["nftables"][pre]["add"]["chain"]["hook"], "prerouting");
+        assert_eq!(doc["nftables"][5]["add"]["rule"]["comment"], json!(d.chains[0].comment));
+        assert_eq!(b.counters_added, [NeighborKey::new("a").unwrap()], "reported once per neighbor");
     }
 
     #[test]
@@ -204,10 +206,10 @@ mod tests {
         p.groups[0].neighbors[1].ingress = IngressPolicy::Police { bits_per_sec: BitRate::kbit(64) };
         let b = batch(&desired(&p), Some(&o));
         let v = verbs(&b);
-        assert_eq!(v[0], "flush chain in_b");
-        assert_eq!(v.iter().filter(|s| s.starts_with("add rule in_b")).count(), 4);
+        assert_eq!(v[0], "flush chain acc_b");
+        assert_eq!(v.iter().filter(|s| s.starts_with("add rule acc_b")).count(), 4);
         assert!(v.iter().all(|s| !s.contains("counter") && !s.contains("_a")), "{v:?}");
-        assert_eq!(b.chains_written, ["in_b"]);
+        assert_eq!(b.chains_written, ["acc_b"]);
     }
 
     #[test]
@@ -216,11 +218,18 @@ mod tests {
         let b = batch(&desired(&plan(&["a"], IngressPolicy::Open)), Some(&o));
         let v = verbs(&b);
         let pos = |s: &str| v.iter().position(|x| x == s).unwrap_or_else(|| panic!("{s} missing from {v:?}"));
-        assert!(pos("flush chain pre") < pos("delete chain in_b"));
+        assert!(pos("flush chain pre") < pos("delete chain rpf_b"));
+        assert!(pos("flush chain to_us") < pos("delete chain acc_b"));
+        assert!(pos("flush chain through_us") < pos("delete chain junk_b"));
         assert!(pos("flush chain post") < pos("delete chain out_b"));
-        assert!(pos("flush chain in_b") < pos("delete counter rx_b"));
+        // ping_b jumps to acc_b and junk_b: emptied before they go.
+        assert!(pos("flush chain ping_b") < pos("delete chain acc_b"));
+        assert!(pos("flush chain ping_b") < pos("delete chain junk_b"));
+        assert!(pos("flush chain acc_b") < pos("delete counter rx_b"));
+        assert!(pos("flush chain rpf_b") < pos("delete counter spoofed_b"));
+        assert!(pos("flush chain junk_b") < pos("delete counter unsolicited_b"));
         assert_eq!(b.counters_deleted, [NeighborKey::new("b").unwrap()]);
-        assert_eq!(b.chains_deleted, ["in_b", "out_b"]);
+        assert_eq!(b.chains_deleted, ["acc_b", "junk_b", "out_b", "ping_b", "rpf_b"]);
     }
 
     #[test]
@@ -228,8 +237,10 @@ mod tests {
         let o = observed_after(&desired(&plan(&["a"], IngressPolicy::Open)));
         let b = batch(&desired(&plan(&["a", "b"], IngressPolicy::Open)), Some(&o));
         let v = verbs(&b);
-        assert_eq!(v[0], "add counter rx_b");
-        assert_eq!(v[1], "add chain in_b");
+        assert_eq!(
+            v[..4],
+            ["add counter rx_b", "add counter spoofed_b", "add counter unsolicited_b", "add chain acc_b"]
+        );
         assert!(v.contains(&"flush chain pre".to_string()));
         assert_eq!(b.counters_added, [NeighborKey::new("b").unwrap()]);
     }
@@ -243,9 +254,10 @@ mod tests {
             c.comments.clear();
         }
         let v = verbs(&batch(&d, Some(&o)));
-        assert_eq!(v.iter().filter(|s| s.starts_with("flush chain")).count(), 4, "{v:?}");
-        // in_a's single rule, out_a's three, pre's and post's one each are all re-added.
-        assert_eq!(v.iter().filter(|s| s.starts_with("add rule")).count(), 6);
+        assert_eq!(v.iter().filter(|s| s.starts_with("flush chain")).count(), d.chains.len(), "{v:?}");
+        // Every rule is re-added.
+        let rules: usize = d.chains.iter().map(|c| c.rules.len()).sum();
+        assert_eq!(v.iter().filter(|s| s.starts_with("add rule")).count(), rules);
 
         let mut o = observed_after(&d);
         o.chains.get_mut("pre").unwrap().hook = Some(("input".into(), 0));

@@ -42,6 +42,7 @@ pub fn check_nft_output(json: &[u8]) -> bool {
                 })
                 .collect(),
         }],
+        admission: crate::plan::Admission::default(),
     };
     plan.validate().expect("the plan is valid");
     let desired = rules::desired(&plan);

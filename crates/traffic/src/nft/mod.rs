@@ -1,4 +1,5 @@
-//! [`NftFirewall`]: the [`Firewall`] on nftables, through `nft -j` (JSON in and out).
+//! [`NftFirewall`]: the [`Firewall`] on nftables, through `nft -j` (JSON in and out). The table
+//! is described in [`rules`].
 //!
 //! Reads the table once per call (`nft -j list table inet tollway`), computes the minimal batch
 //! (see [`diff`]) and applies it as one atomic transaction (`nft -j -f -`).
@@ -118,14 +119,27 @@ impl Firewall for NftFirewall {
         else {
             return Ok(BTreeMap::new());
         };
-        Ok(t.counters
+        let mut readings: BTreeMap<NeighborKey, CounterReading> = t
+            .counters
             .iter()
             .filter_map(|(name, c)| {
                 let key = rules::key_of_counter(name)?;
                 let handle = CounterHandle { table: t.handle, object: c.handle };
-                Some((key, CounterReading { bytes: c.bytes, packets: c.packets, handle }))
+                let (spoofed, unsolicited) = (DropCount::default(), DropCount::default());
+                Some((key, CounterReading { bytes: c.bytes, packets: c.packets, handle, spoofed, unsolicited }))
             })
-            .collect())
+            .collect();
+        for (name, c) in &t.counters {
+            let Some((kind, key)) = rules::parse_counter(name) else { continue };
+            let Some(r) = readings.get_mut(&key) else { continue };
+            let drops = DropCount { packets: c.packets, bytes: c.bytes };
+            match kind {
+                rules::CounterKind::Billed => {}
+                rules::CounterKind::Spoofed => r.spoofed = drops,
+                rules::CounterKind::Unsolicited => r.unsolicited = drops,
+            }
+        }
+        Ok(readings)
     }
 
     fn remove_all(&mut self) -> Result<(), FirewallRemoveError> {

@@ -21,6 +21,7 @@ fn plan(neighbors: &[(&str, u64)]) -> TrafficPlan {
                 })
                 .collect(),
         }],
+        admission: Admission::default(),
     }
 }
 

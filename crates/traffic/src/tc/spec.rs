@@ -155,7 +155,7 @@ pub(crate) fn group_spec(plan: &TrafficPlan, g: &ShaperGroup, prefix: &str, leaf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{ControlTraffic, GroupId, IngressPolicy, NeighborKey, NeighborTraffic};
+    use crate::plan::{Admission, ControlTraffic, GroupId, IngressPolicy, NeighborKey, NeighborTraffic};
 
     fn plan() -> TrafficPlan {
         let n = |k: &str, rate, ceil| NeighborTraffic {
@@ -172,6 +172,7 @@ mod tests {
                 capacity: BitRate::mbit(20),
                 neighbors: vec![n("a", 15_000_000, 20_000_000), n("b", 64_000, 64_000)],
             }],
+            admission: Admission::default(),
         }
     }
 

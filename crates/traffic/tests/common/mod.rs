@@ -326,6 +326,7 @@ pub fn plan(
                 })
                 .collect(),
         }],
+        admission: Admission::default(),
     }
 }
 

@@ -611,6 +611,24 @@ fn counter_resets_never_count_a_byte_twice_nor_lose_what_was_counted() {
 }
 
 #[test]
+fn the_latest_drop_totals_are_kept_per_neighbor_and_never_billed() {
+    use crate::node::{Dropped, Volume};
+    let mut p = pair(0, |_, _| {});
+    let dropped = |p: &Pair| p.nodes[1].neighbor(&p.ids[0].node_id()).expect("a neighbor").dropped;
+    assert_eq!(dropped(&p), Dropped::default());
+    p.transfer(0, 5000, 0);
+    let d = Dropped { spoofed: Volume { packets: 2, bytes: 120 }, unsolicited: Volume { packets: 3, bytes: 180 } };
+    p.counters[1].dropped = Some(d);
+    p.run_for(1000);
+    assert_eq!(dropped(&p), d);
+    assert_eq!(m(&p, 1).record.ledger.inbound.bytes, 5000, "drops are not billed");
+    // A sample without drop counters (the firewall could not read them) keeps the last totals.
+    p.counters[1].dropped = None;
+    p.run_for(1000);
+    assert_eq!(dropped(&p), d);
+}
+
+#[test]
 fn a_node_rebuilt_from_its_last_persisted_records_counts_no_byte_twice_and_loses_none() {
     let mut p = pair(3, |_, _| {});
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);

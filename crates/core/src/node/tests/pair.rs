@@ -43,6 +43,8 @@ pub(crate) struct Counters {
     pub tx: CounterReading,
     /// Whether the driver reads them (false: `handle_counters` is not called).
     pub read: bool,
+    /// What the firewall dropped from the other side.
+    pub dropped: Option<crate::node::Dropped>,
 }
 
 /// Changes or drops a control message leaving side `from`.
@@ -111,7 +113,12 @@ impl Pair {
             drop_control: false,
             refuse_connect: false,
             handshakes_fail: false,
-            counters: [0, 1].map(|s| Counters { rx: counter(100 + s), tx: counter(200 + s), read: true }),
+            counters: [0, 1].map(|s| Counters {
+                rx: counter(100 + s),
+                tx: counter(200 + s),
+                read: true,
+                dropped: None,
+            }),
             tamper: None,
             disk: Default::default(),
             orphaned: BTreeSet::new(),
@@ -304,7 +311,7 @@ impl Pair {
                 if c.read {
                     let samples: Vec<CounterSample> = names
                         .into_iter()
-                        .map(|ifname| CounterSample { ifname, rx: Some(c.rx), tx: Some(c.tx) })
+                        .map(|ifname| CounterSample { ifname, rx: Some(c.rx), tx: Some(c.tx), dropped: c.dropped })
                         .collect();
                     self.nodes[side].handle_counters(self.now, &samples);
                 }
