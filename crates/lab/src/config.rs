@@ -191,6 +191,9 @@ interfaces = ["v-b"]
 [discovery]
 announce_interval_secs = 1
 neighbor_timeout_secs = 10
+[firewall]
+open_tcp = [5201, 5202, 5203, 5204, 5205, 5206, 5207, 5208, 5209, 5210]
+open_udp = [5201, 5202, 5203, 5204, 5205, 5206, 5207, 5208, 5209, 5210]
 [uplink]
 interface = "v-internet"
 ipv6_nat = "none"

@@ -4,7 +4,7 @@
 //! no-op and an in-memory fake:
 //!
 //! - [`Firewall`] ([`NftFirewall`], [`NoopFirewall`], [`fake::FakeFirewall`]): what neighbors
-//!   may send us ([`Admission`]: a strict reverse-path check, then only solicited or admitted
+//!   may send us ([`Admission`]: a reverse-path check, then only solicited or admitted
 //!   traffic to this node, and forwarding into tunnels, uplinks and, as replies, elsewhere),
 //!   with per-neighbor counters of what was dropped (spoofed, unsolicited); per neighbor, a
 //!   counter of the bytes it sent us that we accepted; policing of throttled neighbors;
@@ -44,8 +44,10 @@
 //!   through this node, within `nf_conntrack_max`. A connection that started before the table
 //!   existed is picked up in mid-stream as new: its replies are unsolicited until our side sends
 //!   again (the daemon installs the table before it opens any session).
-//! - The reverse-path check is strict: a packet that arrives over a neighbor other than our
-//!   route back to its source (asymmetric routing over several hops) is dropped as spoofed.
+//! - The reverse-path check is loose across tunnels: a source must be routed back out of one of
+//!   our tunnels, not necessarily the one it came in by (mesh paths are asymmetric: babeld
+//!   chooses each direction's route on its own). A neighbor can therefore send with the address
+//!   of a node beyond another neighbor; it is billed for those bytes like for any others.
 //! - HTB classifies by `skb->priority`: anything that rewrites it after our postrouting chain
 //!   (another table at a later priority, a qdisc action) moves the packet to another class, and
 //!   a root HTB of someone else's on a tunnel would see our class ids as its own.

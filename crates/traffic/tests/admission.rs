@@ -130,11 +130,18 @@ fn spoofed_sources_are_dropped_and_counted_and_never_billed() {
     let p = plan(CTRL, cap, &[("n1", &t1.a_if, cap, cap, open), ("n2", &t2.a_if, cap, cap, open)]);
     let mut m = Meter { ns: &r, fw: NftFirewall::new() };
     in_ns(&r, || m.fw.apply(&p)).unwrap();
-    // R's mesh address; n1's own and two it has no right to; everything n1 sends goes to R.
+    // R's mesh address and a LAN (a veth pair inside R); n1's own address, one beyond the other
+    // neighbor, and three it has no right to: R's own, R's LAN's, and one R routes nowhere.
+    // Everything n1 sends goes to R.
     ip(&r, &["addr", "add", "fd00::aa/128", "dev", "lo"]);
+    ip(&r, &["addr", "add", "fd00::4/128", "dev", "lo"]);
+    ip(&r, &["link", "add", "lan0", "type", "veth", "peer", "name", "lan1"]);
+    ip(&r, &["link", "set", "lan0", "up"]);
+    ip(&r, &["link", "set", "lan1", "up"]);
+    ip(&r, &["route", "add", "fd00::5/128", "dev", "lan0"]);
     ip(&r, &["route", "add", "fd00::1/128", "dev", t1.a_if.as_str()]);
     ip(&r, &["route", "add", "fd00::2/128", "dev", t2.a_if.as_str()]);
-    for a in ["fd00::1/128", "fd00::2/128", "fd00::3/128", "10.99.0.1/32"] {
+    for a in ["fd00::1/128", "fd00::2/128", "fd00::3/128", "fd00::4/128", "fd00::5/128", "10.99.0.1/32"] {
         ip(&n1, &["addr", "add", a, "dev", "lo"]);
     }
     ip(&n1, &["-6", "route", "add", "default", "dev", t1.b_if.as_str()]);
@@ -147,9 +154,15 @@ fn spoofed_sources_are_dropped_and_counted_and_never_billed() {
     let (d, got) = m.delta("n1", || ping(&n1, 3, &["-I", "fd00::1", "fd00::aa"]));
     assert_eq!((got, d), (3, (3 * PING6, 0, 0)), "n1's mesh address");
 
-    // An address routed to the other neighbor, one routed nowhere, an IPv4 one routed nowhere:
-    // dropped before anything else, counted per packet, not billed, not seen by n2's counters.
-    for (src, dst) in [("fd00::2", "fd00::aa"), ("fd00::3", "fd00::aa"), ("10.99.0.1", r4.as_str())] {
+    // An address beyond the other neighbor passes: on a mesh the two directions of a path may
+    // cross different neighbors (the replies go back through n2).
+    let (d, _) = m.delta("n1", || ping(&n1, 3, &["-I", "fd00::2", "fd00::aa"]));
+    assert_eq!(d, (3 * PING6, 0, 0), "an address routed through another tunnel");
+
+    // R's own address, its LAN's, one routed nowhere, an IPv4 one routed nowhere: dropped
+    // before anything else, counted per packet, not billed, not seen by n2's counters.
+    let spoofed = [("fd00::3", "fd00::aa"), ("fd00::4", "fd00::aa"), ("fd00::5", "fd00::aa"), ("10.99.0.1", &r4)];
+    for (src, dst) in spoofed {
         let n2_before = m.read("n2");
         let (d, got) = m.delta("n1", || ping(&n1, 3, &["-I", src, dst]));
         assert_eq!((got, d), (0, (0, 3, 0)), "spoofed source {src}");
@@ -157,7 +170,7 @@ fn spoofed_sources_are_dropped_and_counted_and_never_billed() {
         assert_eq!((n2_after.bytes, n2_after.spoofed), (n2_before.bytes, n2_before.spoofed), "{src}");
     }
     let c = m.read("n1");
-    assert_eq!(c.spoofed.bytes, 6 * PING6 + 3 * PING4, "spoofed bytes: {c:?}");
+    assert_eq!(c.spoofed.bytes, 9 * PING6 + 3 * PING4, "spoofed bytes: {c:?}");
 
     // Routing learns prefixes behind n1, over IPv6 and as IPv4 routes with an IPv6 link-local
     // next hop (what babeld installs): the same sources now pass.
@@ -169,8 +182,8 @@ fn spoofed_sources_are_dropped_and_counted_and_never_billed() {
     assert_eq!((got, d), (3, (3 * PING6, 0, 0)), "a prefix routed behind n1");
     let (d, got) = m.delta("n1", || ping(&n1, 3, &["-I", "10.99.0.1", &r4]));
     assert_eq!((got, d), (3, (3 * PING4, 0, 0)), "an IPv4 prefix routed via n1's link-local address");
-    // Still spoofed: the address behind the other neighbor.
-    let (d, _) = m.delta("n1", || ping(&n1, 2, &["-I", "fd00::2", "fd00::aa"]));
+    // Still spoofed: the address on R's LAN.
+    let (d, _) = m.delta("n1", || ping(&n1, 2, &["-I", "fd00::5", "fd00::aa"]));
     assert_eq!(d, (0, 2, 0));
 
     in_ns(&r, || m.fw.remove_all()).unwrap();

@@ -3,6 +3,7 @@
 //! when a program it needs is missing; under the test command that is a failure (see [`skip`]).
 #![allow(dead_code)]
 
+pub mod mesh;
 pub mod rogue;
 
 use std::net::{Ipv6Addr, SocketAddrV6};

@@ -207,6 +207,9 @@ pub(crate) fn desired(plan: &TrafficPlan) -> DesiredTable {
     let mut counters = BTreeSet::new();
     let mut chains = Vec::new();
     let mut tunnels = Vec::new();
+    // The reverse-path check needs every tunnel's name.
+    let all_tunnels: Vec<Value> =
+        plan.groups.iter().flat_map(|g| &g.neighbors).map(|n| json!(n.tunnel.as_str())).collect();
     // Map elements, tunnel to verdict.
     let mut m = Maps::default();
     for group in &plan.groups {
@@ -223,7 +226,7 @@ pub(crate) fn desired(plan: &TrafficPlan) -> DesiredTable {
                 let limited = json!([limit_packets(echo), goto(&acc)]);
                 chains.push(DesiredChain::new(ping.clone(), None, vec![limited, json!([goto(&junk)])]));
             }
-            chains.push(DesiredChain::new(rpf.clone(), None, rpf_rules(&n.key)));
+            chains.push(DesiredChain::new(rpf.clone(), None, rpf_rules(&n.key, &all_tunnels)));
             chains.push(DesiredChain::new(out.clone(), None, outbound_rules(n, port, classes[&n.key])));
             let t = n.tunnel.as_str();
             tunnels.push(json!(t));
@@ -325,10 +328,17 @@ fn set_priority(class: ClassId) -> Value {
     json!({"mangle": {"key": {"meta": {"key": "priority"}}, "value": class.to_string()}})
 }
 
-/// Strict reverse-path check: the source must be routed back out of the tunnel it came in by.
-fn rpf_rules(key: &NeighborKey) -> Vec<Value> {
-    let rpf =
-        json!({"match": {"op": "==", "left": {"fib": {"result": "oif", "flags": ["saddr", "iif"]}}, "right": false}});
+/// Reverse-path check, loose across tunnels: the source must be routed back out of one of our
+/// tunnels. Not necessarily the one it came in by: on a mesh, paths are asymmetric (babeld
+/// picks each direction's route on its own, and a neighbor forwards replies from anywhere
+/// beyond it), so a strict check would drop legitimate traffic. What no neighbor may use is an
+/// address we route elsewhere (our own, our LAN's, the uplink side's) or one we have no route to.
+fn rpf_rules(key: &NeighborKey, tunnels: &[Value]) -> Vec<Value> {
+    let rpf = json!({"match": {
+        "op": "!=",
+        "left": {"fib": {"result": "oifname", "flags": ["saddr"]}},
+        "right": set(tunnels.to_vec()),
+    }});
     vec![json!([rpf, count(CounterKind::Spoofed.name(key)), {"drop": null}])]
 }
 
