@@ -142,6 +142,7 @@ pub fn run(cmd: LabCommand, daemon_exe: &Path) -> anyhow::Result<i32> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .without_time()
             .with_target(false)
             .try_init();

@@ -165,11 +165,11 @@ fn in_diamond4_taking_down_the_link_in_use_moves_d_lans_traffic_to_the_other_pat
 }
 
 #[test]
-fn a_babeld_killed_with_sigkill_is_restarted_and_the_routes_come_back() {
+fn a_babeld_killed_with_sigkill_is_restarted_and_the_routes_come_back_and_a_lost_uplink_is_withdrawn() {
     if skip("mesh: babeld kill -9", &["ping", "iperf3", "babeld"]) {
         return;
     }
-    let lab = lab_up("mk", &shipped("chain3.toml"));
+    let mut lab = lab_up("mk", &shipped("chain3.toml"));
     reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(60));
     let b_dir = lab.node("b").unwrap().dir.to_string_lossy().to_string();
     let old = babelds(&b_dir);
@@ -193,6 +193,22 @@ fn a_babeld_killed_with_sigkill_is_restarted_and_the_routes_come_back() {
     );
     let log = std::fs::read_to_string(&lab.node("b").unwrap().log_path).unwrap();
     assert!(log.contains("babeld"), "the restart is logged");
+
+    // a's uplink goes down: a withdraws its default routes, and c (two hops away) loses the
+    // ones it had through b within 5 s; back when the uplink returns.
+    let has_default = |lab: &Lab, node: &str| {
+        client(lab, node).routes().unwrap().routes.iter().any(|r| r.prefix == "::/0" && r.installed)
+    };
+    assert!(has_default(&lab, "c"));
+    lab.set_link("a", "internet", false).unwrap();
+    let down = Instant::now();
+    wait_for(Duration::from_secs(15), "c's default route to go", || (!has_default(&lab, "c")).then_some(()));
+    let withdrawn = down.elapsed();
+    eprintln!("a's uplink down: c's default route gone after {withdrawn:?}");
+    assert!(withdrawn < Duration::from_secs(6), "withdrawn within 5 s (plus a status poll): {withdrawn:?}");
+    assert!(!has_default(&lab, "b"), "b has no default either");
+    lab.set_link("a", "internet", true).unwrap();
+    reachable(&lab, "c-lan", "2001:db8::1", Duration::from_secs(30));
 }
 
 /// chain3 with routes from a controller's file per node (nothing at first).
