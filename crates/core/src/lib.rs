@@ -17,6 +17,7 @@ pub mod identity;
 pub mod ids;
 pub mod market;
 pub mod node;
+pub mod quality;
 pub mod routing;
 pub mod time;
 pub mod timer;

@@ -1,0 +1,362 @@
+//! The quality of a neighbor's service as we measured it, what the operator accepts for the
+//! price, and what that makes each link cost routing.
+//!
+//! Pure logic (issue 9's policy): measurements come in as [`Sample`]s (a speed test through the
+//! neighbor against a pinned server, whose signed receipt the driver has checked, or figures
+//! taken from live traffic); [`Quality`] keeps a smoothed view and how much of it we have;
+//! [`judge`] compares it with the operator's [`Goals`] at the neighbor's ask; [`link_cost`]
+//! turns the verdicts of all neighbors into routing costs, so that the neighbor that delivers
+//! most for its price carries the traffic, whatever metric the others advertise.
+//!
+//! Not wired into the node yet: nothing measures through each neighbor on its own schedule, and
+//! the market does not withdraw a bid on a [`Verdict::Below`]. This module is the policy those
+//! steps will call.
+
+use crate::market::Price;
+use crate::routing::LinkCost;
+use crate::time::Millis;
+
+/// One measurement of a neighbor's path: goodput each way, round-trip time, loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub at: Millis,
+    pub down_kbit: u64,
+    pub up_kbit: u64,
+    pub rtt_us: u32,
+    /// Retransmitted or lost packets, parts per million.
+    pub loss_ppm: u32,
+}
+
+/// What we know of a neighbor's quality: an exponentially weighted mean of its samples (each new
+/// sample weighs one half: two test cycles replace most of an old figure) and how many there
+/// have been.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quality {
+    pub samples: u32,
+    pub last: Option<Millis>,
+    pub down_kbit: u64,
+    pub up_kbit: u64,
+    pub rtt_us: u32,
+    pub loss_ppm: u32,
+}
+
+impl Quality {
+    pub fn record(&mut self, s: Sample) {
+        if self.samples == 0 {
+            (self.down_kbit, self.up_kbit, self.rtt_us, self.loss_ppm) = (s.down_kbit, s.up_kbit, s.rtt_us, s.loss_ppm);
+        } else {
+            self.down_kbit = self.down_kbit / 2 + s.down_kbit / 2;
+            self.up_kbit = self.up_kbit / 2 + s.up_kbit / 2;
+            self.rtt_us = self.rtt_us / 2 + s.rtt_us / 2;
+            self.loss_ppm = self.loss_ppm / 2 + s.loss_ppm / 2;
+        }
+        self.samples = self.samples.saturating_add(1);
+        self.last = Some(self.last.map_or(s.at, |l| l.max(s.at)));
+    }
+}
+
+/// What the operator accepts for its money. A zero (or `None`) bound is no bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Goals {
+    pub min_down_kbit: u64,
+    pub min_up_kbit: u64,
+    pub max_rtt_us: u32,
+    pub max_loss_ppm: u32,
+    /// The most we pay per MB for each Mbit/s of download goodput delivered: a neighbor asking
+    /// `ask` and delivering `d` Mbit/s is too dear when `ask / d` exceeds it.
+    pub max_price_per_mbit: Option<Price>,
+    /// Samples needed before a neighbor is judged at all (until then it is unknown).
+    pub min_samples: u32,
+    /// A quality older than this is unknown again (milliseconds).
+    pub max_age_ms: u64,
+}
+
+impl Default for Goals {
+    fn default() -> Goals {
+        Goals {
+            min_down_kbit: 0,
+            min_up_kbit: 0,
+            max_rtt_us: 0,
+            max_loss_ppm: 0,
+            max_price_per_mbit: None,
+            min_samples: 2,
+            max_age_ms: 6 * 3_600_000,
+        }
+    }
+}
+
+/// Why a neighbor's quality is not acceptable at its price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortfall {
+    DownTooSlow {
+        got_kbit: u64,
+        want_kbit: u64,
+    },
+    UpTooSlow {
+        got_kbit: u64,
+        want_kbit: u64,
+    },
+    RttTooHigh {
+        got_us: u32,
+        max_us: u32,
+    },
+    LossTooHigh {
+        got_ppm: u32,
+        max_ppm: u32,
+    },
+    /// Its ask per Mbit/s of measured download goodput is above what we pay.
+    TooDear {
+        per_mbit: Price,
+        max: Price,
+    },
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Shortfall::DownTooSlow { got_kbit, want_kbit } => {
+                write!(f, "download {got_kbit} kbit/s measured, below the {want_kbit} kbit/s wanted")
+            }
+            Shortfall::UpTooSlow { got_kbit, want_kbit } => {
+                write!(f, "upload {got_kbit} kbit/s measured, below the {want_kbit} kbit/s wanted")
+            }
+            Shortfall::RttTooHigh { got_us, max_us } => {
+                write!(f, "round trip {} ms measured, above the {} ms accepted", got_us / 1000, max_us / 1000)
+            }
+            Shortfall::LossTooHigh { got_ppm, max_ppm } => write!(
+                f,
+                "loss {:.2} % measured, above the {:.2} % accepted",
+                got_ppm as f64 / 10_000.0,
+                max_ppm as f64 / 10_000.0
+            ),
+            Shortfall::TooDear { per_mbit, max } => {
+                write!(f, "asks {} units per MB per Mbit/s delivered, above the {} accepted", per_mbit.0, max.0)
+            }
+        }
+    }
+}
+
+/// The judgement of one neighbor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Too few or too old measurements: not trusted, not condemned.
+    Unknown,
+    /// Acceptable; `value` ranks it against the others (download goodput for the price).
+    Acceptable {
+        value: u64,
+    },
+    Below(Shortfall),
+}
+
+/// Judge a neighbor's quality against the goals at the price it asks us.
+pub fn judge(q: &Quality, ask: Price, goals: &Goals, now: Millis) -> Verdict {
+    let fresh = q.last.is_some_and(|l| now.0.saturating_sub(l.0) <= goals.max_age_ms);
+    if q.samples < goals.min_samples.max(1) || !fresh {
+        return Verdict::Unknown;
+    }
+    if q.down_kbit < goals.min_down_kbit {
+        return Verdict::Below(Shortfall::DownTooSlow { got_kbit: q.down_kbit, want_kbit: goals.min_down_kbit });
+    }
+    if q.up_kbit < goals.min_up_kbit {
+        return Verdict::Below(Shortfall::UpTooSlow { got_kbit: q.up_kbit, want_kbit: goals.min_up_kbit });
+    }
+    if goals.max_rtt_us > 0 && q.rtt_us > goals.max_rtt_us {
+        return Verdict::Below(Shortfall::RttTooHigh { got_us: q.rtt_us, max_us: goals.max_rtt_us });
+    }
+    if goals.max_loss_ppm > 0 && q.loss_ppm > goals.max_loss_ppm {
+        return Verdict::Below(Shortfall::LossTooHigh { got_ppm: q.loss_ppm, max_ppm: goals.max_loss_ppm });
+    }
+    if let Some(max) = goals.max_price_per_mbit {
+        // ask per Mbit/s, rounded up: a neighbor delivering next to nothing is infinitely dear.
+        let per_mbit = if q.down_kbit == 0 {
+            u64::MAX
+        } else {
+            ((ask.0 as u128 * 1000).div_ceil(q.down_kbit as u128)).min(u64::MAX as u128) as u64
+        };
+        if ask.0 > 0 && per_mbit > max.0 {
+            return Verdict::Below(Shortfall::TooDear { per_mbit: Price(per_mbit), max });
+        }
+    }
+    Verdict::Acceptable { value: value(q.down_kbit, ask, goals) }
+}
+
+/// Goodput for the price: download kbit/s, divided by up to 4 as the ask goes from nothing to the
+/// price at which the goals would refuse a 1 Gbit/s neighbor (or not divided without that bound).
+fn value(down_kbit: u64, ask: Price, goals: &Goals) -> u64 {
+    let Some(max) = goals.max_price_per_mbit.filter(|m| m.0 > 0) else { return down_kbit };
+    let dear = (max.0 as u128).saturating_mul(1000);
+    let rel = (ask.0 as u128).min(dear) * 3072 / dear; // 0..=3072
+    (down_kbit as u128 * 1024 / (1024 + rel)) as u64
+}
+
+/// What a link costs routing, from its verdict and the best value among all neighbors' verdicts.
+/// The best acceptable neighbor costs one good hop; another `k` times worse costs `k` good hops
+/// (stepped, at most [`LinkCost::WORST_USABLE`]); an unknown neighbor costs the most a usable
+/// link does (a last resort until measured); one below the goals carries nothing.
+pub fn link_cost(verdict: Verdict, best_value: u64) -> LinkCost {
+    match verdict {
+        Verdict::Below(_) => LinkCost::UNUSABLE,
+        Verdict::Unknown => LinkCost::WORST_USABLE,
+        Verdict::Acceptable { value } => {
+            let good = LinkCost::GOOD.0 as u64;
+            let cost = good.saturating_mul(best_value.max(value)).checked_div(value).unwrap_or(u64::MAX);
+            let stepped = cost / 64 * 64;
+            LinkCost(stepped.clamp(good, LinkCost::WORST_USABLE.0 as u64) as u16)
+        }
+    }
+}
+
+/// The best value among verdicts (0 when none is acceptable).
+pub fn best_value<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> u64 {
+    verdicts
+        .into_iter()
+        .filter_map(|v| if let Verdict::Acceptable { value } = v { Some(*value) } else { None })
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: u64, down: u64) -> Sample {
+        Sample { at: Millis(at), down_kbit: down, up_kbit: down, rtt_us: 20_000, loss_ppm: 1000 }
+    }
+
+    fn measured(down: u64) -> Quality {
+        let mut q = Quality::default();
+        q.record(sample(1000, down));
+        q.record(sample(2000, down));
+        q
+    }
+
+    #[test]
+    fn a_new_neighbor_is_unknown_until_measured_enough_and_again_when_stale() {
+        let goals = Goals::default();
+        let mut q = Quality::default();
+        assert_eq!(judge(&q, Price(0), &goals, Millis(0)), Verdict::Unknown);
+        q.record(sample(1000, 50_000));
+        assert_eq!(judge(&q, Price(0), &goals, Millis(1000)), Verdict::Unknown, "one sample is not enough");
+        q.record(sample(2000, 50_000));
+        assert!(matches!(judge(&q, Price(0), &goals, Millis(2000)), Verdict::Acceptable { .. }));
+        let late = Millis(2000 + goals.max_age_ms + 1);
+        assert_eq!(judge(&q, Price(0), &goals, late), Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_degraded_neighbor_falls_below_within_two_samples() {
+        let goals = Goals { min_down_kbit: 10_000, ..Goals::default() };
+        let mut q = measured(50_000);
+        q.record(sample(3000, 1000));
+        // 25,500 kbit/s after one bad sample: still acceptable; after two, 13,250; three, 7,125.
+        assert!(matches!(judge(&q, Price(0), &goals, Millis(3000)), Verdict::Acceptable { .. }));
+        q.record(sample(4000, 1000));
+        q.record(sample(5000, 1000));
+        assert_eq!(
+            judge(&q, Price(0), &goals, Millis(5000)),
+            Verdict::Below(Shortfall::DownTooSlow { got_kbit: 7125, want_kbit: 10_000 })
+        );
+    }
+
+    #[test]
+    fn verdicts_follow_the_goals_in_a_table_of_cases() {
+        let q = Quality {
+            samples: 3,
+            last: Some(Millis(0)),
+            down_kbit: 20_000,
+            up_kbit: 5_000,
+            rtt_us: 30_000,
+            loss_ppm: 5_000,
+        };
+        let base = Goals::default();
+        let cases: Vec<(&str, Goals, Price, Result<(), Shortfall>)> = vec![
+            ("no goals", base, Price(5000), Ok(())),
+            ("down ok", Goals { min_down_kbit: 20_000, ..base }, Price(0), Ok(())),
+            (
+                "down short",
+                Goals { min_down_kbit: 20_001, ..base },
+                Price(0),
+                Err(Shortfall::DownTooSlow { got_kbit: 20_000, want_kbit: 20_001 }),
+            ),
+            (
+                "up short",
+                Goals { min_up_kbit: 6_000, ..base },
+                Price(0),
+                Err(Shortfall::UpTooSlow { got_kbit: 5_000, want_kbit: 6_000 }),
+            ),
+            (
+                "rtt",
+                Goals { max_rtt_us: 25_000, ..base },
+                Price(0),
+                Err(Shortfall::RttTooHigh { got_us: 30_000, max_us: 25_000 }),
+            ),
+            ("rtt ok", Goals { max_rtt_us: 30_000, ..base }, Price(0), Ok(())),
+            (
+                "loss",
+                Goals { max_loss_ppm: 1_000, ..base },
+                Price(0),
+                Err(Shortfall::LossTooHigh { got_ppm: 5_000, max_ppm: 1_000 }),
+            ),
+            // 2000 units per MB at 20 Mbit/s: 100 per Mbit/s.
+            ("price ok", Goals { max_price_per_mbit: Some(Price(100)), ..base }, Price(2000), Ok(())),
+            (
+                "too dear",
+                Goals { max_price_per_mbit: Some(Price(99)), ..base },
+                Price(2000),
+                Err(Shortfall::TooDear { per_mbit: Price(100), max: Price(99) }),
+            ),
+            ("free is never too dear", Goals { max_price_per_mbit: Some(Price(1)), ..base }, Price(0), Ok(())),
+        ];
+        for (what, goals, ask, want) in cases {
+            let got = judge(&q, ask, &goals, Millis(0));
+            match want {
+                Ok(()) => assert!(matches!(got, Verdict::Acceptable { .. }), "{what}: {got:?}"),
+                Err(s) => assert_eq!(got, Verdict::Below(s), "{what}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_neighbor_that_delivers_most_for_its_price_costs_least() {
+        let goals = Goals { max_price_per_mbit: Some(Price(1000)), ..Goals::default() };
+        // c: 100 Mbit/s at 2000; b: 10 Mbit/s, free; e: 100 Mbit/s at the most the goals accept
+        // for that goodput (1000 per Mbit/s).
+        let c = judge(&measured(100_000), Price(2000), &goals, Millis(2000));
+        let b = judge(&measured(10_000), Price(0), &goals, Millis(2000));
+        let e = judge(&measured(100_000), Price(100_000), &goals, Millis(2000));
+        let best = best_value([&c, &b, &e]);
+        let (cc, cb, ce) = (link_cost(c, best), link_cost(b, best), link_cost(e, best));
+        assert_eq!(cc, LinkCost::GOOD, "{c:?} {b:?} {e:?}");
+        assert_eq!(cb, LinkCost::WORST_USABLE, "free but a tenth of the goodput: {b:?}");
+        assert_eq!(ce, LinkCost(320), "same goodput, 50 times the price: {e:?}");
+        // Too dear for what it delivers: unusable.
+        let f = judge(&measured(100_000), Price(100_001), &goals, Millis(2000));
+        assert_eq!(f, Verdict::Below(Shortfall::TooDear { per_mbit: Price(1001), max: Price(1000) }));
+        // Below the goals: unusable; unknown: a last resort.
+        let below = judge(&measured(100), Price(2000), &goals, Millis(2000));
+        assert!(matches!(below, Verdict::Below(Shortfall::TooDear { .. })));
+        assert_eq!(link_cost(below, best), LinkCost::UNUSABLE);
+        assert_eq!(link_cost(Verdict::Unknown, best), LinkCost::WORST_USABLE);
+        assert!(link_cost(Verdict::Unknown, best) > cc);
+    }
+
+    #[test]
+    fn a_liar_ten_times_slower_costs_routing_more_than_the_three_hops_it_can_hide() {
+        // b claims a far better route; what we pay attention to is what it delivered. At 10x
+        // slower its link costs the most a usable link does, c's one good hop.
+        let goals = Goals::default();
+        let b = judge(&measured(5_000), Price(0), &goals, Millis(2000));
+        let c = judge(&measured(50_000), Price(0), &goals, Millis(2000));
+        let best = best_value([&b, &c]);
+        assert_eq!(link_cost(c, best), LinkCost::GOOD);
+        assert_eq!(link_cost(b, best), LinkCost::WORST_USABLE);
+    }
+
+    #[test]
+    fn shortfalls_read_as_reasons() {
+        let s = Shortfall::LossTooHigh { got_ppm: 25_000, max_ppm: 10_000 };
+        assert_eq!(s.to_string(), "loss 2.50 % measured, above the 1.00 % accepted");
+        let s = Shortfall::RttTooHigh { got_us: 120_000, max_us: 80_000 };
+        assert_eq!(s.to_string(), "round trip 120 ms measured, above the 80 ms accepted");
+    }
+}
