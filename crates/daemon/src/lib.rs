@@ -12,6 +12,7 @@ pub mod net;
 pub mod run;
 pub mod status;
 pub mod storage;
+pub mod warnings;
 
 pub use config::Config;
 pub use run::run;

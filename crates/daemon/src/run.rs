@@ -22,7 +22,9 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     tracing::info!(node = %id, mesh_ip = %id.mesh_ip(), new_key = created, "tollway starting");
 
     raise_fd_limit();
-    warn_about_credit(&cfg);
+    for w in crate::warnings::warnings(&cfg, &crate::warnings::existing_interfaces()) {
+        tracing::warn!("{w}");
+    }
     let backends = open_backends(&cfg, &id)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -99,21 +101,6 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         }
-    }
-}
-
-/// A credit limit smaller than a few seconds of traffic at full capacity throttles honest
-/// neighbors between two payments (payments go out once a second at most).
-fn warn_about_credit(cfg: &Config) {
-    let m = cfg.core_config().market;
-    let per_sec = m.capacity_bps as u128 / 8 * m.ask.0 as u128 / tollway_core::market::BYTES_PER_MB as u128;
-    if per_sec > 0 && (m.credit_limit.0 as u128) < 3 * per_sec {
-        let c = cfg.market.currency();
-        tracing::warn!(
-            credit_limit = %c.format(m.credit_limit.0),
-            per_second_at_capacity = %c.format(per_sec.min(u64::MAX as u128) as u64),
-            "market.credit_limit covers less than 3 s of traffic at market.capacity_mbit and market.ask; paying neighbors may be throttled between payments"
-        );
     }
 }
 

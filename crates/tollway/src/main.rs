@@ -174,7 +174,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::CheckConfig { config } => {
             let cfg = tollway_daemon::Config::load(&config)?;
-            println!("{config:?}: ok");
+            let warnings = tollway_daemon::warnings::warnings(&cfg, &tollway_daemon::warnings::existing_interfaces());
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{config:?}: ok{}",
+                if warnings.is_empty() { String::new() } else { format!(" ({} warnings)", warnings.len()) }
+            );
             println!("{cfg:#?}");
             Ok(0)
         }
