@@ -48,6 +48,18 @@ pub struct DumpedXroute {
     pub metric: u32,
 }
 
+impl DumpedRoute {
+    /// Whether the route is in the kernel's table. babeld 1.12 keeps saying `installed yes` of
+    /// a route it has retracted (metric 65535, held for a while), which is no longer in the
+    /// kernel: seen when an uplink two hops away withdrew its default route.
+    pub fn in_kernel(&self) -> bool {
+        self.installed && self.metric < INFINITY
+    }
+}
+
+/// Babel's infinite metric: a retracted route.
+pub const INFINITY: u32 = 65535;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpedRoute {
     pub prefix: IpNet,
@@ -225,6 +237,17 @@ mod tests {
         assert_eq!(d.neighbours[0].cost, 310);
         assert_eq!(d.routes[0].metric, 261);
         assert!(!d.routes[0].installed);
+    }
+
+    #[test]
+    fn a_retracted_route_babeld_calls_installed_is_not_in_the_kernel() {
+        let d = parse_dump(&[
+            "add route 1 prefix ::/0 from ::/0 installed yes id x metric 65535 refmetric 65535 via fe80::1 if tw1",
+            "add route 2 prefix fd00::1/128 from ::/0 installed yes id x metric 1344 refmetric 896 via fe80::1 if tw1",
+        ]);
+        assert_eq!(d.skipped, 0);
+        assert!(d.routes[0].installed && !d.routes[0].in_kernel());
+        assert!(d.routes[1].in_kernel());
     }
 
     #[test]

@@ -561,7 +561,7 @@ impl Router for BabelRouter {
             next_hop: Some(r.via),
             metric: r.metric,
             refmetric: Some(r.refmetric),
-            installed: r.installed,
+            installed: r.in_kernel(),
             router_id: Some(r.id.clone()),
             source: RouterKind::Babel,
         }));
