@@ -34,6 +34,8 @@ pub enum Request {
     Payments {
         paused: bool,
     },
+    /// Forget the prices, bid and payment pause set at run time: back to the config file.
+    PriceReset,
     /// Ledger history, newest first.
     Ledger {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +88,10 @@ pub struct MarketStatus {
     pub payments_paused: bool,
     /// Payments rejected since start (forged, replayed, decreasing, wrongly addressed).
     pub payments_rejected: u64,
+    /// Settings changed at run time, stored, and overriding the config file until
+    /// `tollway price reset`: e.g. `ask 0.001800 (config 0.002000)`.
+    #[serde(default)]
+    pub overrides: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,6 +43,33 @@ pub struct Config {
     pub lan: Option<crate::mesh_config::Lan>,
     #[serde(default)]
     pub firewall: Firewall,
+    #[serde(default)]
+    pub http: Http,
+}
+
+/// The HTTP listener: `/metrics` (Prometheus) and `/api/status`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Serve at all.
+    pub enabled: bool,
+    /// Address and port. Anything but a loopback address needs `token`.
+    pub listen: String,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http { enabled: true, listen: "127.0.0.1:7480".into(), token: None }
+    }
+}
+
+impl Http {
+    /// The address to listen on (validated at load).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.listen.parse().expect("validated at load")
+    }
 }
 
 /// What neighbors may reach on this node and through it, beyond what is always allowed (replies
@@ -318,6 +345,17 @@ impl Config {
             }
         }
         check(!self.interfaces.is_empty(), "interfaces", || "list at least one physical interface".into())?;
+        match self.http.listen.parse::<std::net::SocketAddr>() {
+            Err(e) => return Err(("http.listen", format!("{:?} is not an address and port: {e}", self.http.listen))),
+            Ok(a) => check(
+                a.ip().is_loopback() || self.http.token.as_deref().is_some_and(|t| t.len() >= 16),
+                "http.token",
+                || format!("listening on {a} (not loopback) needs a token of at least 16 characters"),
+            )?,
+        }
+        check(self.http.token.as_deref().is_none_or(|t| t.len() >= 16), "http.token", || {
+            "at least 16 characters".into()
+        })?;
         for (i, name) in self.interfaces.iter().enumerate() {
             IfName::new(name.as_str()).map_err(|e| ("interfaces", e.to_string()))?;
             check(!self.interfaces[..i].contains(name), "interfaces", || format!("{name:?} is listed twice"))?;
@@ -520,6 +558,12 @@ mod tests {
             ("interfaces = [\"a\"]\n[firewall]\nopen_udp = [53, 53]", "field `firewall.open_udp`: 53 is listed twice"),
             ("interfaces = [\"a\"]\n[firewall]\nopen_tcp = [70000]", "open_tcp"),
             ("interfaces = [\"a\"]\n[firewall]\nopen = [22]", "unknown field `open`"),
+            ("interfaces = [\"a\"]\n[http]\nlisten = \"7480\"", "field `http.listen`"),
+            (
+                "interfaces = [\"a\"]\n[http]\nlisten = \"0.0.0.0:7480\"",
+                "field `http.token`: listening on 0.0.0.0:7480",
+            ),
+            ("interfaces = [\"a\"]\n[http]\ntoken = \"short\"", "field `http.token`: at least 16"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod driver;
+pub mod http;
 pub mod mesh_config;
 pub mod net;
 pub mod run;

@@ -34,6 +34,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .context("starting the I/O runtime")?;
 
     let (to_driver, inputs) = std::sync::mpsc::channel::<Input>();
+    let (view_tx, view_rx) = tokio::sync::watch::channel(None);
     let mut discovery = HashMap::new();
     let discovery_queue = net::discovery::DiscoveryQueue::new(net::discovery::DISCOVERY_QUEUE);
     let clock = Clock::new();
@@ -57,6 +58,13 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             .block_on(net::control::listen(cfg.control.port, to_driver.clone()))
             .with_context(|| format!("listening for control sessions on TCP port {}", cfg.control.port))?;
         api::serve(&cfg.api_socket, to_driver.clone())?;
+        if cfg.http.enabled {
+            let listen = cfg.http.addr();
+            if let Err(e) = runtime.block_on(crate::http::serve(listen, cfg.http.token.clone(), view_rx.clone())) {
+                tracing::error!(%listen, error = %e,
+                    "cannot serve /metrics and /api/status (http.listen); going on without them");
+            }
+        }
         let signals = to_driver.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
@@ -81,7 +89,8 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let mesh = open_mesh(&cfg, &id)?;
     let mut driver =
         Driver::new(node, clock, backends, io, cfg.market.currency(), cfg.control.port, cfg.admission(&id))
-            .with_mesh(mesh);
+            .with_mesh(mesh)
+            .with_view(view_tx);
     driver.prepare().map_err(anyhow::Error::msg).context("restoring the ledger and preparing the kernel state")?;
     tracing::info!(backend = driver.tunnel_backend(), "ready");
     let handle = std::thread::Builder::new()

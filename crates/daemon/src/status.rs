@@ -40,6 +40,7 @@ pub fn build(d: &Driver) -> Status {
                 },
                 payments_paused: m.payments_paused,
                 payments_rejected: node.payments_rejected(),
+                overrides: d.describe_overrides(),
             },
         },
         neighbors: node

@@ -46,6 +46,7 @@ struct State {
     fail_from: Option<u32>,
     fail_load: bool,
     observer: Option<Observer>,
+    settings: crate::OperatorSettings,
 }
 
 /// See the [module docs](self).
@@ -244,6 +245,24 @@ impl LedgerStore for FakeStore {
 
     fn price_changes(&self, q: &HistoryQuery) -> Result<Vec<PriceChange>, StoreError> {
         Ok(select(&self.state().price_changes, q, |c| c.at_ms, |c| c.subject.node()))
+    }
+
+    fn settings(&self) -> Result<crate::OperatorSettings, StoreError> {
+        Ok(self.state().settings)
+    }
+
+    fn save_settings(&mut self, settings: &crate::OperatorSettings) -> Result<(), StoreError> {
+        let mut s = self.state();
+        // Refused when the next commit would be.
+        if s.fail_from.is_some_and(|n| s.attempts + 1 >= n) {
+            return Err(StoreError::Io {
+                op: "saving settings to",
+                path: self.path.clone(),
+                source: std::io::Error::from_raw_os_error(28), // ENOSPC
+            });
+        }
+        s.settings = *settings;
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::error::StoreError;
 use crate::history::{HistoryQuery, PaymentRecord, PriceChange, UsageMinute};
+use crate::settings::OperatorSettings;
 use crate::store::{Batch, Snapshot, Store};
 use std::path::Path;
 
@@ -22,6 +23,10 @@ pub trait LedgerStore: Send {
     fn payments(&self, q: &HistoryQuery) -> Result<Vec<PaymentRecord>, StoreError>;
     /// Price and bid changes, newest first.
     fn price_changes(&self, q: &HistoryQuery) -> Result<Vec<PriceChange>, StoreError>;
+    /// The operator's run-time settings.
+    fn settings(&self) -> Result<OperatorSettings, StoreError>;
+    /// Replace the operator's run-time settings, durably.
+    fn save_settings(&mut self, s: &OperatorSettings) -> Result<(), StoreError>;
 }
 
 impl LedgerStore for Store {
@@ -47,5 +52,13 @@ impl LedgerStore for Store {
 
     fn price_changes(&self, q: &HistoryQuery) -> Result<Vec<PriceChange>, StoreError> {
         Store::price_changes(self, q)
+    }
+
+    fn settings(&self) -> Result<OperatorSettings, StoreError> {
+        Store::settings(self)
+    }
+
+    fn save_settings(&mut self, s: &OperatorSettings) -> Result<(), StoreError> {
+        Store::save_settings(self, s)
     }
 }

@@ -45,6 +45,7 @@ mod history;
 mod ledger_store;
 mod neighbor;
 mod schema;
+mod settings;
 mod store;
 
 pub use error::StoreError;
@@ -55,4 +56,5 @@ pub use history::{
 pub use ledger_store::LedgerStore;
 pub use neighbor::{ChannelId, IssuedNote, NeighborRecord, PaymentState, ReceivedNote, MAX_NOTE_BYTES};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use settings::OperatorSettings;
 pub use store::{Batch, Snapshot, Store, StoreOptions};

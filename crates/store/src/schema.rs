@@ -21,7 +21,7 @@ pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"tlwy");
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Forward migrations, in order. Version N is the schema after the first N have run.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1: neighbor state and the three history tables.
 ///
@@ -137,6 +137,16 @@ UPDATE neighbor SET sent_bytes = out_bytes, claim_seq = out_seq, claim_bytes = o
     claim_receiver_owes_units = out_receiver_owes_units, claim_receiver_owes_micros = out_receiver_owes_micros,
     claim_sender_owes_units = out_sender_owes_units, claim_sender_owes_micros = out_sender_owes_micros;
 ALTER TABLE usage_minute ADD COLUMN disputed_bytes INTEGER NOT NULL DEFAULT 0; -- u64
+";
+
+/// Version 4: the operator's settings changed at run time (prices, bid, payments paused), which
+/// override the config file until reset (see `settings`).
+const V4: &str = "
+CREATE TABLE setting (
+    name    TEXT PRIMARY KEY
+            CHECK (name IN ('ask', 'max_price', 'bid_fixed', 'bid_pays_ask', 'payments_paused')),
+    value   INTEGER NOT NULL -- u64 for prices, 0/1 otherwise
+) WITHOUT ROWID;
 ";
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {

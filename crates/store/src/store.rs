@@ -228,6 +228,16 @@ impl Store {
         Ok(Snapshot { neighbors })
     }
 
+    /// The operator's run-time settings (none stored: all `None`).
+    pub fn settings(&self) -> Result<crate::OperatorSettings, StoreError> {
+        crate::settings::load(&self.conn, &self.path)
+    }
+
+    /// Replace the operator's run-time settings, durably, in one transaction.
+    pub fn save_settings(&mut self, s: &crate::OperatorSettings) -> Result<(), StoreError> {
+        crate::settings::save(&mut self.conn, &self.path, s)
+    }
+
     /// Apply `batch` in one transaction, durably: when this returns `Ok` the batch survives a
     /// crash; when it returns an error nothing of it was applied. Also prunes a bounded number
     /// of expired history rows in the same transaction.

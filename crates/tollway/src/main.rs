@@ -130,7 +130,8 @@ enum PriceAction {
         #[arg(long)]
         json: bool,
     },
-    /// Change our ask, our max price or our bid policy (decimal amounts in the currency).
+    /// Change our ask, our max price or our bid policy (decimal amounts in the currency). Kept
+    /// across restarts, overriding the config file, until `price reset`.
     Set {
         #[command(flatten)]
         target: Target,
@@ -143,6 +144,11 @@ enum PriceAction {
         /// "ask" to pay what neighbors ask, or a fixed amount per MB for more priority.
         #[arg(long)]
         bid: Option<String>,
+    },
+    /// Forget the prices, bid and payment pause set at run time: back to the config file.
+    Reset {
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -209,6 +215,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let m: tollway_api::MarketStatus =
                 target.client()?.call_typed(&tollway_api::Request::PriceSet { ask, max_price, bid })?;
+            print!("{}", output::market_table(&m));
+            Ok(0)
+        }
+        Command::Price { action: PriceAction::Reset { target } } => {
+            let m: tollway_api::MarketStatus = target.client()?.call_typed(&tollway_api::Request::PriceReset)?;
             print!("{}", output::market_table(&m));
             Ok(0)
         }

@@ -42,6 +42,7 @@ pub fn status_table(s: &Status) -> String {
         if m.payments_paused { ", PAYMENTS PAUSED" } else { "" },
         c = m.currency
     );
+    out += &overrides_line(m);
     if s.neighbors.is_empty() {
         out += "no neighbors\n";
     } else {
@@ -132,7 +133,15 @@ pub fn market_table(m: &MarketStatus) -> String {
         m.enforcement_policy,
         if m.payments_paused { "paused" } else { "running" },
         m.payments_rejected
-    )
+    ) + &overrides_line(m)
+}
+
+/// The settings changed at run time that override the config file, if any.
+pub fn overrides_line(m: &MarketStatus) -> String {
+    if m.overrides.is_empty() {
+        return String::new();
+    }
+    format!("set at run time  {} (overriding the config until `tollway price reset`)\n", m.overrides.join(", "))
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).

@@ -32,7 +32,7 @@ fn iperf_ok(lab: &tollway_lab::Lab, node: &str, ip: &str, port: u16) -> bool {
 
 #[test]
 fn spoofed_and_unsolicited_traffic_is_dropped_counted_and_never_billed() {
-    if skip("firewall", &["ping"]) {
+    if skip("firewall", &["ping", "curl"]) {
         return;
     }
     let lab = lab_up("fw", PAIR);
@@ -91,4 +91,17 @@ fn spoofed_and_unsolicited_traffic_is_dropped_counted_and_never_billed() {
     assert!(table.contains("21.0 kB"), "b's 20960 spoofed bytes: {table}");
     let (ok, json) = run_in(&lab, "a", &[tollway_bin().to_str().unwrap(), "status", "--json"]);
     assert!(ok && json.contains("\"dropped_spoofed_bytes\": 20960"), "{json}");
+
+    // The same figures for Prometheus, on a's loopback (the lab's nodes keep the default
+    // listener, 127.0.0.1:7480).
+    let b_id = node_id(&lab, "b");
+    let want = format!(
+        "tollway_neighbor_dropped_bytes_total{{neighbor=\"{b_id}\",interface=\"{}\",reason=\"spoofed\"}} 20960",
+        n.interface
+    );
+    let metrics = wait_for(Duration::from_secs(10), "a's /metrics", || {
+        let (ok, text) = run_in(&lab, "a", &["curl", "-sf", "--max-time", "5", "http://127.0.0.1:7480/metrics"]);
+        (ok && text.lines().any(|l| l == want)).then_some(text)
+    });
+    assert!(metrics.contains("tollway_neighbor_connected{") && metrics.ends_with("# EOF\n"), "{metrics}");
 }

@@ -199,8 +199,8 @@ b = "b"
 }
 
 #[test]
-fn a_price_change_is_in_effect_on_both_sides_within_1_s() {
-    if skip("a_price_change_is_in_effect_on_both_sides_within_1_s", &[]) {
+fn a_price_change_is_in_effect_on_both_sides_within_1_s_and_survives_a_restart_until_reset() {
+    if skip("a_price_change_is_in_effect_on_both_sides_within_1_s_and_survives_a_restart_until_reset", &[]) {
         return;
     }
     let lab = lab_up("mp", PAIR);
@@ -236,6 +236,31 @@ fn a_price_change_is_in_effect_on_both_sides_within_1_s() {
         .to_string();
     assert!(err.contains("more than 6 decimals"), "{err}");
     assert_eq!(status(&lab, "a").node.market.ask, "0.020000");
+
+    // Run-time settings survive a restart, shown as overriding the config until reset.
+    client(&lab, "a")
+        .call(&tollway_api::Request::PriceSet { ask: Some("0.0018".into()), max_price: None, bid: None })
+        .unwrap();
+    client(&lab, "b").call(&tollway_api::Request::Payments { paused: true }).unwrap();
+    let mut lab = lab;
+    for node in ["a", "b"] {
+        lab.restart_daemon(node, true).unwrap();
+    }
+    let m = wait_for(Duration::from_secs(30), "a's daemon back", || try_status(&lab, "a")).node.market;
+    assert_eq!(m.ask, "0.001800", "the ask set at run time, not the config's 0.002");
+    assert_eq!(m.overrides, ["ask 0.001800 (config 0.002000)"]);
+    let mb = wait_for(Duration::from_secs(30), "b's daemon back", || try_status(&lab, "b")).node.market;
+    assert!(mb.payments_paused && mb.overrides == ["payments paused (config running)"], "{mb:?}");
+    let (ok, table) = run_in(&lab, "a", &[tollway_bin().to_str().unwrap(), "status"]);
+    assert!(ok && table.contains("set at run time  ask 0.001800 (config 0.002000)"), "{table}");
+    wait_agreed(&lab, "a", "b");
+    assert_eq!(nb(&lab, "b", "a").ask.as_deref(), Some("0.001800"), "b sees the stored ask");
+    // Reset: the config's settings again, and after a restart too.
+    let m: tollway_api::MarketStatus = client(&lab, "a").call_typed(&tollway_api::Request::PriceReset).unwrap();
+    assert!(m.ask == "0.002000" && m.overrides.is_empty(), "{m:?}");
+    lab.restart_daemon("a", false).unwrap();
+    let m = wait_for(Duration::from_secs(30), "a's daemon back", || try_status(&lab, "a")).node.market;
+    assert!(m.ask == "0.002000" && m.overrides.is_empty(), "{m:?}");
 }
 
 #[test]

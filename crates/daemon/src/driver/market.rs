@@ -175,6 +175,13 @@ impl Driver {
         if n > 0 {
             tracing::info!(neighbors = n, path = %self.k.store.path().display(), "ledgers restored");
         }
+        let overrides = self.k.store.settings().map_err(|e| e.to_string())?;
+        if !overrides.is_empty() {
+            self.overrides = overrides;
+            self.apply_overrides();
+            tracing::warn!(settings = %self.describe_overrides().join(", "),
+                "settings changed at run time override the config file (tollway price reset to drop them)");
+        }
         Ok(())
     }
 }

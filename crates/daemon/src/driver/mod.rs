@@ -163,6 +163,12 @@ pub struct Driver {
     pub(crate) started: Instant,
     /// Routing and the uplink (none: only direct neighbors, as in the driver's unit tests).
     mesh: Option<Mesh>,
+    /// The market settings of the config file, before any run-time change.
+    config_market: tollway_core::market::MarketConfig,
+    /// The operator's run-time changes (stored; they override `config_market`).
+    overrides: tollway_store::OperatorSettings,
+    /// Where the status is published after each sample for readers off this thread (HTTP).
+    view: Option<tokio::sync::watch::Sender<Option<Arc<tollway_api::Status>>>>,
 }
 
 impl Driver {
@@ -177,6 +183,9 @@ impl Driver {
         admission: Admission,
     ) -> Driver {
         Driver {
+            config_market: node.market_config().clone(),
+            overrides: Default::default(),
+            view: None,
             node,
             clock,
             k: backends,
@@ -194,6 +203,12 @@ impl Driver {
             started: Instant::now(),
             mesh: None,
         }
+    }
+
+    /// Publish the status to `view` after every sample.
+    pub fn with_view(mut self, view: tokio::sync::watch::Sender<Option<Arc<tollway_api::Status>>>) -> Driver {
+        self.view = Some(view);
+        self
     }
 
     /// Give the driver its routing (before `prepare`).
@@ -397,6 +412,10 @@ impl Driver {
         self.sample_tunnels();
         self.sample_counters();
         self.tick_mesh();
+        if let Some(view) = self.view.take() {
+            view.send_replace(Some(Arc::new(crate::status::build_full(self))));
+            self.view = Some(view);
+        }
     }
 }
 

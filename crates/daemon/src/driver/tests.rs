@@ -766,3 +766,42 @@ fn the_discovery_queue_place_is_freed_when_the_driver_takes_a_datagram() {
     assert_eq!(status.discovery_rejected.get(crate::status::DRIVER_QUEUE_FULL), Some(&4));
     assert_eq!(status.discovery_rejected.get("malformed"), Some(&1));
 }
+
+#[test]
+fn run_time_prices_are_stored_before_they_apply_survive_a_restart_and_reset_to_the_config() {
+    use tollway_api::Request;
+    let store = FakeStore::new(STORE_PATH);
+    let mut h = Harness::new(payer_markets(), store.clone());
+    let config_ask = h.driver.node().market_config().ask;
+    let ask = |h: &Harness| h.driver.node().market_config().ask;
+    let r = h.driver.request(Request::PriceSet { ask: Some("0.0042".into()), max_price: None, bid: None });
+    assert!(r.ok, "{r:?}");
+    assert_eq!(ask(&h), Price(4200));
+    let r = h.driver.request(Request::Payments { paused: true });
+    assert!(r.ok, "{r:?}");
+    let stored = store.settings().unwrap();
+    assert_eq!((stored.ask, stored.payments_paused), (Some(4200), Some(true)));
+
+    // A store that refuses: the request is refused and nothing changes.
+    store.fail_from_next_commit();
+    let r = h.driver.request(Request::PriceSet { ask: Some("0.005".into()), max_price: None, bid: None });
+    assert!(!r.ok && r.error.as_deref().unwrap_or("").contains(STORE_PATH), "{r:?}");
+    assert_eq!(ask(&h), Price(4200));
+    store.heal();
+
+    // A restart on the same store applies them over the config, and says so.
+    let (us, them) = identities();
+    let peer = Peer::new(them, payer_markets().1, h.now());
+    let h2 = Harness::start(us, payer_markets().0, store.clone(), FakeFirewall::new(), peer);
+    assert_eq!(ask(&h2), Price(4200));
+    assert!(h2.driver.node().market_config().payments_paused);
+    let status = crate::status::build(&h2.driver);
+    assert_eq!(status.node.market.overrides, ["ask 0.004200 (config 0.000000)", "payments paused (config running)"]);
+
+    // Reset: the config's settings, and nothing stored.
+    let mut h2 = h2;
+    assert!(h2.driver.request(Request::PriceReset).ok);
+    assert_eq!(ask(&h2), config_ask);
+    assert!(!h2.driver.node().market_config().payments_paused);
+    assert!(store.settings().unwrap().is_empty());
+}
