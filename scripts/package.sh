@@ -13,16 +13,17 @@ if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
 fi
 echo "==> building the Debian package"
 cargo build --release --locked -p tollway
-deb=$(cargo deb -p tollway --no-build | tail -1)
+# Stripped: the release profile keeps line tables for backtraces in tests, not worth 80 MB here.
+deb=$(cargo deb -p tollway --no-build --strip | tail -1)
 [ -f "$deb" ] || { echo "package.sh: cargo deb made no package (said: $deb)" >&2; exit 1; }
 echo "==> checking $deb"
 fail() { echo "package.sh: $deb: $*" >&2; exit 1; }
 files=$(dpkg-deb -c "$deb")
-for f in ./usr/bin/tollway ./etc/tollway/tollway.toml ./usr/share/doc/tollway/README.md \
-         ./usr/share/doc/tollway/openwrt/tollway.init; do
-  grep -q " $f\$" <<<"$files" || fail "missing $f"
+for f in usr/bin/tollway etc/tollway/tollway.toml usr/share/doc/tollway/README.md \
+         usr/share/doc/tollway/openwrt/tollway.init; do
+  grep -qE " (\./)?$f\$" <<<"$files" || fail "missing $f"
 done
-unit=$(grep -oE '\./(usr/)?lib/systemd/system/tollway\.service$' <<<"$files") || fail "no systemd unit"
+unit=$(grep -oE '(usr/)?lib/systemd/system/tollway\.service$' <<<"$files") || fail "no systemd unit"
 depends=$(dpkg-deb -f "$deb" Depends)
 for d in iproute2 nftables babeld; do grep -qw "$d" <<<"$depends" || fail "Depends lacks $d: $depends"; done
 tmp=$(mktemp -d)

@@ -15,6 +15,10 @@ export TOLLWAY_BIN="$PWD/target/release/tollway"
 export TOLLWAY_REQUIRE_ALL_TESTS=1
 cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2
 
+# The Debian package: built with cargo-deb and checked (files, depends, the unit with
+# systemd-analyze verify).
+./scripts/package.sh
+
 # Every fuzz target for a minute (fuzz/README.md): cargo-fuzz, pinned, on the stable toolchain.
 CARGO_FUZZ_VERSION=0.13.2
 if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
