@@ -464,6 +464,15 @@ impl std::io::Write for LogBuf {
 
 /// Run `f` with this thread's log lines written to a string.
 fn with_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    // A global subscriber as interested as the capturing one: otherwise a callsite first reached
+    // on a thread without a subscriber, while no capture was alive anywhere, is cached as never
+    // interesting, and a test capturing its lines on another thread (tests run in parallel)
+    // would miss them.
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let sink = tracing_subscriber::fmt().with_writer(std::io::sink).with_max_level(tracing::Level::INFO).finish();
+        let _ = tracing::subscriber::set_global_default(sink);
+    });
     let buf = LogBuf::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()

@@ -330,6 +330,9 @@ impl tracing::field::Visit for Fields {
 }
 
 impl tracing::Subscriber for Capture {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
         true
     }
@@ -347,8 +350,35 @@ impl tracing::Subscriber for Capture {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// A global subscriber that records nothing but keeps every callsite's interest at
+/// "sometimes": without it, a callsite first reached on a thread with no subscriber while no
+/// `Capture` was alive anywhere is cached as "never", and a test capturing its lines later, on
+/// another thread (tests run in parallel), would miss them.
+struct Undecided;
+
+impl tracing::Subscriber for Undecided {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 /// Run `f`, returning the log lines it produced.
 fn logs(f: impl FnOnce()) -> Vec<String> {
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(Undecided);
+    });
     let lines = Arc::new(Mutex::new(Vec::new()));
     tracing::subscriber::with_default(Capture(lines.clone()), f);
     let v = lines.lock().unwrap().clone();
