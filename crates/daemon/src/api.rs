@@ -2,14 +2,13 @@
 //! 0600 in a 0700 directory: only root can connect, and that is checked by the kernel before a
 //! single byte is read.
 
-use crate::driver::Input;
+use crate::readers::Readers;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 use tollway_api::{Reply, Request, MAX_REQUEST};
 
 /// Most API connections served at once.
@@ -24,7 +23,7 @@ pub enum ApiError {
 }
 
 /// Bind the socket (replacing a stale one left by a crash) and serve until the driver is gone.
-pub fn serve(path: &Path, to_driver: Sender<Input>) -> Result<(), ApiError> {
+pub fn serve(path: &Path, readers: Readers) -> Result<(), ApiError> {
     let io = |op: &'static str| move |source| ApiError::Io { op, path: path.to_owned(), source };
     if let Some(dir) = path.parent() {
         crate::storage::ensure_private_dir(dir).map_err(|e| ApiError::Io {
@@ -50,10 +49,10 @@ pub fn serve(path: &Path, to_driver: Sender<Input>) -> Result<(), ApiError> {
                 tracing::warn!("too many API clients; connection refused");
                 continue;
             };
-            let to_driver = to_driver.clone();
+            let readers = readers.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = client(stream, to_driver).await {
+                if let Err(e) = client(stream, readers).await {
                     tracing::debug!(error = %e, "API client ended");
                 }
             });
@@ -62,7 +61,7 @@ pub fn serve(path: &Path, to_driver: Sender<Input>) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn client(stream: UnixStream, to_driver: Sender<Input>) -> std::io::Result<()> {
+async fn client(stream: UnixStream, readers: Readers) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader.take(u64::MAX));
     loop {
@@ -77,13 +76,7 @@ async fn client(stream: UnixStream, to_driver: Sender<Input>) -> std::io::Result
         } else {
             match serde_json::from_slice::<Request>(&line) {
                 Err(e) => Reply { ok: false, result: None, error: Some(format!("bad request: {e}")) },
-                Ok(req) => {
-                    let (tx, rx) = oneshot::channel();
-                    if to_driver.send(Input::Api { req, reply: tx }).is_err() {
-                        return Ok(());
-                    }
-                    rx.await.unwrap_or(Reply { ok: false, result: None, error: Some("daemon stopping".into()) })
-                }
+                Ok(req) => readers.answer(req).await,
             }
         };
         let mut out = serde_json::to_vec(&reply).expect("replies serialize");

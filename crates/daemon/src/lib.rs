@@ -7,9 +7,11 @@
 pub mod api;
 pub mod config;
 pub mod driver;
+pub mod health;
 pub mod http;
 pub mod mesh_config;
 pub mod net;
+pub mod readers;
 pub mod run;
 pub mod status;
 pub mod storage;

@@ -35,6 +35,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 
     let (to_driver, inputs) = std::sync::mpsc::channel::<Input>();
     let (view_tx, view_rx) = tokio::sync::watch::channel(None);
+    let health = crate::health::Health::default();
     let mut discovery = HashMap::new();
     let discovery_queue = net::discovery::DiscoveryQueue::new(net::discovery::DISCOVERY_QUEUE);
     let clock = Clock::new();
@@ -57,12 +58,20 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         runtime
             .block_on(net::control::listen(cfg.control.port, to_driver.clone()))
             .with_context(|| format!("listening for control sessions on TCP port {}", cfg.control.port))?;
-        api::serve(&cfg.api_socket, to_driver.clone())?;
+        let history = match tollway_store::HistoryReader::open(cfg.data_dir.join(LEDGER_FILE)) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the ledger read-only; the driver will answer history queries");
+                None
+            }
+        };
+        let readers = crate::readers::Readers::new(view_rx, history, cfg.market.currency(), to_driver.clone());
+        api::serve(&cfg.api_socket, readers.clone())?;
         if cfg.http.enabled {
             let listen = cfg.http.addr();
-            if let Err(e) = runtime.block_on(crate::http::serve(listen, cfg.http.token.clone(), view_rx.clone())) {
+            if let Err(e) = runtime.block_on(crate::http::serve(listen, cfg.http.token.clone(), readers, health.clone())) {
                 tracing::error!(%listen, error = %e,
-                    "cannot serve /metrics and /api/status (http.listen); going on without them");
+                    "cannot serve the dashboard and /metrics (http.listen); going on without them");
             }
         }
         let signals = to_driver.clone();
@@ -90,7 +99,8 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let mut driver =
         Driver::new(node, clock, backends, io, cfg.market.currency(), cfg.control.port, cfg.admission(&id))
             .with_mesh(mesh)
-            .with_view(view_tx);
+            .with_view(view_tx)
+            .with_health(health);
     driver.prepare().map_err(anyhow::Error::msg).context("restoring the ledger and preparing the kernel state")?;
     tracing::info!(backend = driver.tunnel_backend(), "ready");
     let handle = std::thread::Builder::new()
@@ -197,6 +207,9 @@ fn babel_runtime_dir(cfg: &Config) -> std::path::PathBuf {
     cfg.api_socket.parent().unwrap_or(std::path::Path::new("/run/tollway")).join("babel")
 }
 
+/// The ledger's file in the data directory.
+pub const LEDGER_FILE: &str = "ledger.db";
+
 fn open_backends(cfg: &Config, id: &NodeId) -> anyhow::Result<Backends> {
     let backend = match cfg.tunnel.backend {
         Backend::Auto => tollway_kernel::TunnelBackend::Auto,
@@ -209,7 +222,7 @@ fn open_backends(cfg: &Config, id: &NodeId) -> anyhow::Result<Backends> {
     // Shaping devices are named after the node (unique host-wide like the tunnels): tq<id6><group>.
     let ifb_prefix = format!("tq{}", &IfName::tunnel_prefix(id)[2..]);
     let shaper = tollway_traffic::TcShaper::new(&ifb_prefix).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = cfg.data_dir.join("ledger.db");
+    let path = cfg.data_dir.join(LEDGER_FILE);
     let options = tollway_store::StoreOptions {
         retention: Some(std::time::Duration::from_secs(cfg.market.history_days as u64 * 86_400)),
         ..Default::default()

@@ -44,6 +44,7 @@ pub mod fake;
 mod history;
 mod ledger_store;
 mod neighbor;
+mod reader;
 mod schema;
 mod settings;
 mod store;
@@ -56,5 +57,6 @@ pub use history::{
 pub use ledger_store::LedgerStore;
 pub use neighbor::{ChannelId, IssuedNote, NeighborRecord, PaymentState, ReceivedNote, MAX_NOTE_BYTES};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use reader::HistoryReader;
 pub use settings::OperatorSettings;
 pub use store::{Batch, Snapshot, Store, StoreOptions};

@@ -315,24 +315,7 @@ impl Store {
     }
 
     fn history<T>(&self, op: &'static str, table: &history::Table<T>, q: &HistoryQuery) -> Result<Vec<T>, StoreError> {
-        let err = |e| StoreError::sqlite(op, &self.path)(e);
-        let nid = match q.node {
-            None => None,
-            Some(node) => {
-                let id = self
-                    .conn
-                    .prepare_cached("SELECT id FROM neighbor WHERE node = ?1")
-                    .and_then(|mut s| s.query_row([&node.0[..]], |r| r.get::<_, i64>(0)).optional())
-                    .map_err(err)?;
-                match id {
-                    Some(id) => Some(id),
-                    None => return Ok(Vec::new()),
-                }
-            }
-        };
-        history::query(&self.conn, table, q, nid)
-            .map_err(err)?
-            .map_err(|what| StoreError::Corrupt { path: self.path.clone(), what })
+        crate::reader::query_history(&self.conn, &self.path, op, table, q)
     }
 
     /// Copy the WAL into the main database file and truncate the WAL (the daemon may call it at

@@ -159,7 +159,10 @@ impl Driver {
             return;
         }
         let b = to_store_batch(&batch);
-        if let Err(e) = self.k.store.commit(&b) {
+        let started = std::time::Instant::now();
+        let result = self.k.store.commit(&b);
+        self.health.commit(started.elapsed(), result.is_ok());
+        if let Err(e) = result {
             let path = self.k.store.path().to_owned();
             tracing::error!(path = %path.display(), error = %e,
                 "cannot store the ledger; stopping to avoid losing or double-counting money");

@@ -169,6 +169,8 @@ pub struct Driver {
     overrides: tollway_store::OperatorSettings,
     /// Where the status is published after each sample for readers off this thread (HTTP).
     view: Option<tokio::sync::watch::Sender<Option<Arc<tollway_api::Status>>>>,
+    /// The daemon's own figures for `/metrics` (commit latency, control sessions).
+    pub(crate) health: crate::health::Health,
 }
 
 impl Driver {
@@ -186,6 +188,7 @@ impl Driver {
             config_market: node.market_config().clone(),
             overrides: Default::default(),
             view: None,
+            health: Default::default(),
             node,
             clock,
             k: backends,
@@ -208,6 +211,12 @@ impl Driver {
     /// Publish the status to `view` after every sample.
     pub fn with_view(mut self, view: tokio::sync::watch::Sender<Option<Arc<tollway_api::Status>>>) -> Driver {
         self.view = Some(view);
+        self
+    }
+
+    /// Record the daemon's health figures into `health` (shared with `/metrics`).
+    pub fn with_health(mut self, health: crate::health::Health) -> Driver {
+        self.health = health;
         self
     }
 
@@ -336,12 +345,17 @@ impl Driver {
                 self.node.handle_discovery(now, &iface, src, &bytes)
             }
             Input::ControlAccepted { session, ifname, peer, outbound } => {
+                self.health.session_opened();
                 self.sessions.insert(session, outbound);
                 self.node.handle_control_accepted(now, session, &ifname, peer);
             }
-            Input::ControlOpened { session } => self.node.handle_control_opened(now, session),
+            Input::ControlOpened { session } => {
+                self.health.session_opened();
+                self.node.handle_control_opened(now, session)
+            }
             Input::ControlMessage { session, msg } => self.node.handle_control_message(now, session, msg),
             Input::ControlClosed { session, reason } => {
+                self.health.session_closed();
                 self.sessions.remove(&session);
                 self.node.handle_control_closed(now, session, &reason);
             }

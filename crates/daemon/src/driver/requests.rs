@@ -1,10 +1,10 @@
 //! Operator requests from the API, answered by the driver (which owns the core and the store).
 
 use super::Driver;
-use tollway_api::{Ledger, PaymentRow, PriceRow, Reply, Request, UsageRow};
+use tollway_api::{Ledger, Reply, Request};
 use tollway_core::market::{BidPolicy, Price};
 use tollway_core::NodeId;
-use tollway_store::{ChangedBy, HistoryQuery, OperatorSettings, PaymentDirection, PriceSubject};
+use tollway_store::{HistoryQuery, OperatorSettings};
 
 fn ok(v: impl serde::Serialize) -> Reply {
     Reply { ok: true, result: Some(serde_json::to_value(v).expect("replies serialize")), error: None }
@@ -149,7 +149,7 @@ impl Driver {
     }
 
     fn ledger(&self, neighbor: Option<String>, limit: Option<u32>, since_ms: Option<u64>) -> Result<Ledger, String> {
-        let mut q = HistoryQuery::newest(limit.unwrap_or(100).clamp(1, 10_000));
+        let mut q = HistoryQuery::newest(limit.unwrap_or(100).clamp(1, crate::readers::MAX_HISTORY_ROWS));
         if let Some(since) = since_ms {
             q = q.between(since, i64::MAX as u64);
         }
@@ -157,71 +157,13 @@ impl Driver {
             q = q.neighbor(self.resolve_neighbor(n)?);
         }
         let s = &self.k.store;
-        let c = &self.currency;
         let err = |e: tollway_store::StoreError| e.to_string();
-        Ok(Ledger {
-            currency: c.name.clone(),
-            usage: s
-                .usage(&q)
-                .map_err(err)?
-                .into_iter()
-                .map(|u| UsageRow {
-                    minute_unix_ms: u.minute_ms,
-                    neighbor: u.node.to_string(),
-                    bytes_in: u.bytes_in,
-                    bytes_out: u.bytes_out,
-                    earned: c.format(u.earned.0),
-                    spent: c.format(u.spent.0),
-                    disputed_bytes: u.disputed_bytes,
-                })
-                .collect(),
-            payments: s
-                .payments(&q)
-                .map_err(err)?
-                .into_iter()
-                .map(|p| PaymentRow {
-                    unix_ms: p.at_ms,
-                    neighbor: p.node.to_string(),
-                    direction: match p.direction {
-                        PaymentDirection::Sent => "sent",
-                        PaymentDirection::Received => "received",
-                    }
-                    .into(),
-                    amount: c.format(p.cumulative_after.0.saturating_sub(p.cumulative_before.0)),
-                    cumulative: c.format(p.cumulative_after.0),
-                    rail: p.rail,
-                    notes: p.notes,
-                })
-                .collect(),
-            prices: s
-                .price_changes(&q)
-                .map_err(err)?
-                .into_iter()
-                .map(|p| {
-                    let (what, n) = match p.subject {
-                        PriceSubject::OurAsk => ("our_ask", None),
-                        PriceSubject::OurBid(n) => ("our_bid", Some(n)),
-                        PriceSubject::TheirAsk(n) => ("their_ask", Some(n)),
-                        PriceSubject::TheirBid(n) => ("their_bid", Some(n)),
-                    };
-                    PriceRow {
-                        unix_ms: p.at_ms,
-                        what: what.into(),
-                        neighbor: n.map(|n| n.to_string()),
-                        old: p.old.map(|o| c.format(o.0)),
-                        new: c.format(p.new.0),
-                        by: match p.by {
-                            ChangedBy::Operator => "operator",
-                            ChangedBy::Config => "config",
-                            ChangedBy::Automatic => "automatic",
-                            ChangedBy::Neighbor => "neighbor",
-                        }
-                        .into(),
-                        changes: p.changes,
-                    }
-                })
-                .collect(),
-        })
+        Ok(crate::readers::ledger(
+            &self.currency,
+            s.usage(&q).map_err(err)?,
+            s.payments(&q).map_err(err)?,
+            s.price_changes(&q).map_err(err)?,
+        ))
     }
 
     /// A neighbor given by full id or by a unique prefix of it (as the status table shows).

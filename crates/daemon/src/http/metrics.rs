@@ -42,7 +42,7 @@ fn amount(s: &str) -> f64 {
 }
 
 /// Render `status` (taken at the daemon's last sample) as Prometheus text.
-pub fn render(status: &Status) -> String {
+pub fn render(status: &Status, health: &crate::health::Health) -> String {
     let mut r = <Registry>::default();
     let bytes = |r: &mut Registry, name: &str, help: &str| {
         let f = Bytes::default();
@@ -136,6 +136,11 @@ pub fn render(status: &Status) -> String {
         discovery.get_or_create(&ReasonLabels { reason: reason.clone() }).inc_by(*n);
     }
 
+    let sessions = Gauge::<i64>::default();
+    sessions.set(status.neighbors.iter().filter(|n| n.session_secs.is_some()).count() as i64);
+    r.register("tollway_control_sessions", "Control sessions with neighbors up now", sessions);
+    health.register(&mut r);
+
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &r);
@@ -165,7 +170,12 @@ mod tests {
             dropped_spoofed_bytes: 104,
             ..NeighborStatus::default()
         });
-        let text = render(&s);
+        s.neighbors[0].session_secs = Some(3);
+        let health = crate::health::Health::default();
+        health.commit(std::time::Duration::from_micros(1500), true);
+        health.commit(std::time::Duration::from_millis(30), false);
+        health.session_opened();
+        let text = render(&s, &health);
         let labels = format!("neighbor=\"{}\",interface=\"tw1\"", "ab".repeat(32));
         for line in [
             format!("tollway_neighbor_received_bytes_total{{{labels}}} 1000"),
@@ -177,6 +187,13 @@ mod tests {
             format!("tollway_neighbor_connected{{{labels}}} 1"),
             format!("tollway_neighbor_dropped_bytes_total{{{labels},reason=\"spoofed\"}} 104"),
             "tollway_uptime_seconds 42".to_owned(),
+            "tollway_control_sessions 1".to_owned(),
+            "tollway_control_sessions_opened_total 1".to_owned(),
+            "tollway_store_commit_failures_total 1".to_owned(),
+            "tollway_store_commit_duration_seconds_count 2".to_owned(),
+            "tollway_store_commit_duration_seconds_bucket{le=\"0.001\"} 0".to_owned(),
+            "tollway_store_commit_duration_seconds_bucket{le=\"0.0025\"} 1".to_owned(),
+            "tollway_store_commit_duration_seconds_bucket{le=\"+Inf\"} 2".to_owned(),
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
