@@ -9,9 +9,10 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# (g++ builds libFuzzer, the driver of the fuzz targets that scripts/test.sh runs.)
+# (g++ builds libFuzzer, the driver of the fuzz targets that scripts/test.sh runs; chromium is
+# the headless browser the dashboard test drives.)
 PACKAGES=(iproute2 nftables iperf3 iputils-ping wireguard-tools wireguard-go babeld
-          ca-certificates curl gcc g++ libc6-dev pkg-config procps)
+          ca-certificates curl gcc g++ libc6-dev pkg-config procps chromium fonts-dejavu-core)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
