@@ -273,6 +273,30 @@ pub struct RouteStatus {
     pub source: String,
 }
 
+/// `GET /api/chart`: per-neighbor figures per minute, for the dashboard's charts. Money is in
+/// whole currency units as floats (for drawing, not accounting: use the ledger for that).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Chart {
+    pub currency: String,
+    /// Start of each minute (Unix ms), oldest first; every series has one value per minute.
+    pub minutes: Vec<u64>,
+    pub neighbors: Vec<ChartSeries>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChartSeries {
+    pub id: String,
+    /// Bytes received from / sent to the neighbor in the minute.
+    pub bytes_in: Vec<u64>,
+    pub bytes_out: Vec<u64>,
+    /// What it came to owe us / we came to owe it in the minute.
+    pub earned: Vec<f64>,
+    pub spent: Vec<f64>,
+    /// The balance at the end of each minute (positive: it owes us), worked back from the
+    /// current one through each minute's usage and payments; empty if it is not a neighbor now.
+    pub balance: Vec<f64>,
+}
+
 /// `tollway routes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Routes {

@@ -122,6 +122,13 @@ fn browser_session() {
     let row = format!("tr.neighbor[data-id='{neighbor}']");
     tab.wait_for_element_with_custom_timeout(&row, Duration::from_secs(20)).expect("the neighbor's row");
     let shown = started.elapsed();
+    if let Ok(hold) = std::env::var("TOLLWAY_DASHBOARD_HOLD_SECS") {
+        // For the benchmark below: only keep the page open (it polls as it would for an operator).
+        println!("holding the page open for {hold} s");
+        std::thread::sleep(Duration::from_secs(hold.parse().unwrap()));
+        assert!(tab.find_element(&row).is_ok(), "the page still shows the neighbor");
+        return;
+    }
     let cells = tab.find_element(&row).unwrap().get_inner_text().unwrap();
     assert!(cells.contains("connected"), "the row shows the session: {cells:?}");
     assert!(cells.contains(&neighbor[..8]), "the row names the neighbor: {cells:?}");
@@ -178,4 +185,56 @@ fn wait_text(tab: &headless_chrome::Tab, selector: &str, needle: &str) -> String
         assert!(start.elapsed() < Duration::from_secs(20), "{selector} never showed {needle:?}: {text:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The daemon's CPU and memory with and without the dashboard open. Not run by `cargo test`;
+/// run with `cargo test --release -p tollway --test dashboard -- --ignored --nocapture
+/// bench_daemon_cost_with_the_dashboard_open` and see BENCHMARKS.md.
+#[test]
+#[ignore]
+fn bench_daemon_cost_with_the_dashboard_open() {
+    if skip("bench_daemon_cost_with_the_dashboard_open", &["chromium"]) {
+        return;
+    }
+    let lab = lab_up("dashb", PAIR);
+    wait_agreed(&lab, "a", "b");
+    let b_id = node_id(&lab, "b");
+    let pid = lab.daemon("a").unwrap().expect("a's daemon").pid;
+    let secs = 60u64;
+    let cpu = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / ticks
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    let (c0, t0) = (cpu(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(secs));
+    let idle = (cpu(pid) - c0) / t0.elapsed().as_secs_f64();
+    let rss_idle = rss_kb(pid);
+
+    let exe = std::env::current_exe().unwrap();
+    let argv = [exe.as_os_str(), "browser_session".as_ref(), "--exact".as_ref(), "--ignored".as_ref(), "--nocapture".as_ref()];
+    let mut browser = lab
+        .command_in("a", &argv)
+        .unwrap()
+        .env("TOLLWAY_DASHBOARD_URL", "http://127.0.0.1:7480/")
+        .env("TOLLWAY_DASHBOARD_NEIGHBOR", &b_id)
+        .env("TOLLWAY_DASHBOARD_SCREENSHOT", "/dev/null")
+        .env("TOLLWAY_DASHBOARD_HOLD_SECS", (secs + 15).to_string())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    let (c0, t0) = (cpu(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(secs));
+    let open = (cpu(pid) - c0) / t0.elapsed().as_secs_f64();
+    let rss_open = rss_kb(pid);
+    assert!(browser.wait().unwrap().success(), "the browser session");
+    println!(
+        "BENCH dashboard: daemon CPU idle {:.2} % of a core, with the page open {:.2} %; RSS {} kB idle, {} kB with the page open",
+        idle * 100.0,
+        open * 100.0,
+        rss_idle,
+        rss_open
+    );
 }

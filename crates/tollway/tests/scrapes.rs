@@ -1,6 +1,7 @@
-//! Readers never stall the core: 50 concurrent scrapes a second of `/metrics`, `/api/status`
-//! and `/api/history` (the dashboard's and Prometheus's reads) while a neighbor's debt crosses
-//! the credit limit do not delay the throttle (the reaction BENCHMARKS.md measures).
+//! Readers never stall the core: 50 concurrent scrapes a second of `/metrics`, `/api/status`,
+//! `/api/chart` and `/api/history` (the dashboard's and Prometheus's reads) while a neighbor's
+//! debt crosses the credit limit do not delay the throttle (the reaction BENCHMARKS.md
+//! measures).
 
 mod common;
 
@@ -26,7 +27,7 @@ b = "b"
 "#;
 
 /// 50 requests a second at a's listener for `secs`, from inside a's namespace: every 0.1 s a
-/// curl makes five at once (two `/metrics`, two `/api/status`, one `/api/history`). Each line of
+/// curl makes five at once (`/metrics` twice, `/api/status`, `/api/chart`, `/api/history`). Each line of
 /// the output is one request's HTTP code and time.
 fn scraper(lab: &tollway_lab::Lab, secs: u32) -> Child {
     let base = "http://127.0.0.1:7480";
@@ -34,7 +35,7 @@ fn scraper(lab: &tollway_lab::Lab, secs: u32) -> Child {
         format!("{base}/metrics"),
         format!("{base}/metrics"),
         format!("{base}/api/status"),
-        format!("{base}/api/status"),
+        format!("{base}/api/chart"),
         format!("{base}/api/history?limit=10000"),
     ]
     .map(|u| format!("-o /dev/null '{u}'"))

@@ -144,6 +144,23 @@ async fn history(State(app): State<App>, headers: HeaderMap, Query(p): Query<His
     }
 }
 
+#[derive(Deserialize)]
+struct ChartParams {
+    since_ms: Option<u64>,
+}
+
+/// `GET /api/chart?since_ms=`: per-neighbor figures per minute (default: the last hour).
+async fn chart(State(app): State<App>, headers: HeaderMap, Query(p): Query<ChartParams>) -> Response {
+    if let Err(r) = app.may_read(&headers) {
+        return r;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    match app.readers.chart(p.since_ms, now.as_millis() as u64).await {
+        Ok(c) => json(&c),
+        Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
 /// A change, answered like the unix API: 200 with the market settings, or 400 with why.
 async fn change(app: &App, headers: &HeaderMap, peer: Option<SocketAddr>, req: Request) -> Response {
     if let Err(r) = app.may_change(headers, peer) {
@@ -202,6 +219,7 @@ fn router(readers: Readers, token: Option<String>, health: crate::health::Health
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
         .route("/api/history", get(history))
+        .route("/api/chart", get(chart))
         .route("/api/price", post(set_price))
         .route("/api/payments", post(set_payments))
         .route("/api/price/reset", post(reset))

@@ -1,12 +1,12 @@
-// tollway dashboard: polls /api/status every 2 s and /api/history every 15 s, draws SVG charts.
+// tollway dashboard: polls /api/status every 2 s and /api/chart every 10 s, draws SVG charts.
 // Everything from the daemon (some of it from neighbors) is set as text, never as HTML.
 "use strict";
 (function () {
-  const STATUS_EVERY_MS = 2000, HISTORY_EVERY_MS = 15000, HOUR_MS = 3600000, MINUTE_MS = 60000;
+  const STATUS_EVERY_MS = 2000, HISTORY_EVERY_MS = 10000, HOUR_MS = 3600000, MINUTE_MS = 60000;
   const COLORS = ["#2b7bb9", "#d9534f", "#5cb85c", "#f0ad4e", "#8e44ad", "#16a085", "#7f8c8d", "#c0392b"];
   const $ = (id) => document.getElementById(id);
   let token = sessionStorage.getItem("tollway-token");
-  let status = null, history = null, lastBytes = new Map(), rates = new Map();
+  let status = null, history = false, lastBytes = new Map(), rates = new Map();
 
   function headers(extra) {
     const h = Object.assign({}, extra || {});
@@ -145,51 +145,54 @@
     if (!drawn) svg.append(mk("text", { x: W / 2, y: H / 2, class: "axis", "text-anchor": "middle" }, "no history yet"));
   }
 
+  // The charts' data: minute start -> {neighbor id -> figures}, merged from /api/chart (the
+  // whole hour once, then the last two minutes at each poll).
+  const minutes = new Map();
+  function merge(c) {
+    c.minutes.forEach((t, i) => {
+      const row = new Map();
+      for (const s of c.neighbors) {
+        row.set(s.id, { in: s.bytes_in[i], out: s.bytes_out[i], earned: s.earned[i], spent: s.spent[i],
+          balance: s.balance.length ? s.balance[i] : null });
+      }
+      minutes.set(t, row);
+    });
+    const cutoff = Date.now() - HOUR_MS - 2 * MINUTE_MS;
+    for (const t of [...minutes.keys()]) if (t < cutoff) minutes.delete(t);
+  }
+
   function renderCharts() {
     if (!history || !status) return;
-    const byNeighbor = new Map();
-    const row = (id) => { if (!byNeighbor.has(id)) byNeighbor.set(id, new Map()); return byNeighbor.get(id); };
-    for (const u of history.usage) {
-      const m = row(u.neighbor), k = u.minute_unix_ms, e = m.get(k) || { in: 0, out: 0, earned: 0, spent: 0, paidOut: 0, paidIn: 0 };
-      e.in += u.bytes_in; e.out += u.bytes_out; e.earned += num(u.earned); e.spent += num(u.spent); m.set(k, e);
-    }
-    for (const p of history.payments) {
-      const m = row(p.neighbor), k = Math.floor(p.unix_ms / MINUTE_MS) * MINUTE_MS, e = m.get(k) || { in: 0, out: 0, earned: 0, spent: 0, paidOut: 0, paidIn: 0 };
-      if (p.direction === "sent") e.paidOut += num(p.amount); else e.paidIn += num(p.amount);
-      m.set(k, e);
-    }
-    const inS = [], outS = [], balS = [];
+    const keys = [...minutes.keys()].sort((a, b) => a - b);
+    const ids = new Set();
+    for (const row of minutes.values()) for (const id of row.keys()) ids.add(id);
     const minuteNow = Math.floor(Date.now() / MINUTE_MS) * MINUTE_MS;
-    for (const [id, m] of byNeighbor) {
-      const color = colorOf(id), keys = [...m.keys()].sort((a, b) => a - b);
-      // Bytes over a minute, as bit/s at the minute's middle (the current minute: over the part elapsed).
-      const rate = (k, b) => b * 8 / (k === minuteNow ? Math.max(1, (Date.now() - k) / 1000) : 60);
-      inS.push({ id, color, points: keys.map((k) => [k + MINUTE_MS / 2, rate(k, m.get(k).in)]) });
-      outS.push({ id, color, points: keys.map((k) => [k + MINUTE_MS / 2, rate(k, m.get(k).out)]) });
-      // Balance: from the current one, back through each minute's changes (earned and payments
-      // sent raise it, spent and payments received lower it).
-      const n = status.neighbors.find((x) => x.id === id);
-      if (n) {
-        let b = num(n.balance); const pts = [[Date.now(), b]];
-        for (let i = keys.length - 1; i >= 0; i--) {
-          const e = m.get(keys[i]);
-          b -= e.earned - e.spent + e.paidOut - e.paidIn;
-          pts.push([keys[i], b]);
-        }
-        balS.push({ id, color, points: pts });
+    // Bytes over a minute as bit/s at the minute's middle (the current minute: over the part elapsed).
+    const rate = (t, b) => b * 8 / (t === minuteNow ? Math.max(1, (Date.now() - t) / 1000) : 60);
+    const inS = [], outS = [], balS = [];
+    for (const id of ids) {
+      const color = colorOf(id), pin = [], pout = [], pbal = [];
+      for (const t of keys) {
+        const e = minutes.get(t).get(id);
+        if (!e) continue;
+        if (e.in || e.out || pin.length) { pin.push([t + MINUTE_MS / 2, rate(t, e.in)]); pout.push([t + MINUTE_MS / 2, rate(t, e.out)]); }
+        if (e.balance !== null) pbal.push([Math.min(t + MINUTE_MS, Date.now()), e.balance]);
       }
+      inS.push({ id, color, points: pin }); outS.push({ id, color, points: pout }); balS.push({ id, color, points: pbal });
     }
-    const all = new Map();
-    for (const m of byNeighbor.values()) for (const [k, e] of m) { const a = all.get(k) || { earned: 0, spent: 0 }; a.earned += e.earned; a.spent += e.spent; all.set(k, a); }
     let earned = 0, spent = 0; const ePts = [], sPts = [];
-    for (const k of [...all.keys()].sort((a, b) => a - b)) { earned += all.get(k).earned; spent += all.get(k).spent; ePts.push([k + MINUTE_MS, earned]); sPts.push([k + MINUTE_MS, spent]); }
+    for (const t of keys) {
+      for (const e of minutes.get(t).values()) { earned += e.earned; spent += e.spent; }
+      const at = Math.min(t + MINUTE_MS, Date.now());
+      ePts.push([at, earned]); sPts.push([at, spent]);
+    }
     const money = (v) => v.toPrecision(3);
     chart($("chart-in"), inS, bits);
     chart($("chart-out"), outS, bits);
     chart($("chart-balance"), balS, money);
     chart($("chart-money"), [{ id: "earned", color: "#5cb85c", points: ePts }, { id: "spent", color: "#d9534f", points: sPts }], money);
     const legend = $("legend"); legend.replaceChildren();
-    for (const id of byNeighbor.keys()) { const s = el("span", "■ ", "swatch"); s.style.color = colorOf(id); const w = el("span"); w.append(s, short(id) + "  "); legend.append(w); }
+    for (const id of ids) { const s = el("span", "■ ", "swatch"); s.style.color = colorOf(id); const w = el("span"); w.append(s, short(id) + "  "); legend.append(w); }
     const e = el("span", "■ ", "swatch"); e.style.color = "#5cb85c"; const sp = el("span", "■ ", "swatch"); sp.style.color = "#d9534f";
     legend.append(el("br"), e, "earned  ", sp, "spent");
   }
@@ -209,7 +212,9 @@
   }
   async function pollHistory() {
     try {
-      history = await api("/api/history?limit=10000&since_ms=" + (Date.now() - HOUR_MS - MINUTE_MS));
+      const since = history ? Date.now() - 2 * MINUTE_MS : Date.now() - HOUR_MS;
+      merge(await api("/api/chart?since_ms=" + since));
+      history = true;
       renderCharts();
     } catch (e) { /* shown by the status poll */ }
   }
