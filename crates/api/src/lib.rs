@@ -155,6 +155,27 @@ pub struct NeighborStatus {
     pub dropped_unsolicited_packets: u64,
     #[serde(default)]
     pub dropped_unsolicited_bytes: u64,
+    /// Its path's quality as measured (null until measured: a new neighbor is unknown).
+    #[serde(default)]
+    pub quality: Option<QualityStatus>,
+}
+
+/// A neighbor's quality as measured. Today: passively, from live traffic: the round-trip time
+/// of the control session's keepalives through its tunnel (1 ms resolution), and the share of
+/// what we sent that its statements did not confirm. Speed tests through each neighbor are
+/// issue 9's next step (see docs/speedtest.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityStatus {
+    /// Round-trip time, smoothed (each sample weighs 1/8), the least seen and the newest (µs).
+    pub rtt_us: u32,
+    pub rtt_min_us: u32,
+    pub rtt_last_us: u32,
+    /// Round-trip samples so far (one per keepalive answered).
+    pub rtt_samples: u32,
+    /// Seconds since the newest sample.
+    pub measured_secs_ago: u64,
+    /// Share of what we sent that its statements did not confirm (parts per million).
+    pub loss_ppm: u64,
 }
 
 /// `tollway ledger`: history, newest first, amounts as decimal strings.

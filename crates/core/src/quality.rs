@@ -55,6 +55,36 @@ impl Quality {
     }
 }
 
+/// What live traffic tells us of a neighbor's path, with no test: the round-trip time of the
+/// control session's keepalives (a Ping every few seconds, answered by a Pong, through the
+/// tunnel and whatever queue the neighbor keeps for us). Smoothed like TCP's SRTT (each sample
+/// weighs one eighth), with the newest and the least kept apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Passive {
+    pub rtt_samples: u32,
+    pub last: Option<Millis>,
+    pub rtt_us: u32,
+    pub rtt_last_us: u32,
+    pub rtt_min_us: u32,
+}
+
+impl Passive {
+    /// A Pong came back `rtt` after its Ping.
+    pub fn record_rtt(&mut self, at: Millis, rtt: Millis) {
+        let us = u32::try_from(rtt.0.saturating_mul(1000)).unwrap_or(u32::MAX);
+        if self.rtt_samples == 0 {
+            self.rtt_us = us;
+            self.rtt_min_us = us;
+        } else {
+            self.rtt_us = ((self.rtt_us as u64 * 7 + us as u64) / 8) as u32;
+            self.rtt_min_us = self.rtt_min_us.min(us);
+        }
+        self.rtt_last_us = us;
+        self.rtt_samples = self.rtt_samples.saturating_add(1);
+        self.last = Some(at);
+    }
+}
+
 /// What the operator accepts for its money. A zero (or `None`) bound is no bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Goals {
@@ -217,6 +247,19 @@ pub fn best_value<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn passive_rtt_is_smoothed_with_the_newest_and_least_kept() {
+        let mut p = Passive::default();
+        p.record_rtt(Millis(1000), Millis(40));
+        assert_eq!((p.rtt_samples, p.rtt_us, p.rtt_last_us, p.rtt_min_us), (1, 40_000, 40_000, 40_000));
+        p.record_rtt(Millis(6000), Millis(8));
+        assert_eq!((p.rtt_samples, p.rtt_us, p.rtt_last_us, p.rtt_min_us), (2, 36_000, 8_000, 8_000));
+        assert_eq!(p.last, Some(Millis(6000)));
+        p.record_rtt(Millis(7000), Millis(u64::MAX));
+        assert_eq!(p.rtt_last_us, u32::MAX, "saturates, never wraps");
+    }
+
     use super::*;
 
     fn sample(at: u64, down: u64) -> Sample {

@@ -67,6 +67,10 @@ impl Health {
             "Control session connections to or from neighbors made since start",
             self.sessions_opened.clone(),
         );
-        r.register("tollway_control_sessions_closed", "Control session connections ended since start", self.sessions_closed.clone());
+        r.register(
+            "tollway_control_sessions_closed",
+            "Control session connections ended since start",
+            self.sessions_closed.clone(),
+        );
     }
 }

@@ -74,7 +74,12 @@ impl Readers {
     }
 
     /// Ledger history from the read-only connection, on a blocking thread.
-    pub async fn ledger(&self, neighbor: Option<String>, limit: Option<u32>, since_ms: Option<u64>) -> Result<Ledger, String> {
+    pub async fn ledger(
+        &self,
+        neighbor: Option<String>,
+        limit: Option<u32>,
+        since_ms: Option<u64>,
+    ) -> Result<Ledger, String> {
         let Some(history) = self.history.clone() else {
             return Err("the ledger history is not available (see the daemon's log)".into());
         };
@@ -91,7 +96,12 @@ impl Readers {
         tokio::task::spawn_blocking(move || {
             let h = history.lock().unwrap_or_else(|p| p.into_inner());
             let err = |e: tollway_store::StoreError| e.to_string();
-            Ok(ledger(&currency, h.usage(&q).map_err(err)?, h.payments(&q).map_err(err)?, h.price_changes(&q).map_err(err)?))
+            Ok(ledger(
+                &currency,
+                h.usage(&q).map_err(err)?,
+                h.payments(&q).map_err(err)?,
+                h.price_changes(&q).map_err(err)?,
+            ))
         })
         .await
         .map_err(|e| format!("history query failed: {e}"))?
@@ -141,7 +151,7 @@ pub fn chart(
 ) -> Chart {
     let minutes: Vec<u64> = (first..=last).step_by(MINUTE_MS as usize).collect();
     let n = minutes.len();
-    let slot = |t: u64| (t >= first && t <= last + MINUTE_MS - 1).then(|| ((t - first) / MINUTE_MS) as usize);
+    let slot = |t: u64| (t >= first && t < last + MINUTE_MS).then(|| ((t - first) / MINUTE_MS) as usize);
     let unit = 10f64.powi(c.decimals as i32);
     // Per neighbor: bytes in/out, earned, spent, payments received/sent (smallest units).
     struct Acc {

@@ -114,14 +114,16 @@ fn bench_scrape_latency_at_64_neighbors() {
     let (_view_tx, view) = tokio::sync::watch::channel(Some(Arc::new(status())));
     let (to_driver, _inputs) = std::sync::mpsc::channel();
     let currency = Currency { name: "XTW".into(), decimals: 6 };
-    let readers = tollway_daemon::readers::Readers::new(view, Some(HistoryReader::open(&path).unwrap()), currency, to_driver);
+    let readers =
+        tollway_daemon::readers::Readers::new(view, Some(HistoryReader::open(&path).unwrap()), currency, to_driver);
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let listen = format!("127.0.0.1:{port}").parse().unwrap();
     rt.block_on(tollway_daemon::http::serve(listen, None, readers, Default::default())).unwrap();
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - 3_660_000;
+    let since =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 - 3_660_000;
     for (what, path, n) in [
         ("/metrics", "/metrics".to_owned(), 1000),
         ("/api/status", "/api/status".to_owned(), 1000),
@@ -145,5 +147,8 @@ fn bench_scrape_latency_at_64_neighbors() {
         }
         println!("BENCH scrape at {NEIGHBORS} neighbors: {what}: {size} bytes, {}", percentiles(times));
     }
-    println!("BENCH dashboard page weight: {} bytes (page, script and style; uncompressed)", tollway_daemon::http::dashboard::page_weight());
+    println!(
+        "BENCH dashboard page weight: {} bytes (page, script and style; uncompressed)",
+        tollway_daemon::http::dashboard::page_weight()
+    );
 }

@@ -82,7 +82,9 @@ pub(crate) fn query_history<T>(
             }
         }
     };
-    history::query(conn, table, q, nid).map_err(err)?.map_err(|what| StoreError::Corrupt { path: path.to_owned(), what })
+    history::query(conn, table, q, nid)
+        .map_err(err)?
+        .map_err(|what| StoreError::Corrupt { path: path.to_owned(), what })
 }
 
 #[cfg(test)]

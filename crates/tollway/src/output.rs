@@ -47,12 +47,12 @@ pub fn status_table(s: &Status) -> String {
         out += "no neighbors\n";
     } else {
         out += &format!(
-            "{:<12}  {:<15}  {:<9}  {:<6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}  {}\n",
-            "NEIGHBOR", "INTERFACE", "STATE", "TUNNEL", "HANDSHAKE", "IN", "OUT", "SPOOFED", "UNSOLICITED", "VIA"
+            "{:<12}  {:<15}  {:<9}  {:<6}  {:>9}  {:>9}  {:>9}  {:>8}  {:>9}  {:>11}  {}\n",
+            "NEIGHBOR", "INTERFACE", "STATE", "TUNNEL", "HANDSHAKE", "IN", "OUT", "RTT", "SPOOFED", "UNSOLICITED", "VIA"
         );
         for nb in &s.neighbors {
             out += &format!(
-                "{:<12}  {:<15}  {:<9}  {:<6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}  {}\n",
+                "{:<12}  {:<15}  {:<9}  {:<6}  {:>9}  {:>9}  {:>9}  {:>8}  {:>9}  {:>11}  {}\n",
                 &nb.id[..12.min(nb.id.len())],
                 nb.interface,
                 nb.state,
@@ -60,6 +60,7 @@ pub fn status_table(s: &Status) -> String {
                 nb.last_handshake_secs.map(|s| format!("{s} s ago")).unwrap_or_else(|| "never".into()),
                 bytes(nb.bytes_in),
                 bytes(nb.bytes_out),
+                nb.quality.as_ref().map_or_else(|| "-".into(), |q| format!("{:.1} ms", q.rtt_us as f64 / 1000.0)),
                 bytes(nb.dropped_spoofed_bytes),
                 bytes(nb.dropped_unsolicited_bytes),
                 nb.underlay

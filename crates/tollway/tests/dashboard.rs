@@ -66,11 +66,16 @@ fn an_operator_sees_neighbors_and_charts_in_a_browser_and_changes_the_ask_there(
         l.usage.iter().any(|u| u.bytes_in > 1_000_000).then_some(())
     });
 
+    // Quality as measured passively: the keepalives' round-trip time through the tunnel.
+    let q = wait_for(Duration::from_secs(20), "a to measure b's round-trip time", || nb(&lab, "a", "b").quality);
+    assert!(q.rtt_samples >= 1 && q.rtt_us < 1_000_000, "{q:?}");
+
     // The browser, in a's namespace.
     let shot = artifacts().join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let exe = std::env::current_exe().unwrap();
-    let argv = [exe.as_os_str(), "browser_session".as_ref(), "--exact".as_ref(), "--ignored".as_ref(), "--nocapture".as_ref()];
+    let argv =
+        [exe.as_os_str(), "browser_session".as_ref(), "--exact".as_ref(), "--ignored".as_ref(), "--nocapture".as_ref()];
     let out = lab
         .command_in("a", &argv)
         .unwrap()
@@ -132,6 +137,7 @@ fn browser_session() {
     let cells = tab.find_element(&row).unwrap().get_inner_text().unwrap();
     assert!(cells.contains("connected"), "the row shows the session: {cells:?}");
     assert!(cells.contains(&neighbor[..8]), "the row names the neighbor: {cells:?}");
+    assert!(cells.contains("RTT ") && cells.contains(" ms"), "the row shows the measured round-trip time: {cells:?}");
 
     // The throughput chart has drawn the neighbor's history (a line with points).
     let series = format!("#chart-in path.series[data-neighbor='{neighbor}']");
@@ -150,15 +156,12 @@ fn browser_session() {
     tab.find_element("#price-set").unwrap().click().unwrap();
     let msg = wait_text(&tab, "#message", "Prices changed");
     assert!(!msg.contains("Not changed"), "{msg}");
-    let node_ask = wait_text(&tab, "#node-ask", &format!("{NEW_ASK}"));
+    let node_ask = wait_text(&tab, "#node-ask", NEW_ASK);
     println!("the page shows the new ask: {node_ask}");
 
     // Paint timings for BENCHMARKS.md.
     let fcp = tab
-        .evaluate(
-            "(performance.getEntriesByName('first-contentful-paint')[0] || {startTime: -1}).startTime",
-            false,
-        )
+        .evaluate("(performance.getEntriesByName('first-contentful-paint')[0] || {startTime: -1}).startTime", false)
         .unwrap()
         .value
         .and_then(|v| v.as_f64())
@@ -214,7 +217,8 @@ fn bench_daemon_cost_with_the_dashboard_open() {
     let rss_idle = rss_kb(pid);
 
     let exe = std::env::current_exe().unwrap();
-    let argv = [exe.as_os_str(), "browser_session".as_ref(), "--exact".as_ref(), "--ignored".as_ref(), "--nocapture".as_ref()];
+    let argv =
+        [exe.as_os_str(), "browser_session".as_ref(), "--exact".as_ref(), "--ignored".as_ref(), "--nocapture".as_ref()];
     let mut browser = lab
         .command_in("a", &argv)
         .unwrap()

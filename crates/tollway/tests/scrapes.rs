@@ -79,7 +79,9 @@ fn throttle_reaction(lab: &tollway_lab::Lab, a_ip: &str) -> f64 {
         r
     });
     client(lab, "b").call(&tollway_api::Request::Payments { paused: false }).unwrap();
-    wait_for(Duration::from_secs(10), "the throttle to lift", || (nb(lab, "a", "b").enforcement == "none").then_some(()));
+    wait_for(Duration::from_secs(10), "the throttle to lift", || {
+        (nb(lab, "a", "b").enforcement == "none").then_some(())
+    });
     std::thread::sleep(Duration::from_secs(2));
     reaction
 }

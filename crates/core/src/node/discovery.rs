@@ -190,6 +190,7 @@ impl Node {
             backoff: Millis(1000),
             last_session_close: None,
             market: self.market_for(now.mono, &id),
+            passive: Default::default(),
         };
         n.set_last_accepted_ms(msg);
         tracing::info!(

@@ -96,6 +96,8 @@ pub(crate) enum Session {
         since: Millis,
         last_rx: Millis,
         next_ping: Millis,
+        /// The Ping we sent last and when (its Pong gives the round-trip time).
+        ping: Option<(u64, Millis)>,
     },
 }
 
@@ -164,6 +166,8 @@ pub struct Neighbor {
     pub last_session_close: Option<String>,
     /// Prices, ledger, payments and enforcement with this neighbor.
     pub market: NeighborMarket,
+    /// What we measure of its path from live traffic (the control session's round trips).
+    pub passive: crate::quality::Passive,
 }
 
 impl Neighbor {

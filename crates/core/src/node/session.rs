@@ -147,7 +147,17 @@ impl Node {
                         self.actions.push_back(Action::SendControl { session, msg: ControlMessage::Pong { nonce } });
                         Ok(())
                     }
-                    ControlMessage::Pong { .. } => Ok(()),
+                    ControlMessage::Pong { nonce } => {
+                        if let Session::Established { ping: ping @ Some(_), .. } = &mut n.session {
+                            if let Some((sent_nonce, at)) = *ping {
+                                if sent_nonce == nonce {
+                                    *ping = None;
+                                    n.passive.record_rtt(now.mono, now.mono.since(at));
+                                }
+                            }
+                        }
+                        Ok(())
+                    }
                     ControlMessage::Market(m) => self.on_market_message(now, id, session, m),
                     other => Err(format!("unexpected {} after the handshake", other.name())),
                 }
@@ -165,6 +175,7 @@ impl Node {
             since: now.mono,
             last_rx: now.mono,
             next_ping: now.mono + keepalive,
+            ping: None,
         };
         n.last_heard = now.mono;
         n.last_session_close = None;
@@ -234,10 +245,11 @@ impl Node {
                 } else {
                     let keepalive = self.config.keepalive_interval;
                     let nonce = self.rng.next_u64();
-                    if let Session::Established { next_ping, .. } =
+                    if let Session::Established { next_ping, ping, .. } =
                         &mut self.neighbors.get_mut(id).expect("exists").session
                     {
                         *next_ping = now.mono + keepalive;
+                        *ping = Some((nonce, now.mono));
                     }
                     self.actions.push_back(Action::SendControl { session, msg: ControlMessage::Ping { nonce } });
                 }

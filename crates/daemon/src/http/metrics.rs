@@ -87,8 +87,37 @@ pub fn render(status: &Status, health: &crate::health::Health) -> String {
     let disputes = Family::<NeighborLabels, Counter>::default();
     r.register("tollway_neighbor_disputes", "Statements of the neighbor rejected or flagged", disputes.clone());
 
+    let rtt = Level::default();
+    r.register_with_unit(
+        "tollway_neighbor_rtt",
+        "Round-trip time of the control session's keepalives through the tunnel, smoothed",
+        prometheus_client::registry::Unit::Seconds,
+        rtt.clone(),
+    );
+    let rtt_min = Level::default();
+    r.register_with_unit(
+        "tollway_neighbor_rtt_min",
+        "Least round-trip time seen through the tunnel",
+        prometheus_client::registry::Unit::Seconds,
+        rtt_min.clone(),
+    );
+    let rtt_samples = Family::<NeighborLabels, Counter>::default();
+    r.register("tollway_neighbor_rtt_samples", "Round-trip time samples taken", rtt_samples.clone());
+    let loss = Level::default();
+    r.register(
+        "tollway_neighbor_reported_loss_ratio",
+        "Share of what we sent that the neighbor's statements did not confirm",
+        loss.clone(),
+    );
+
     for n in &status.neighbors {
         let l = NeighborLabels { neighbor: n.id.clone(), interface: n.interface.clone() };
+        if let Some(q) = &n.quality {
+            rtt.get_or_create(&l).set(q.rtt_us as f64 / 1e6);
+            rtt_min.get_or_create(&l).set(q.rtt_min_us as f64 / 1e6);
+            rtt_samples.get_or_create(&l).inc_by(q.rtt_samples as u64);
+        }
+        loss.get_or_create(&l).set(n.reported_loss_ppm as f64 / 1e6);
         rx.get_or_create(&l).inc_by(n.bytes_in);
         tx.get_or_create(&l).inc_by(n.bytes_out);
         billed_in.get_or_create(&l).inc_by(n.billed_bytes_in);
@@ -168,6 +197,7 @@ mod tests {
             received_total: "0".into(),
             enforcement: "throttled".into(),
             dropped_spoofed_bytes: 104,
+            quality: Some(tollway_api::QualityStatus { rtt_us: 12_500, rtt_samples: 9, ..Default::default() }),
             ..NeighborStatus::default()
         });
         s.neighbors[0].session_secs = Some(3);
@@ -188,6 +218,8 @@ mod tests {
             format!("tollway_neighbor_dropped_bytes_total{{{labels},reason=\"spoofed\"}} 104"),
             "tollway_uptime_seconds 42".to_owned(),
             "tollway_control_sessions 1".to_owned(),
+            format!("tollway_neighbor_rtt_seconds{{{labels}}} 0.0125"),
+            format!("tollway_neighbor_rtt_samples_total{{{labels}}} 9"),
             "tollway_control_sessions_opened_total 1".to_owned(),
             "tollway_store_commit_failures_total 1".to_owned(),
             "tollway_store_commit_duration_seconds_count 2".to_owned(),

@@ -52,8 +52,7 @@ fn loopback_host(headers: &HeaderMap) -> bool {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl App {
@@ -70,7 +69,9 @@ impl App {
                 }
             }
             None if loopback_host(headers) => Ok(()),
-            None => Err(refuse(StatusCode::FORBIDDEN, "Host is not a loopback address (set [http] token to serve others)")),
+            None => {
+                Err(refuse(StatusCode::FORBIDDEN, "Host is not a loopback address (set [http] token to serve others)"))
+            }
         }
     }
 

@@ -135,11 +135,13 @@ async fn a_rebound_host_reads_nothing_without_a_token() {
     let f = fixture();
     f.view.send_replace(Some(Arc::new(Status::default())));
     for host in ["127.0.0.1:7480", "localhost:7480", "[::1]:7480", "127.0.0.1"] {
-        let (code, _) = call(router(f.readers.clone(), None, Default::default()), Call { host, ..get_req("/api/status") }).await;
+        let (code, _) =
+            call(router(f.readers.clone(), None, Default::default()), Call { host, ..get_req("/api/status") }).await;
         assert_eq!(code, StatusCode::OK, "{host}");
     }
     for host in ["evil.example:7480", "10.0.0.1:7480", "localhost.evil.example"] {
-        let (code, body) = call(router(f.readers.clone(), None, Default::default()), Call { host, ..get_req("/api/status") }).await;
+        let (code, body) =
+            call(router(f.readers.clone(), None, Default::default()), Call { host, ..get_req("/api/status") }).await;
         assert_eq!(code, StatusCode::FORBIDDEN, "{host}: {body}");
     }
 }
@@ -168,7 +170,10 @@ async fn changes_need_the_loopback_origin_or_the_token_and_reach_the_driver() {
 
     // Refused, and never sent to the driver:
     let body = r#"{"ask":"0.001"}"#;
-    let cross_site = Call { headers: vec![("content-type", "application/json"), ("origin", "http://evil.example")], ..post_req("/api/price", body) };
+    let cross_site = Call {
+        headers: vec![("content-type", "application/json"), ("origin", "http://evil.example")],
+        ..post_req("/api/price", body)
+    };
     let no_origin = Call { headers: vec![("content-type", "application/json")], ..post_req("/api/price", body) };
     let fetch_site = Call {
         headers: vec![

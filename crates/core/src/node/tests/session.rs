@@ -132,6 +132,10 @@ fn pings_and_pongs_keep_the_session_and_the_neighbor_alive() {
         let pings = count(side, "ping");
         assert!(pings.abs_diff(span / keepalive) <= 1, "side {side} sent {pings} pings");
         assert_eq!(count(1 - side, "pong"), pings, "every ping is answered");
+        // Each answered ping is a round-trip time sample (delivered at once here: 0 ms).
+        let q = p.nodes[side].neighbor(&p.ids[1 - side].node_id()).unwrap().passive;
+        assert!(q.rtt_samples as u64 >= pings, "side {side}: {q:?}");
+        assert_eq!((q.rtt_last_us, q.rtt_min_us), (0, 0));
     }
     // Silence the session too: now the neighbor goes away.
     p.drop_control = true;
@@ -317,4 +321,36 @@ fn connections_from_the_wrong_place_are_closed() {
     nb.handle_control_accepted(at(1600), id(4), &ifn(&b, &a), from_a);
     assert!(drain(&mut nb).is_empty());
     assert_eq!(nb.neighbor(&a.node_id()).unwrap().session.id(), Some(id(4)));
+}
+
+#[test]
+fn a_pong_with_our_pings_nonce_gives_the_round_trip_time_and_others_are_ignored() {
+    let mut p = Pair::new();
+    p.run_until(3000);
+    assert!(p.both_connected());
+    let peer = p.ids[1].node_id();
+    let start = p.now.mono.0;
+    let n = &mut p.nodes[0];
+    let sent = run_timers(n, start, start + 10_000);
+    // The newest ping is the one awaiting its Pong.
+    let (t, session, nonce) = sent
+        .iter()
+        .rev()
+        .find_map(|(t, a)| match a {
+            Action::SendControl { session, msg: ControlMessage::Ping { nonce } } => Some((*t, *session, *nonce)),
+            _ => None,
+        })
+        .expect("a keepalive ping");
+    let before = n.neighbor(&peer).unwrap().passive;
+    let back = start + 10_000;
+    n.handle_control_message(at(back), session, ControlMessage::Pong { nonce: nonce ^ 1 });
+    assert_eq!(n.neighbor(&peer).unwrap().passive, before, "a Pong for another ping is no sample");
+    n.handle_control_message(at(back + 25), session, ControlMessage::Pong { nonce });
+    let q = n.neighbor(&peer).unwrap().passive;
+    let rtt = (back + 25 - t) * 1000;
+    assert_eq!((q.rtt_samples, q.rtt_last_us, q.last), (before.rtt_samples + 1, rtt as u32, Some(Millis(back + 25))));
+    // The same Pong again (a replay) is no second sample.
+    n.handle_control_message(at(back + 40), session, ControlMessage::Pong { nonce });
+    assert_eq!(n.neighbor(&peer).unwrap().passive, q);
+    assert!(drain(n).iter().all(|a| !matches!(a, Action::CloseControl { .. })), "Pongs never close the session");
 }

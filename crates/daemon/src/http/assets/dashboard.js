@@ -94,12 +94,10 @@
   }
 
   function qualityText(q) {
-    const parts = [];
-    if (q.score !== undefined && q.score !== null) parts.push("score " + q.score);
-    if (q.down_mbit !== undefined && q.down_mbit !== null) parts.push("↓" + q.down_mbit + " Mbit/s");
-    if (q.up_mbit !== undefined && q.up_mbit !== null) parts.push("↑" + q.up_mbit + " Mbit/s");
-    if (q.rtt_ms !== undefined && q.rtt_ms !== null) parts.push(q.rtt_ms + " ms");
-    return parts.length ? parts.join(", ") : JSON.stringify(q);
+    const ms = (us) => (us / 1000).toFixed(1) + " ms";
+    let t = "RTT " + ms(q.rtt_us) + " (min " + ms(q.rtt_min_us) + ", " + q.rtt_samples + " samples)";
+    if (q.loss_ppm) t += ", loss " + (q.loss_ppm / 10000).toFixed(2) + " %";
+    return t;
   }
 
   function renderRoutes(s) {
