@@ -132,6 +132,10 @@ fn browser_session() {
         println!("holding the page open for {hold} s");
         std::thread::sleep(Duration::from_secs(hold.parse().unwrap()));
         assert!(tab.find_element(&row).is_ok(), "the page still shows the neighbor");
+        if shot != "/dev/null" {
+            let png = tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true).unwrap();
+            std::fs::write(&shot, png).expect("write the screenshot");
+        }
         return;
     }
     let cells = tab.find_element(&row).unwrap().get_inner_text().unwrap();
