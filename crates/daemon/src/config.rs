@@ -45,6 +45,74 @@ pub struct Config {
     pub firewall: Firewall,
     #[serde(default)]
     pub http: Http,
+    #[serde(default)]
+    pub speedtest: Speedtest,
+}
+
+/// Speed tests (docs/speedtest.md): the servers this node trusts, and whether it serves tests
+/// itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Speedtest {
+    /// Serve speed tests to other nodes, signed with this node's own key (they pin its node id).
+    pub serve: bool,
+    /// Address and port to serve on (when `serve`).
+    pub listen: String,
+    /// Servers this node trusts: address and public key.
+    pub servers: Vec<PinnedServer>,
+}
+
+impl Default for Speedtest {
+    fn default() -> Self {
+        Speedtest { serve: false, listen: "[::]:7479".into(), servers: Vec::new() }
+    }
+}
+
+/// A speed-test server this node trusts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedServer {
+    /// Address and port, e.g. `"[2001:db8::1]:7479"`.
+    pub address: String,
+    /// Its Ed25519 public key, 64 hex digits (as `tollway speedtest-server` prints it).
+    pub key: String,
+}
+
+impl Speedtest {
+    /// The address to serve on (validated at load).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.listen.parse().expect("validated at load")
+    }
+
+    /// The pinned servers (validated at load).
+    pub fn pins(&self) -> Vec<(std::net::SocketAddr, NodeId)> {
+        self.servers
+            .iter()
+            .map(|p| (p.address.parse().expect("validated at load"), p.key.trim().parse().expect("validated at load")))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| ("speedtest.listen", format!("{:?}: {e} (e.g. \"[::]:7479\")", self.listen)))?;
+        let mut seen = Vec::new();
+        for p in &self.servers {
+            let addr: std::net::SocketAddr = p.address.parse().map_err(|e| {
+                ("speedtest.servers", format!("address {:?}: {e} (e.g. \"[2001:db8::1]:7479\")", p.address))
+            })?;
+            let key: NodeId = p
+                .key
+                .trim()
+                .parse()
+                .map_err(|e| ("speedtest.servers", format!("key of {}: {e} (64 hex digits)", p.address)))?;
+            if seen.contains(&(addr, key)) {
+                return Err(("speedtest.servers", format!("{addr} with key {key} is listed twice")));
+            }
+            seen.push((addr, key));
+        }
+        Ok(())
+    }
 }
 
 /// The HTTP listener: `/metrics` (Prometheus) and `/api/status`.
@@ -74,7 +142,7 @@ impl Http {
 
 /// What neighbors may reach on this node and through it, beyond what is always allowed (replies
 /// to connections started here, the control port, Babel, pings; forwarding into other tunnels).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Firewall {
     /// TCP ports neighbors may connect to, on every address of this node.
@@ -84,6 +152,36 @@ pub struct Firewall {
     /// Neighbors may start connections to the devices on the LAN interfaces; otherwise only
     /// replies to connections those devices started reach them.
     pub open_lan: bool,
+    /// Unsolicited traffic (dropped, never billed) a neighbor may send per `junk_window_secs`
+    /// before it is cut off, in kB (1000 bytes); 0: never cut off for it.
+    pub junk_limit_kb: u64,
+    pub junk_window_secs: u64,
+    /// How long a neighbor cut off for junk stays cut off after its last excess.
+    pub junk_cut_off_secs: u64,
+}
+
+impl Default for Firewall {
+    fn default() -> Firewall {
+        let d = tollway_core::market::JunkLimit::default();
+        Firewall {
+            open_tcp: Vec::new(),
+            open_udp: Vec::new(),
+            open_lan: false,
+            junk_limit_kb: d.bytes / 1000,
+            junk_window_secs: d.window.as_secs(),
+            junk_cut_off_secs: d.cut_off_for.as_secs(),
+        }
+    }
+}
+
+impl Firewall {
+    pub fn junk_limit(&self) -> tollway_core::market::JunkLimit {
+        tollway_core::market::JunkLimit {
+            bytes: self.junk_limit_kb.saturating_mul(1000),
+            window: Millis::from_secs(self.junk_window_secs),
+            cut_off_for: Millis::from_secs(self.junk_cut_off_secs),
+        }
+    }
 }
 
 /// Prices, payments and enforcement. Amounts are decimal strings in the currency, e.g. "0.002".
@@ -208,6 +306,8 @@ impl Market {
             negotiation_grace: Millis::from_secs(self.negotiation_grace_secs),
             overclaim_slack_bytes: tollway_core::market::DEFAULT_OVERCLAIM_SLACK,
             payments_paused: self.payments_paused,
+            // Set from `[firewall]` by `Config::core_config`.
+            junk: Default::default(),
         })
     }
 }
@@ -423,6 +523,9 @@ impl Config {
                 check(!ports[..i].contains(port), field, || format!("{port} is listed twice"))?;
             }
         }
+        check(f.junk_window_secs >= 1, "firewall.junk_window_secs", || "must be at least 1".into())?;
+        self.speedtest.validate()?;
+        check(f.junk_cut_off_secs >= 1, "firewall.junk_cut_off_secs", || "must be at least 1".into())?;
         Ok(())
     }
 
@@ -441,9 +544,21 @@ impl Config {
         let mesh = self.mesh(own).ok();
         Admission {
             // Babel's port is open only where babeld runs.
-            services: match mesh.as_ref().map(|m| m.kind) {
-                Some(crate::mesh_config::RoutingKind::Babel) | None => vec![LocalService::babel()],
-                Some(_) => Vec::new(),
+            services: {
+                let mut v = match mesh.as_ref().map(|m| m.kind) {
+                    Some(crate::mesh_config::RoutingKind::Babel) | None => vec![LocalService::babel()],
+                    Some(_) => Vec::new(),
+                };
+                // Speed tests served to other nodes: on any address of this node.
+                if self.speedtest.serve {
+                    v.push(LocalService {
+                        name: "speedtest".into(),
+                        protocol: tollway_traffic::Protocol::Tcp,
+                        port: self.speedtest.addr().port(),
+                        scope: tollway_traffic::ServiceScope::AnyAddress,
+                    });
+                }
+                v
             },
             open_tcp: self.firewall.open_tcp.clone(),
             open_udp: self.firewall.open_udp.clone(),
@@ -476,7 +591,10 @@ impl Config {
             session_timeout: Millis::from_secs(self.control.session_timeout_secs),
             handshake_timeout: Millis::from_secs(self.control.handshake_timeout_secs),
             sample_interval: Millis(1000),
-            market: self.market.to_core().expect("validated at load"),
+            market: tollway_core::market::MarketConfig {
+                junk: self.firewall.junk_limit(),
+                ..self.market.to_core().expect("validated at load")
+            },
         }
     }
 }
@@ -505,6 +623,11 @@ mod tests {
         let c = parse("interfaces = [\"eth0\"]\n[firewall]\nopen_tcp = [22, 443]\nopen_udp = [53]\nopen_lan = true")
             .unwrap();
         assert_eq!((c.firewall.open_tcp, c.firewall.open_udp, c.firewall.open_lan), (vec![22, 443], vec![53], true));
+        let j = parse("interfaces = [\"eth0\"]").unwrap().core_config().market.junk;
+        assert_eq!((j.bytes, j.window.as_secs(), j.cut_off_for.as_secs()), (10_000_000, 60, 300));
+        let c = parse("interfaces = [\"eth0\"]\n[firewall]\njunk_limit_kb = 50\njunk_cut_off_secs = 20").unwrap();
+        let j = c.core_config().market.junk;
+        assert_eq!((j.bytes, j.window.as_secs(), j.cut_off_for.as_secs()), (50_000, 60, 20));
     }
 
     #[test]
@@ -558,6 +681,7 @@ mod tests {
             ("interfaces = [\"a\"]\n[firewall]\nopen_udp = [53, 53]", "field `firewall.open_udp`: 53 is listed twice"),
             ("interfaces = [\"a\"]\n[firewall]\nopen_tcp = [70000]", "open_tcp"),
             ("interfaces = [\"a\"]\n[firewall]\nopen = [22]", "unknown field `open`"),
+            ("interfaces = [\"a\"]\n[firewall]\njunk_window_secs = 0", "firewall.junk_window_secs"),
             ("interfaces = [\"a\"]\n[http]\nlisten = \"7480\"", "field `http.listen`"),
             (
                 "interfaces = [\"a\"]\n[http]\nlisten = \"0.0.0.0:7480\"",

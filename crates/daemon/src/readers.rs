@@ -42,17 +42,14 @@ impl Readers {
         self.view.borrow().clone()
     }
 
-    /// Answer a request: reads from the published status and the read-only ledger; changes (and
-    /// a status asked for before the first sample) go to the driver.
+    /// Answer a request: `status` from the published status, `ledger` from the read-only ledger;
+    /// changes, `routes` (a fresh dump of the router, which the driver owns) and a status asked
+    /// for before the first sample go to the driver.
     pub async fn answer(&self, req: Request) -> Reply {
         match req {
             Request::Status => match self.status() {
                 Some(s) => ok(s.as_ref()),
                 None => self.ask_driver(Request::Status).await,
-            },
-            Request::Routes => match self.status() {
-                Some(s) => ok(tollway_api::Routes { routing: s.routing.clone(), routes: s.routes.clone() }),
-                None => self.ask_driver(Request::Routes).await,
             },
             Request::Ledger { neighbor, limit, since_ms } if self.history.is_some() => {
                 match self.ledger(neighbor, limit, since_ms).await {

@@ -41,6 +41,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let clock = Clock::new();
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    let speedtest_identity = cfg.speedtest.serve.then(|| identity.clone());
     let node = Node::new(cfg.core_config(), identity, clock.now(), seed);
     {
         let _guard = runtime.enter();
@@ -72,6 +73,18 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             if let Err(e) = runtime.block_on(crate::http::serve(listen, cfg.http.token.clone(), readers, health.clone())) {
                 tracing::error!(%listen, error = %e,
                     "cannot serve the dashboard and /metrics (http.listen); going on without them");
+            }
+        }
+        if let Some(identity) = speedtest_identity {
+            let listen = cfg.speedtest.addr();
+            let opts = tollway_speedtest::ServerOptions::default();
+            match runtime.block_on(tollway_speedtest::Server::bind(identity, listen, opts)) {
+                Ok(server) => {
+                    tracing::info!(%listen, key = %server.key(), "serving speed tests (other nodes pin this node's id)");
+                    tokio::spawn(server.run(std::future::pending::<()>()));
+                }
+                Err(e) => tracing::error!(%listen, error = %e,
+                    "cannot serve speed tests (speedtest.listen); going on without them"),
             }
         }
         let signals = to_driver.clone();

@@ -51,6 +51,8 @@ pub struct MarketConfig {
     pub overclaim_slack_bytes: u64,
     /// Outgoing payments paused by the operator.
     pub payments_paused: bool,
+    /// Cut off a neighbor that sends more unsolicited traffic than this.
+    pub junk: super::junk::JunkLimit,
 }
 
 impl Default for MarketConfig {
@@ -68,6 +70,7 @@ impl Default for MarketConfig {
             negotiation_grace: Millis(5_000),
             overclaim_slack_bytes: super::neighbor::DEFAULT_OVERCLAIM_SLACK,
             payments_paused: false,
+            junk: Default::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The market: money, prices, negotiation, the ledger, payments and enforcement decisions.
 
 pub mod config;
+pub mod junk;
 pub mod ledger;
 pub mod money;
 pub mod neighbor;
@@ -8,6 +9,7 @@ pub mod notes;
 pub mod policy;
 
 pub use config::{BidPolicy, EnforcementPolicy, MarketConfig};
+pub use junk::{JunkChange, JunkLimit, JunkWatch};
 pub use ledger::{CounterBaseline, LinkLedger, Statement};
 pub use money::{Accrual, Amount, Balance, Currency, Price, BYTES_PER_MB};
 pub use neighbor::{

@@ -227,6 +227,8 @@ impl BidHistory {
 #[derive(Debug, Clone)]
 pub struct NeighborMarket {
     pub record: MarketRecord,
+    /// Unsolicited traffic from it, and whether that has it cut off.
+    pub junk: super::junk::JunkWatch,
     /// The neighbor's ask: (its version, price).
     pub their_ask: Option<(u64, Price)>,
     pub our_bid: OurBid,
@@ -302,6 +304,7 @@ impl NeighborMarket {
         their_bids.set(now, Price(0));
         NeighborMarket {
             record,
+            junk: Default::default(),
             their_ask: None,
             our_bid: OurBid::NoAsk,
             their_bid: TheirBid::Unanswered { since: now },
@@ -629,6 +632,9 @@ impl NeighborMarket {
 
     /// Decide whether the neighbor must be restricted, and why.
     pub fn decide_enforcement(&self, now: Millis, cfg: &MarketConfig) -> (Enforcement, Option<String>) {
+        if let Some(why) = self.junk.cut_off() {
+            return (Enforcement::CutOff, Some(why.to_owned()));
+        }
         let restricted = match &self.their_bid {
             TheirBid::Declined(r) if cfg.ask.0 > 0 => Some(format!("declined our ask: {r}")),
             TheirBid::Unanswered { since } if cfg.ask.0 > 0 && now.since(*since) >= cfg.negotiation_grace => {

@@ -157,6 +157,15 @@ impl Node {
             let n = self.neighbors.get_mut(&id).expect("exists");
             n.dropped = s.dropped.unwrap_or(n.dropped);
             let m = &mut n.market;
+            match m.junk.observe(now.mono, n.dropped.unsolicited.bytes, &self.config.market.junk) {
+                Some(crate::market::JunkChange::Cut(why)) => {
+                    tracing::warn!(neighbor = %id.short(), reason = %why, "neighbor cut off for junk")
+                }
+                Some(crate::market::JunkChange::Lifted) => {
+                    tracing::info!(neighbor = %id.short(), "junk cut-off over: accepting its traffic again")
+                }
+                None => {}
+            }
             // Bytes received before the prices are known stay in the kernel's counter (the
             // baseline does not move) and are priced once they are.
             if let Some(rx) = s.rx.filter(|_| m.prices_known(now.mono, grace)) {

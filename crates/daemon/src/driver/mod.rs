@@ -38,6 +38,9 @@ pub enum Input {
     Shutdown,
 }
 
+/// The least time between two publications of the status between samples.
+pub const VIEW_MIN_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Monotonic and wall clocks, as the core wants them: the system's, or a manual one that only
 /// moves when a test advances it.
 pub struct Clock {
@@ -169,6 +172,12 @@ pub struct Driver {
     overrides: tollway_store::OperatorSettings,
     /// Where the status is published after each sample for readers off this thread (HTTP).
     view: Option<tokio::sync::watch::Sender<Option<Arc<tollway_api::Status>>>>,
+    /// The routing part of the status as of the last sample (a router dump is not free: it is
+    /// taken once a sample; the rest of the status is rebuilt whenever it changed).
+    routing_view: (tollway_api::RoutingStatus, Vec<tollway_api::RouteStatus>),
+    /// The core changed since the status was last published, and when that was.
+    view_dirty: bool,
+    view_published: Instant,
     /// The daemon's own figures for `/metrics` (commit latency, control sessions).
     pub(crate) health: crate::health::Health,
 }
@@ -188,6 +197,9 @@ impl Driver {
             config_market: node.market_config().clone(),
             overrides: Default::default(),
             view: None,
+            routing_view: Default::default(),
+            view_dirty: false,
+            view_published: Instant::now(),
             health: Default::default(),
             node,
             clock,
@@ -208,7 +220,9 @@ impl Driver {
         }
     }
 
-    /// Publish the status to `view` after every sample.
+    /// Publish the status to `view`: after every sample (with the routes), and whenever the
+    /// core has changed and the driver has nothing else waiting (at most every
+    /// [`VIEW_MIN_INTERVAL`]), so readers see a change within milliseconds.
     pub fn with_view(mut self, view: tokio::sync::watch::Sender<Option<Arc<tollway_api::Status>>>) -> Driver {
         self.view = Some(view);
         self
@@ -274,11 +288,27 @@ impl Driver {
             if self.fatal.is_some() {
                 break;
             }
-            let wait = match self.node.poll_timeout() {
+            let mut wait = match self.node.poll_timeout() {
                 Some(t) => Duration::from_millis(t.since(self.clock.now().mono).0),
                 None => Duration::from_secs(1),
             };
-            match inputs.recv_timeout(wait.min(Duration::from_secs(1))) {
+            let input = match inputs.try_recv() {
+                Ok(input) => Ok(input),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    // Nothing waiting: publish what changed (or wake up when it may be).
+                    if self.view_dirty {
+                        let since = self.view_published.elapsed();
+                        if since >= VIEW_MIN_INTERVAL {
+                            self.publish(false);
+                        } else {
+                            wait = wait.min(VIEW_MIN_INTERVAL - since);
+                        }
+                    }
+                    inputs.recv_timeout(wait.min(Duration::from_secs(1)))
+                }
+            };
+            match input {
                 Ok(Input::Shutdown) => break,
                 Ok(input) => self.handle(input),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -304,8 +334,24 @@ impl Driver {
         let now = self.clock.now();
         if self.node.poll_timeout().is_some_and(|t| t <= now.mono) {
             self.node.handle_timeout(now);
+            self.view_dirty = true;
         }
         self.execute_actions();
+    }
+
+    /// Publish the status for readers (with a fresh router dump if `with_routes`, else the last
+    /// sample's).
+    fn publish(&mut self, with_routes: bool) {
+        let Some(view) = self.view.take() else { return };
+        if with_routes {
+            self.routing_view = crate::status::routing(self);
+        }
+        let mut s = crate::status::build(self);
+        (s.routing, s.routes) = self.routing_view.clone();
+        view.send_replace(Some(Arc::new(s)));
+        self.view = Some(view);
+        self.view_dirty = false;
+        self.view_published = Instant::now();
     }
 
     /// After the store refused a write: execute nothing the core still has queued (payments,
@@ -339,6 +385,7 @@ impl Driver {
 
     pub fn handle(&mut self, input: Input) {
         let now = self.clock.now();
+        self.view_dirty = true;
         match input {
             Input::Discovery { iface, src, bytes } => {
                 self.discovery_queue.release();
@@ -361,6 +408,8 @@ impl Driver {
             }
             Input::Api { req, reply } => {
                 let r = self.request(req);
+                // What the operator changed is visible to readers before the reply.
+                self.publish(false);
                 let _ = reply.send(r);
             }
             Input::Shutdown => {}
@@ -426,10 +475,7 @@ impl Driver {
         self.sample_tunnels();
         self.sample_counters();
         self.tick_mesh();
-        if let Some(view) = self.view.take() {
-            view.send_replace(Some(Arc::new(crate::status::build_full(self))));
-            self.view = Some(view);
-        }
+        self.publish(true);
     }
 }
 
