@@ -38,12 +38,17 @@ pub struct ServerArgs {
 
 #[derive(clap::Args)]
 pub struct ClientArgs {
-    /// The server's address and port, e.g. [2001:db8::1]:7479.
-    #[arg(long)]
-    server: SocketAddr,
+    /// The server's address and port, e.g. [2001:db8::1]:7479. Without it: every server pinned
+    /// in the config (`[[speedtest.servers]]`), as the node (its node.key).
+    #[arg(long, requires = "key")]
+    server: Option<SocketAddr>,
     /// The server's public key (64 hex digits), as `tollway speedtest-server` prints it.
-    #[arg(long)]
-    key: String,
+    #[arg(long, requires = "server")]
+    key: Option<String>,
+    /// The config whose pinned servers to test (without --server). Default:
+    /// /etc/tollway/tollway.toml.
+    #[arg(long, conflicts_with = "server")]
+    config: Option<PathBuf>,
     /// Source address for the test (e.g. a probe address that routes through one neighbor).
     #[arg(long)]
     bind: Option<IpAddr>,
@@ -143,32 +148,70 @@ fn hex32(what: &str, s: &str) -> anyhow::Result<[u8; 32]> {
 }
 
 pub fn test(a: ClientArgs) -> anyhow::Result<u8> {
-    let server_key = NodeId::from_str(a.key.trim()).map_err(|e| anyhow::anyhow!("--key {:?}: {e}", a.key))?;
-    let (identity, ephemeral) = match &a.identity_file {
-        Some(p) => (keyfile::load(p)?, false),
-        None => (Identity::from_seed(&rand::random()), true),
+    // The servers to test, and who we test as.
+    let (targets, identity, ephemeral) = match (&a.server, &a.key) {
+        (Some(server), Some(key)) => {
+            let server_key = NodeId::from_str(key.trim()).map_err(|e| anyhow::anyhow!("--key {key:?}: {e}"))?;
+            let (identity, ephemeral) = match &a.identity_file {
+                Some(p) => (keyfile::load(p)?, false),
+                None => (Identity::from_seed(&rand::random()), true),
+            };
+            (vec![(*server, server_key)], identity, ephemeral)
+        }
+        _ => {
+            let path = a.config.clone().unwrap_or_else(|| PathBuf::from(crate::DEFAULT_CONFIG));
+            let cfg = tollway_daemon::Config::load(&path)?;
+            let pins = cfg.speedtest.pins();
+            if pins.is_empty() {
+                anyhow::bail!(
+                    "no speed-test servers are pinned in {} ([[speedtest.servers]] address and key); \
+                     or give --server and --key",
+                    path.display()
+                );
+            }
+            let identity = match &a.identity_file {
+                Some(p) => keyfile::load(p)?,
+                None => keyfile::load(&cfg.data_dir.join("node.key"))
+                    .with_context(|| format!("the node's key in {} (data_dir)", cfg.data_dir.display()))?,
+            };
+            (pins, identity, false)
+        }
     };
     let path_label = match &a.path_label {
         Some(s) => hex32("--path-label", s)?,
         None => [0; 32],
     };
-    let spec = TestSpec {
-        server: a.server,
-        server_key,
-        bind: a.bind,
-        identity,
-        path_label,
-        up_secs: a.up_secs,
-        down_secs: a.down_secs,
-        max_bytes: a.max_mb.map(|m| m.saturating_mul(1_000_000)).unwrap_or(u64::MAX),
-    };
-    let v = runtime()?.block_on(tollway_speedtest::run_test(spec))?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&receipt_json(&v, a.server, ephemeral))?);
-    } else {
-        print!("{}", receipt_text(&v, a.server, ephemeral));
+    let rt = runtime()?;
+    let mut failed = 0u8;
+    let mut all = Vec::new();
+    for (server, server_key) in targets {
+        let spec = TestSpec {
+            server,
+            server_key,
+            bind: a.bind,
+            identity: identity.clone(),
+            path_label,
+            up_secs: a.up_secs,
+            down_secs: a.down_secs,
+            max_bytes: a.max_mb.map(|m| m.saturating_mul(1_000_000)).unwrap_or(u64::MAX),
+        };
+        match rt.block_on(tollway_speedtest::run_test(spec)) {
+            Ok(v) if a.json => all.push(receipt_json(&v, server, ephemeral)),
+            Ok(v) => print!("{}", receipt_text(&v, server, ephemeral)),
+            Err(e) => {
+                failed = 1;
+                eprintln!("speed test against {server} (key {server_key}) failed: {e}");
+                if a.json {
+                    all.push(serde_json::json!({ "server": server.to_string(), "server_key": server_key.to_string(), "error": e.to_string() }));
+                }
+            }
+        }
     }
-    Ok(0)
+    if a.json {
+        let out = if all.len() == 1 && a.server.is_some() { all.remove(0) } else { serde_json::Value::Array(all) };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(failed)
 }
 
 fn direction(bytes: u64, us: u64, bps: f64, loss_ppm: u32, loss_by: &str) -> serde_json::Value {

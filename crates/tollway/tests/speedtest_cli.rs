@@ -85,6 +85,33 @@ fn speedtest_server_and_client_commands_work_end_to_end() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains(&key) && err.contains(&wrong) && err.contains("not the pinned"), "{err}");
 
+    // Without --server: every server the config pins, as the node (its data_dir's node.key).
+    let data_dir = dir.join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::copy(&node_key, data_dir.join("node.key")).unwrap();
+    std::fs::set_permissions(data_dir.join("node.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.join("tollway.toml");
+    let pinned = format!(
+        "interfaces = [\"lo\"]\ndata_dir = \"{}\"\n[[speedtest.servers]]\naddress = \"{addr}\"\nkey = \"{key}\"\n",
+        data_dir.display()
+    );
+    std::fs::write(&config, &pinned).unwrap();
+    let out = tollway()
+        .args(["speedtest", "--up-secs", "1", "--down-secs", "1", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node_id = tollway_core::Identity::from_seed(&[7; 32]).node_id().to_string();
+    assert_eq!((j[0]["server_key"].as_str(), j[0]["client"].as_str()), (Some(key.as_str()), Some(node_id.as_str())), "{j}");
+    // A config that pins nothing says so.
+    std::fs::write(&config, format!("interfaces = [\"lo\"]\ndata_dir = \"{}\"\n", data_dir.display())).unwrap();
+    let out = tollway().args(["speedtest", "--config"]).arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no speed-test servers are pinned"), "{err}");
+
     // SIGTERM: a clean stop, exit 0.
     // SAFETY: signalling the child we started, by its pid.
     unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
