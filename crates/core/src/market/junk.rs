@@ -107,7 +107,9 @@ mod tests {
 
     #[test]
     fn junk_under_the_limit_is_tolerated_and_over_it_cuts_off_for_the_penalty_time() {
-        let cases: &[(&str, &[(u64, u64)], Option<bool>)] = &[
+        // (what, samples of (time ms, unsolicited bytes so far), cut off at the end?)
+        type Case<'a> = (&'a str, &'a [(u64, u64)], Option<bool>);
+        let cases: &[Case] = &[
             ("nothing", &[(0, 0), (30_000, 0), (90_000, 0)], None),
             ("under the limit in every window", &[(0, 0), (59_000, 900), (61_000, 950), (119_000, 1800)], None),
             ("a burst over the limit", &[(0, 0), (1_000, 1_001)], Some(true)),
