@@ -2,7 +2,8 @@
 //!
 //! The lab generates the fields it must control (`data_dir`, `api_socket`, `interfaces`), fast
 //! discovery timers suited to a lab, the iperf3 ports opened to neighbors, and for nodes with an
-//! uplink or a LAN the `[uplink]` and `[lan]` sections naming the lab's veths and prefixes; then
+//! uplink or a LAN the `[uplink]` and `[lan]` sections naming the lab's veths and prefixes, and
+//! when the lab has an internet host, its speed-test server in `[[speedtest.servers]]`; then
 //! it deep-merges the topology's `[defaults] config` and the node's own `config` over it, in that
 //! order. The daemon rejects unknown fields, so nothing else is written.
 
@@ -27,6 +28,8 @@ pub struct GeneratedFields<'a> {
     pub uplink: Option<&'a str>,
     /// `[lan]`, for a node with `lan = true`.
     pub lan: Option<LanFields<'a>>,
+    /// The internet host's speed-test server (address, key), pinned by every node.
+    pub speedtest_server: Option<(&'a str, &'a str)>,
 }
 
 /// A node's `[lan]` section: the interface and the prefixes announced into the mesh.
@@ -61,6 +64,14 @@ pub fn daemon_config(generated: GeneratedFields<'_>, defaults: &toml::Table, nod
         lan.insert("ipv6_prefix".into(), l.ipv6_prefix.to_string().into());
         lan.insert("ipv4_prefix".into(), l.ipv4_prefix.to_string().into());
         t.insert("lan".into(), lan.into());
+    }
+    if let Some((address, key)) = generated.speedtest_server {
+        let mut server = toml::Table::new();
+        server.insert("address".into(), address.into());
+        server.insert("key".into(), key.into());
+        let mut speedtest = toml::Table::new();
+        speedtest.insert("servers".into(), toml::Value::Array(vec![server.into()]));
+        t.insert("speedtest".into(), speedtest.into());
     }
     let ports = toml::Value::Array(LAB_OPEN_PORTS.map(toml::Value::from).collect());
     let mut firewall = toml::Table::new();
@@ -108,6 +119,7 @@ mod tests {
             interfaces: &ifs,
             uplink: None,
             lan: None,
+            speedtest_server: None,
         };
         let c = daemon_config(g, &toml::Table::new(), &toml::Table::new());
         let text = render(&c, "x", "a");
@@ -138,6 +150,7 @@ open_udp = [5201, 5202, 5203, 5204, 5205, 5206, 5207, 5208, 5209, 5210]
             interfaces: &ifs,
             uplink: None,
             lan: None,
+            speedtest_server: None,
         };
         let defaults =
             table("price = 1\n[discovery]\nannounce_interval_secs = 3\n[pricing]\nunit = \"mb\"\nbase = 1\n");
@@ -180,6 +193,7 @@ x = 1
                 ipv6_prefix: "fd00:1ab:3::/64".parse().unwrap(),
                 ipv4_prefix: "10.103.0.0/24".parse().unwrap(),
             }),
+            speedtest_server: Some(("[2001:db8::1]:7479", "ab")),
         };
         // The node's own config adds to the generated sections.
         let c = daemon_config(g, &toml::Table::new(), &table("[uplink]\nipv6_nat = \"none\"\n"));
@@ -201,6 +215,9 @@ ipv6_nat = "none"
 interface = "v-lan"
 ipv6_prefix = "fd00:1ab:3::/64"
 ipv4_prefix = "10.103.0.0/24"
+[[speedtest.servers]]
+address = "[2001:db8::1]:7479"
+key = "ab"
 "#,
         );
         assert_eq!(c, expected);

@@ -75,6 +75,9 @@ pub enum UpError {
     Daemon(#[from] DaemonError),
     #[error(transparent)]
     Tunnels(#[from] WaitError),
+    /// The internet host's speed-test server could not be set up.
+    #[error("the internet host's speed-test server: {0}")]
+    Speedtest(String),
     /// `up` failed, and tearing down what it had built failed too.
     #[error("{cause}\nand tearing the lab down again failed:\n  {}", problems.join("\n  "))]
     TeardownFailed { cause: Box<UpError>, problems: Vec<String> },

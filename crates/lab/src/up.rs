@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 /// Default time `lab up` waits for every tunnel.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
+/// The port of the internet host's speed-test server.
+pub const SPEEDTEST_PORT: u16 = 7479;
+
 /// How to bring a lab up.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -119,7 +122,8 @@ impl Lab {
 
     fn build(&mut self, topology: &Topology, opts: &UpOptions) -> Result<(), UpError> {
         let t0 = Instant::now();
-        self.write_node_files(topology)?;
+        let speedtest = self.speedtest_key(opts);
+        self.write_node_files(topology, speedtest.as_ref().map(|(_, key)| key.as_str()))?;
         let namespaces: Vec<(String, netns::Sysctls)> = (self.state.nodes.iter())
             .map(|n| (n.namespace.clone(), netns::NAMESPACE_SYSCTLS))
             .chain(self.state.hosts.iter().map(|h| (h.namespace.clone(), netns::HOST_SYSCTLS)))
@@ -134,6 +138,9 @@ impl Lab {
         })?;
         let network = t0.elapsed();
         tracing::info!(lab = %self.state.name, ms = network.as_millis() as u64, "namespaces and veths ready");
+        if let Some((key_file, key)) = &speedtest {
+            self.start_speedtest_server(opts, key_file, key)?;
+        }
 
         let t1 = Instant::now();
         let names: Vec<String> = self.state.nodes.iter().map(|n| n.name.to_string()).collect();
@@ -151,8 +158,51 @@ impl Lab {
         Ok(())
     }
 
+    /// With an internet host and the tollway daemon: the key file of the speed-test server the
+    /// host runs (created in the lab directory by `tollway speedtest-server --print-key`), and
+    /// its public key, which every node pins.
+    fn speedtest_key(&self, opts: &UpOptions) -> Option<(std::path::PathBuf, String)> {
+        let is_tollway = opts.daemon.args.first().is_some_and(|a| a == "daemon");
+        if !is_tollway || self.state.host(crate::hosts::INTERNET).is_none() {
+            return None;
+        }
+        let key_file = self.dir.join("internet-speedtest.key");
+        let out = std::process::Command::new(&opts.daemon.program)
+            .args(["speedtest-server", "--print-key", "--key"])
+            .arg(&key_file)
+            .output();
+        // A stand-in daemon (tests of the lab itself) has no speed-test server: go on without.
+        let why = match out {
+            Ok(o) => match String::from_utf8_lossy(&o.stdout).trim() {
+                key if o.status.success() && key.len() == 64 => return Some((key_file, key.to_owned())),
+                _ => format!("exit {}: {}", o.status, String::from_utf8_lossy(&o.stderr).trim()),
+            },
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(lab = %self.state.name, program = %opts.daemon.program.display(), %why,
+            "no speed-test server on the internet host: `speedtest-server --print-key` failed");
+        None
+    }
+
+    /// Start `tollway speedtest-server` in the internet host (port [`SPEEDTEST_PORT`]); `lab
+    /// down` stops it with the rest of what runs in the lab's namespaces.
+    fn start_speedtest_server(&self, opts: &UpOptions, key_file: &Path, key: &str) -> Result<(), UpError> {
+        let host = self.state.host(crate::hosts::INTERNET).expect("checked by speedtest_key");
+        let listen = format!("[::]:{SPEEDTEST_PORT}");
+        let cmd = DaemonCommand::custom(
+            &opts.daemon.program,
+            ["speedtest-server", "--key", DaemonCommand::CONFIG, "--listen", listen.as_str()],
+        );
+        let log = self.dir.join("internet-speedtest.log");
+        let proc = crate::daemon::spawn(&cmd, &host.namespace, key_file, &log)
+            .map_err(|e| UpError::Speedtest(e.to_string()))?;
+        tracing::info!(lab = %self.state.name, pid = proc.pid, key, "speed-test server on the internet host");
+        Ok(())
+    }
+
     /// Node directories, data dirs (0700) and generated daemon configs.
-    fn write_node_files(&self, topology: &Topology) -> Result<(), UpError> {
+    fn write_node_files(&self, topology: &Topology, speedtest_key: Option<&str>) -> Result<(), UpError> {
+        let speedtest_address = format!("[{}]:{SPEEDTEST_PORT}", crate::hosts::INTERNET_IPV6);
         for n in &self.state.nodes {
             for (d, mode) in [(&n.dir, 0o755), (&n.data_dir, 0o700)] {
                 fs::DirBuilder::new().mode(mode).create(d).map_err(|source| UpError::Io { path: d.clone(), source })?;
@@ -171,6 +221,7 @@ impl Lab {
                 interfaces: &n.interfaces,
                 uplink,
                 lan,
+                speedtest_server: speedtest_key.map(|k| (speedtest_address.as_str(), k)),
             };
             let c = config::daemon_config(generated, &topology.defaults_config, &spec.config);
             let text = config::render(&c, self.state.name.as_str(), n.name.as_str());

@@ -77,6 +77,30 @@ fn a_lan_host_behind_c_downloads_from_the_internet_through_b_and_a_and_every_hop
     // b's margin: what c paid it exceeds what it paid a.
     assert!(units(&bc.received_total) > units(&ba.paid_total), "b keeps a margin");
 
+    // The internet host runs a speed-test server every node pins: c measures its path to the
+    // internet (through b and a) with no set-up, as the node, and the receipt says so.
+    let c_rec = lab.node("c").unwrap().clone();
+    let pinned: toml::Table = toml::from_str(&std::fs::read_to_string(&c_rec.config_path).unwrap()).unwrap();
+    let pinned_key = pinned["speedtest"]["servers"][0]["key"].as_str().unwrap().to_owned();
+    let bin = tollway_bin();
+    let argv = [
+        bin.to_str().unwrap(),
+        "speedtest",
+        "--config",
+        c_rec.config_path.to_str().unwrap(),
+        "--up-secs",
+        "2",
+        "--down-secs",
+        "2",
+        "--json",
+    ];
+    let (ok, out) = run_in(&lab, "c", &argv);
+    assert!(ok, "{out}");
+    let j: serde_json::Value = serde_json::from_str(&out[out.find('[').expect("JSON")..]).unwrap();
+    assert_eq!(j[0]["server_key"].as_str(), Some(pinned_key.as_str()), "{j}");
+    assert_eq!(j[0]["client"].as_str(), Some(node_id(&lab, "c").as_str()), "{j}");
+    assert!(j[0]["down"]["mbit_s"].as_f64().unwrap() > 1.0, "{j}");
+
     // A stopped daemon leaves nothing routing installed; lab down leaves no babeld.
     let dir = lab.node("a").unwrap().dir.parent().unwrap().to_string_lossy().to_string();
     assert_eq!(babelds(&dir).len(), 3, "one babeld per node while up");
