@@ -115,7 +115,7 @@ impl Speedtest {
     }
 }
 
-/// The HTTP listener: `/metrics` (Prometheus) and `/api/status`.
+/// The HTTP listener: the dashboard (`/`), its JSON API (`/api/…`) and `/metrics` (Prometheus).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
