@@ -70,7 +70,9 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         api::serve(&cfg.api_socket, readers.clone())?;
         if cfg.http.enabled {
             let listen = cfg.http.addr();
-            if let Err(e) = runtime.block_on(crate::http::serve(listen, cfg.http.token.clone(), readers, health.clone())) {
+            if let Err(e) =
+                runtime.block_on(crate::http::serve(listen, cfg.http.token.clone(), readers, health.clone()))
+            {
                 tracing::error!(%listen, error = %e,
                     "cannot serve the dashboard and /metrics (http.listen); going on without them");
             }

@@ -56,7 +56,7 @@ pub use history::{
 };
 pub use ledger_store::LedgerStore;
 pub use neighbor::{ChannelId, IssuedNote, NeighborRecord, PaymentState, ReceivedNote, MAX_NOTE_BYTES};
-pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use reader::HistoryReader;
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use settings::OperatorSettings;
 pub use store::{Batch, Snapshot, Store, StoreOptions};

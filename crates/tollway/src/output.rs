@@ -48,7 +48,17 @@ pub fn status_table(s: &Status) -> String {
     } else {
         out += &format!(
             "{:<12}  {:<15}  {:<9}  {:<6}  {:>9}  {:>9}  {:>9}  {:>8}  {:>9}  {:>11}  {}\n",
-            "NEIGHBOR", "INTERFACE", "STATE", "TUNNEL", "HANDSHAKE", "IN", "OUT", "RTT", "SPOOFED", "UNSOLICITED", "VIA"
+            "NEIGHBOR",
+            "INTERFACE",
+            "STATE",
+            "TUNNEL",
+            "HANDSHAKE",
+            "IN",
+            "OUT",
+            "RTT",
+            "SPOOFED",
+            "UNSOLICITED",
+            "VIA"
         );
         for nb in &s.neighbors {
             out += &format!(

@@ -105,7 +105,11 @@ fn speedtest_server_and_client_commands_work_end_to_end() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let node_id = tollway_core::Identity::from_seed(&[7; 32]).node_id().to_string();
-    assert_eq!((j[0]["server_key"].as_str(), j[0]["client"].as_str()), (Some(key.as_str()), Some(node_id.as_str())), "{j}");
+    assert_eq!(
+        (j[0]["server_key"].as_str(), j[0]["client"].as_str()),
+        (Some(key.as_str()), Some(node_id.as_str())),
+        "{j}"
+    );
     // A config that pins nothing says so.
     std::fs::write(&config, format!("interfaces = [\"lo\"]\ndata_dir = \"{}\"\n", data_dir.display())).unwrap();
     let out = tollway().args(["speedtest", "--config"]).arg(&config).output().unwrap();

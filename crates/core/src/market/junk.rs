@@ -113,7 +113,11 @@ mod tests {
             ("nothing", &[(0, 0), (30_000, 0), (90_000, 0)], None),
             ("under the limit in every window", &[(0, 0), (59_000, 900), (61_000, 950), (119_000, 1800)], None),
             ("a burst over the limit", &[(0, 0), (1_000, 1_001)], Some(true)),
-            ("slowly over the limit within one window", &[(0, 0), (20_000, 400), (40_000, 800), (50_000, 1_200)], Some(true)),
+            (
+                "slowly over the limit within one window",
+                &[(0, 0), (20_000, 400), (40_000, 800), (50_000, 1_200)],
+                Some(true),
+            ),
             ("a re-created counter starts again", &[(0, 5_000), (1_000, 10), (2_000, 900)], None),
         ];
         for (what, samples, cut) in cases {

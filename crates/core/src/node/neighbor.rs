@@ -63,33 +63,15 @@ pub const HANDSHAKE_FRESH_SECS: u64 = 180;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Session {
     /// No connection. The connector opens one at `retry_at` (once the tunnel is up).
-    Idle {
-        retry_at: Millis,
-    },
+    Idle { retry_at: Millis },
     /// Connector: TCP connect in progress.
-    Connecting {
-        id: SessionId,
-        deadline: Millis,
-    },
+    Connecting { id: SessionId, deadline: Millis },
     /// Connector: ClientHello sent.
-    AwaitServerHello {
-        id: SessionId,
-        nonce_c: [u8; 32],
-        deadline: Millis,
-    },
+    AwaitServerHello { id: SessionId, nonce_c: [u8; 32], deadline: Millis },
     /// Acceptor: connection accepted, waiting for ClientHello.
-    AwaitClientHello {
-        id: SessionId,
-        deadline: Millis,
-    },
+    AwaitClientHello { id: SessionId, deadline: Millis },
     /// Acceptor: ServerHello sent.
-    AwaitClientAuth {
-        id: SessionId,
-        nonce_c: [u8; 32],
-        nonce_s: [u8; 32],
-        version: u16,
-        deadline: Millis,
-    },
+    AwaitClientAuth { id: SessionId, nonce_c: [u8; 32], nonce_s: [u8; 32], version: u16, deadline: Millis },
     Established {
         id: SessionId,
         version: u16,
