@@ -12,23 +12,6 @@ fn stats(v: &mut [f64]) -> String {
     format!("median {:.3}, min {:.3}, max {:.3} (n={})", v[v.len() / 2], v[0], v[v.len() - 1], v.len())
 }
 
-const THROTTLE: &str = r#"
-[defaults.config.market]
-max_price = "0.05"
-pay_threshold = "0.005"
-credit_limit = "0.05"
-capacity_mbit = 20
-[[node]]
-name = "a"
-[node.config.market]
-ask = "0.02"
-[[node]]
-name = "b"
-[[link]]
-a = "a"
-b = "b"
-"#;
-
 /// Time from a debt crossing the credit limit to the throttle (flag in status, and the rate
 /// actually falling at the debtor), and from resuming payments to the throttle lifting.
 #[test]

@@ -9,23 +9,6 @@ use common::*;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const THROTTLE: &str = r#"
-[defaults.config.market]
-max_price = "0.05"
-pay_threshold = "0.005"
-credit_limit = "0.05"
-capacity_mbit = 20
-[[node]]
-name = "a"
-[node.config.market]
-ask = "0.02"
-[[node]]
-name = "b"
-[[link]]
-a = "a"
-b = "b"
-"#;
-
 /// 50 requests a second at a's listener until `stop` exists (at most 2 minutes), from inside
 /// a's namespace: every 0.1 s a
 /// curl makes five at once (`/metrics` twice, `/api/status`, `/api/chart`, `/api/history`). Each line of

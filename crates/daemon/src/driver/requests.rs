@@ -3,7 +3,6 @@
 use super::Driver;
 use tollway_api::{Ledger, Reply, Request};
 use tollway_core::market::{BidPolicy, Price};
-use tollway_core::NodeId;
 use tollway_store::{HistoryQuery, OperatorSettings};
 
 fn ok(v: impl serde::Serialize) -> Reply {
@@ -154,7 +153,8 @@ impl Driver {
             q = q.between(since, i64::MAX as u64);
         }
         if let Some(n) = &neighbor {
-            q = q.neighbor(self.resolve_neighbor(n)?);
+            let current: Vec<String> = self.node.neighbors().map(|n| n.id.to_string()).collect();
+            q = q.neighbor(crate::readers::resolve_neighbor(n, &current)?);
         }
         let s = &self.k.store;
         let err = |e: tollway_store::StoreError| e.to_string();
@@ -164,19 +164,5 @@ impl Driver {
             s.payments(&q).map_err(err)?,
             s.price_changes(&q).map_err(err)?,
         ))
-    }
-
-    /// A neighbor given by full id or by a unique prefix of it (as the status table shows).
-    fn resolve_neighbor(&self, text: &str) -> Result<NodeId, String> {
-        if let Ok(id) = text.parse::<NodeId>() {
-            return Ok(id);
-        }
-        let t = text.to_ascii_lowercase();
-        let mut found = self.node.neighbors().map(|n| n.id).filter(|id| id.to_string().starts_with(&t));
-        match (found.next(), found.next()) {
-            (Some(id), None) => Ok(id),
-            (None, _) => Err(format!("no current neighbor's id starts with {text:?}")),
-            (Some(_), Some(_)) => Err(format!("{text:?} matches several neighbors; give more digits")),
-        }
     }
 }

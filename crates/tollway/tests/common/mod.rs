@@ -71,6 +71,25 @@ pub fn lab_up(prefix: &str, toml: &str) -> TestLab {
     TestLab { lab }
 }
 
+/// a sells to b at 0.02 per MB with a small credit limit (0.05) and 20 Mbit/s of capacity: b
+/// crosses the limit within seconds of downloading without paying.
+pub const THROTTLE: &str = r#"
+[defaults.config.market]
+max_price = "0.05"
+pay_threshold = "0.005"
+credit_limit = "0.05"
+capacity_mbit = 20
+[[node]]
+name = "a"
+[node.config.market]
+ask = "0.02"
+[[node]]
+name = "b"
+[[link]]
+a = "a"
+b = "b"
+"#;
+
 pub const CHAIN3: &str = r#"
 [[node]]
 name = "a"
