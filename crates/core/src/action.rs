@@ -86,6 +86,17 @@ pub enum Action {
     /// Routing may use exactly these neighbors' tunnels, at these costs (the whole set, sent
     /// whenever it changes).
     SetRoutingNeighbors(Vec<crate::routing::RoutedNeighbor>),
+    /// Run one speed test through this neighbor's tunnel (forced through it, whatever the
+    /// routing table says) against a pinned server it offers a route to, moving at most
+    /// `max_bytes` each way; report `handle_speed_test` with the same `test`.
+    RunSpeedTest {
+        test: u64,
+        neighbor: NodeId,
+        ifname: IfName,
+        /// The neighbor's slot: which probe address the test is sent from.
+        slot: usize,
+        max_bytes: u64,
+    },
 }
 
 /// One durable write: the changed neighbors' records and the history since the last write.

@@ -38,6 +38,8 @@ pub struct CoreConfig {
     pub sample_interval: Millis,
     /// Prices, payments and enforcement.
     pub market: MarketConfig,
+    /// Speed tests through each neighbor, the operator's goals, and what follows from them.
+    pub quality: crate::quality::QualityConfig,
 }
 
 impl Default for CoreConfig {
@@ -60,6 +62,7 @@ impl Default for CoreConfig {
             handshake_timeout: Millis::from_secs(10),
             sample_interval: Millis(1000),
             market: MarketConfig::default(),
+            quality: Default::default(),
         }
     }
 }

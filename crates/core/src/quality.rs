@@ -8,9 +8,9 @@
 //! turns the verdicts of all neighbors into routing costs, so that the neighbor that delivers
 //! most for its price carries the traffic, whatever metric the others advertise.
 //!
-//! Not wired into the node yet: nothing measures through each neighbor on its own schedule, and
-//! the market does not withdraw a bid on a [`Verdict::Below`]. This module is the policy those
-//! steps will call.
+//! The node (`node::quality`) schedules the tests within a [`TestBudget`], records their
+//! samples, withdraws its bid from a neighbor judged [`Verdict::Below`] for a probation time,
+//! and hands routing the [`link_cost`]s.
 
 use crate::market::Price;
 use crate::routing::LinkCost;
@@ -82,6 +82,98 @@ impl Passive {
         self.rtt_last_us = us;
         self.rtt_samples = self.rtt_samples.saturating_add(1);
         self.last = Some(at);
+    }
+}
+
+/// How the node measures its neighbors and what it does with the measurements (`[quality]` in
+/// the daemon's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QualityConfig {
+    /// Test through each neighbor (set by the daemon when at least one speed-test server is
+    /// pinned and `[quality] tests` is on).
+    pub testing: bool,
+    pub goals: Goals,
+    /// Test bytes (both directions, all neighbors) allowed in any hour.
+    pub budget_bytes_per_hour: u64,
+    /// The most bytes one test moves each way.
+    pub test_max_bytes: u64,
+    /// Mean time between two tests through one neighbor (each wait is drawn from half to one
+    /// and a half times this).
+    pub test_interval: Millis,
+    /// Wait before a new neighbor's first test (drawn the same way).
+    pub first_test_delay: Millis,
+    /// How long a neighbor judged below the goals goes unpaid before it is bid on and tested again.
+    pub probation: Millis,
+}
+
+impl Default for QualityConfig {
+    fn default() -> QualityConfig {
+        QualityConfig {
+            testing: false,
+            goals: Goals::default(),
+            budget_bytes_per_hour: 100_000_000,
+            test_max_bytes: 2_000_000,
+            test_interval: Millis::from_secs(600),
+            first_test_delay: Millis::from_secs(10),
+            probation: Millis::from_secs(900),
+        }
+    }
+}
+
+impl QualityConfig {
+    /// The most one test can cost: its bytes each way.
+    pub fn test_cost(&self) -> u64 {
+        self.test_max_bytes.saturating_mul(2)
+    }
+}
+
+/// The test bytes spent in the last hour: a test starts only if its whole cost still fits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestBudget {
+    spent: std::collections::VecDeque<(Millis, u64)>,
+    /// Every test byte since the start (shown to the operator).
+    pub total: u64,
+}
+
+/// A window entry per test; more than this in an hour means tests are tiny: the oldest are
+/// merged into their successor, so the window never undercounts.
+const MAX_BUDGET_ENTRIES: usize = 4096;
+const HOUR: Millis = Millis(3_600_000);
+
+impl TestBudget {
+    fn expire(&mut self, now: Millis) {
+        while self.spent.front().is_some_and(|(at, _)| now.since(*at) >= HOUR) {
+            self.spent.pop_front();
+        }
+    }
+
+    /// Bytes spent in the hour before `now`.
+    pub fn spent(&mut self, now: Millis) -> u64 {
+        self.expire(now);
+        self.spent.iter().map(|(_, b)| *b).fold(0u64, u64::saturating_add)
+    }
+
+    /// Whether a test that may cost `cost` bytes fits in `per_hour` now.
+    pub fn allows(&mut self, now: Millis, cost: u64, per_hour: u64) -> bool {
+        self.spent(now).saturating_add(cost) <= per_hour
+    }
+
+    /// When the window next frees bytes (the oldest entry's hour ends).
+    pub fn next_release(&self) -> Option<Millis> {
+        self.spent.front().map(|(at, _)| *at + HOUR)
+    }
+
+    pub fn record(&mut self, now: Millis, bytes: u64) {
+        self.expire(now);
+        if self.spent.len() >= MAX_BUDGET_ENTRIES {
+            if let Some((_, b)) = self.spent.pop_front() {
+                if let Some(front) = self.spent.front_mut() {
+                    front.1 = front.1.saturating_add(b);
+                }
+            }
+        }
+        self.spent.push_back((now, bytes));
+        self.total = self.total.saturating_add(bytes);
     }
 }
 
@@ -167,9 +259,10 @@ impl std::fmt::Display for Shortfall {
 }
 
 /// The judgement of one neighbor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Verdict {
     /// Too few or too old measurements: not trusted, not condemned.
+    #[default]
     Unknown,
     /// Acceptable; `value` ranks it against the others (download goodput for the price).
     Acceptable {
@@ -393,6 +486,32 @@ mod tests {
         let best = best_value([&b, &c]);
         assert_eq!(link_cost(c, best), LinkCost::GOOD);
         assert_eq!(link_cost(b, best), LinkCost::WORST_USABLE);
+    }
+
+    #[test]
+    fn the_budget_counts_the_last_hour_and_refuses_what_would_exceed_it() {
+        let mut b = TestBudget::default();
+        let per_hour = 10_000;
+        assert!(b.allows(Millis(0), 10_000, per_hour), "a whole hour's budget fits once");
+        assert!(!b.allows(Millis(0), 10_001, per_hour));
+        b.record(Millis(0), 6_000);
+        b.record(Millis(1_800_000), 3_000);
+        assert_eq!(b.spent(Millis(1_800_000)), 9_000);
+        assert!(b.allows(Millis(1_800_000), 1_000, per_hour));
+        assert!(!b.allows(Millis(1_800_000), 1_001, per_hour));
+        assert_eq!(b.next_release(), Some(Millis(3_600_000)));
+        // The first test's bytes leave the window an hour after it.
+        assert!(!b.allows(Millis(3_599_999), 2_000, per_hour));
+        assert!(b.allows(Millis(3_600_000), 7_000, per_hour));
+        assert_eq!(b.spent(Millis(3_600_000)), 3_000);
+        assert_eq!(b.total, 9_000, "the total is never forgotten");
+        // Many tiny tests: merged, never undercounted.
+        let mut b = TestBudget::default();
+        for i in 0..(MAX_BUDGET_ENTRIES as u64 + 100) {
+            b.record(Millis(i), 1);
+        }
+        assert_eq!(b.spent(Millis(5000)), MAX_BUDGET_ENTRIES as u64 + 100);
+        assert!(b.spent.len() <= MAX_BUDGET_ENTRIES);
     }
 
     #[test]

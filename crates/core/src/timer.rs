@@ -8,15 +8,17 @@ pub enum Timer {
     Announce,
     /// Ask the driver to read kernel tunnel state.
     Sample,
+    /// Start a speed test through a neighbor that is due one; judge the neighbors' quality.
+    Quality,
 }
 
 impl Timer {
-    pub const ALL: [Timer; 2] = [Timer::Announce, Timer::Sample];
+    pub const ALL: [Timer; 3] = [Timer::Announce, Timer::Sample, Timer::Quality];
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct TimerTable {
-    at: [Option<Millis>; 2],
+    at: [Option<Millis>; 3],
 }
 
 impl TimerTable {

@@ -595,6 +595,9 @@ impl Config {
                 junk: self.firewall.junk_limit(),
                 ..self.market.to_core().expect("validated at load")
             },
+            // Per-neighbor speed tests are not run by the daemon yet (issue 9): the core ranks
+            // nothing and its costs follow prices, as before.
+            quality: Default::default(),
         }
     }
 }

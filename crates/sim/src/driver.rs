@@ -47,6 +47,12 @@ pub(crate) enum Event {
     FloodTick {
         flooder: usize,
     },
+    SpeedTestDone {
+        node: NodeIdx,
+        generation: u64,
+        test: u64,
+        outcome: tollway_core::node::TestOutcome,
+    },
 }
 
 impl Sim {
@@ -80,6 +86,7 @@ impl Sim {
             Action::ApplyTraffic(policy) => self.apply_traffic(n, policy),
             Action::Persist(batch) => self.persist(n, batch),
             Action::SetRoutingNeighbors(routed) => self.nodes[n.0].routing = routed,
+            Action::RunSpeedTest { test, neighbor, max_bytes, .. } => self.run_speed_test(n, test, neighbor, max_bytes),
         }
     }
 
@@ -140,6 +147,9 @@ impl Sim {
                 self.on_conn_failed(node, generation, session, why);
             }
             Event::FloodTick { flooder } => self.flood_tick(flooder),
+            Event::SpeedTestDone { node, generation, test, outcome } => {
+                self.on_speed_test_done(node, generation, test, outcome)
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ mod driver;
 mod flood;
 mod market;
 mod net;
+mod quality;
 pub mod topology;
 mod trace;
 mod tunnel;
@@ -48,6 +49,7 @@ mod tunnel;
 pub use flood::FloodSpec;
 pub use market::{FlowStats, Ruleset, RxCounter, Tamper};
 pub use net::{Flow, Link, LinkEnd, LinkId, LinkOptions};
+pub use quality::{PathModel, TEST_TIME};
 pub use trace::TraceEntry;
 pub use tunnel::{SimTunnel, REKEY_AFTER};
 
@@ -163,6 +165,8 @@ pub struct Sim {
     /// Count control traffic in the market's counters too, as a real firewall does (then
     /// statements never come to rest). Off by default.
     pub count_control_bytes: bool,
+    /// What speed tests through each (node, neighbor) measure.
+    paths: BTreeMap<(NodeIdx, NodeIdx), PathModel>,
 }
 
 impl Sim {
@@ -187,6 +191,7 @@ impl Sim {
             data: market::DataPlane::default(),
             tampers: BTreeMap::new(),
             count_control_bytes: false,
+            paths: BTreeMap::new(),
         }
     }
 

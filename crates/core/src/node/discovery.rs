@@ -191,6 +191,7 @@ impl Node {
             last_session_close: None,
             market: self.market_for(now.mono, &id),
             passive: Default::default(),
+            tests: Default::default(),
         };
         n.set_last_accepted_ms(msg);
         tracing::info!(

@@ -414,8 +414,19 @@ impl Node {
         self.market_tick(now);
     }
 
-    fn answer_ask(&mut self, now: Now, id: &NodeId, session: SessionId, seq: u64, price: Price, by_operator: bool) {
-        let decision = self.config.market.decide_bid(price);
+    pub(super) fn answer_ask(
+        &mut self,
+        now: Now,
+        id: &NodeId,
+        session: SessionId,
+        seq: u64,
+        price: Price,
+        by_operator: bool,
+    ) {
+        let decision = match self.quality_decline(id) {
+            Some(reason) => Err(reason),
+            None => self.config.market.decide_bid(price),
+        };
         let m = &mut self.neighbors.get_mut(id).expect("exists").market;
         let old = match m.our_bid {
             OurBid::Bid(p) => Some(p),
@@ -474,7 +485,7 @@ impl Node {
         self.actions.push_back(Action::SendControl { session, msg: ControlMessage::Market(msg) });
     }
 
-    fn established_session(&self, id: &NodeId) -> Option<SessionId> {
+    pub(super) fn established_session(&self, id: &NodeId) -> Option<SessionId> {
         let n = self.neighbors.get(id)?;
         n.session_established_since().and(n.session.id())
     }

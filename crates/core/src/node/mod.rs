@@ -4,6 +4,7 @@
 mod discovery;
 mod market;
 mod neighbor;
+mod quality;
 mod routing;
 mod session;
 #[cfg(test)]
@@ -11,6 +12,7 @@ mod tests;
 
 pub use market::{CounterReading, CounterSample};
 pub use neighbor::{Dropped, Neighbor, NeighborState, TunnelStats, Volume, HANDSHAKE_FRESH_SECS};
+pub use quality::{NeighborTests, TestOutcome, TEST_DEADLINE};
 
 use crate::action::{Action, SessionId, TunnelSpec};
 use crate::config::CoreConfig;
@@ -73,6 +75,7 @@ pub struct Node {
     market: market::MarketState,
     /// The routing neighbors last sent to the driver.
     routed: Vec<crate::routing::RoutedNeighbor>,
+    quality: quality::QualityState,
 }
 
 impl Node {
@@ -82,6 +85,9 @@ impl Node {
         let mut timers = TimerTable::default();
         timers.set(Timer::Announce, now.mono);
         timers.set(Timer::Sample, now.mono);
+        if config.quality.testing {
+            timers.set(Timer::Quality, now.mono);
+        }
         let per_sec = config.max_new_neighbors_per_sec.max(1);
         let rail: Box<dyn crate::market::PaymentRail> = Box::new(crate::market::NotesRail::new(identity.clone()));
         Node {
@@ -106,6 +112,7 @@ impl Node {
             last_discovery_ms: 0,
             market: market::MarketState::new(rail),
             routed: Vec::new(),
+            quality: Default::default(),
         }
     }
 
@@ -169,6 +176,7 @@ impl Node {
                     }
                     self.timers.set(Timer::Sample, now.mono + self.config.sample_interval);
                 }
+                Timer::Quality => self.quality_tick(now),
             }
         }
         self.housekeeping(now);

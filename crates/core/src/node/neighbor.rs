@@ -150,6 +150,8 @@ pub struct Neighbor {
     pub market: NeighborMarket,
     /// What we measure of its path from live traffic (the control session's round trips).
     pub passive: crate::quality::Passive,
+    /// What speed tests through it measured, and what we decided from that.
+    pub tests: super::quality::NeighborTests,
 }
 
 impl Neighbor {

@@ -15,7 +15,8 @@ impl Node {
     /// Recompute the routing neighbors; tell the driver if they changed. A neighbor is routed
     /// through while its tunnel is up, its control session established (it is alive and we can
     /// settle with it) and we bid for its ask (we pay for what we send through it; a neighbor
-    /// whose price we declined would restrict us).
+    /// whose price we declined would restrict us). Once speed tests have ranked the neighbors,
+    /// a link costs what its ranking says (`quality_cost`).
     pub(super) fn update_routing(&mut self) {
         let max_price = self.config.market.max_price;
         let routed: Vec<RoutedNeighbor> = self
@@ -27,7 +28,7 @@ impl Node {
                 neighbor: n.id,
                 ifname: n.ifname.clone(),
                 peer_link_local: n.id.tunnel_link_local(),
-                cost: LinkCost::from_price(n.market.our_price(), max_price),
+                cost: self.quality_cost(&n.id, LinkCost::from_price(n.market.our_price(), max_price)),
             })
             .collect();
         if routed != self.routed {

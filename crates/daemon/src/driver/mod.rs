@@ -461,6 +461,14 @@ impl Driver {
             Action::ApplyTraffic(policy) => self.apply_traffic(policy),
             Action::Persist(batch) => self.persist(batch),
             Action::SetRoutingNeighbors(neighbors) => self.set_routing_neighbors(neighbors),
+            Action::RunSpeedTest { test, neighbor, .. } => {
+                // The daemon never turns the core's testing on yet (per-neighbor tests need a
+                // probe path forced through each tunnel, not built): answer so the schedule
+                // moves on.
+                tracing::warn!(neighbor = %neighbor.short(), "speed tests through neighbors are not run by this daemon");
+                let why = "speed tests through neighbors are not run by this daemon".to_owned();
+                self.node.handle_speed_test(self.clock.now(), test, tollway_core::node::TestOutcome::NoRoute(why));
+            }
         }
     }
 

@@ -354,7 +354,8 @@ impl Pair {
                 let msg = ControlMessage::decode(&bytes[4..]).expect("own encoding decodes");
                 self.send(o, Input::Message(s, msg));
             }
-            Action::ApplyTraffic(_) | Action::SetRoutingNeighbors(_) => {}
+            // Testing is off in these pairs (the simulator runs speed tests).
+            Action::ApplyTraffic(_) | Action::SetRoutingNeighbors(_) | Action::RunSpeedTest { .. } => {}
             Action::Persist(batch) => {
                 for (id, r) in batch.records {
                     self.disk[side].insert(id, r);

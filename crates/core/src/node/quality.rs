@@ -1,0 +1,276 @@
+//! Issue 9's loop: speed tests through each neighbor at random times within the operator's
+//! byte budget, their samples judged against the operator's goals at the neighbor's price, the
+//! bid withdrawn from a neighbor below them (for a probation time, then bid on and tested
+//! again), and routing costs that follow the ranking.
+
+use super::Node;
+use crate::action::Action;
+use crate::ids::NodeId;
+use crate::market::{OurBid, Price};
+use crate::quality::{best_value, judge, link_cost, Quality, Sample, Verdict};
+use crate::routing::LinkCost;
+use crate::time::{LogLimit, Millis, Now};
+use crate::timer::Timer;
+use crate::wire::control::ControlMessage;
+use crate::wire::market::MarketMessage;
+use rand_core::RngCore;
+
+/// A test the driver has not reported after this long is given up (the driver reports every
+/// test, so this only guards the schedule against a lost report).
+pub const TEST_DEADLINE: Millis = Millis(120_000);
+/// How often the schedule is looked at while testing is on.
+const TICK: Millis = Millis(1000);
+
+/// What speed tests through one neighbor measured, and what we decided from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NeighborTests {
+    pub quality: Quality,
+    pub verdict: Verdict,
+    /// When its next test is due (set once its control session is up).
+    pub next_test: Option<Millis>,
+    pub tests: u32,
+    pub failures: u32,
+    /// Test bytes sent and received through it, all tests together.
+    pub bytes: u64,
+    pub last_error: Option<String>,
+    /// Its last test found no route to a tested server through it: it is not ranked (its cost
+    /// follows its price alone).
+    pub no_route: bool,
+    /// Since when our bid is withdrawn because its quality fell below the goals.
+    pub withdrawn_since: Option<Millis>,
+    pub(crate) withdrawn_reason: Option<String>,
+}
+
+/// The node's side of testing: the budget and the one test running.
+#[derive(Debug, Default)]
+pub(crate) struct QualityState {
+    pub(crate) budget: crate::quality::TestBudget,
+    running: Option<Running>,
+    next_test_id: u64,
+    budget_log: LogLimit,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    test: u64,
+    neighbor: NodeId,
+    deadline: Millis,
+}
+
+/// How a test through a neighbor ended, as the driver reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestOutcome {
+    /// A verified receipt: the sample it gives and the bytes it moved.
+    Measured { sample: Sample, bytes: u64 },
+    /// No pinned server is reachable through this neighbor (it offers no route to one).
+    NoRoute(String),
+    /// The test failed (timeout, refused, bad receipt): no sample. `bytes` were moved anyway.
+    Failed { error: String, bytes: u64 },
+}
+
+impl Node {
+    /// Test bytes spent in the last hour and since the start.
+    pub fn test_budget(&mut self) -> (u64, u64) {
+        let now = self.last_now.mono;
+        let q = &mut self.quality;
+        (q.budget.spent(now), q.budget.total)
+    }
+
+    /// The driver's report of a test started by `RunSpeedTest`.
+    pub fn handle_speed_test(&mut self, now: Now, test: u64, outcome: TestOutcome) {
+        self.last_now = now;
+        let Some(run) = self.quality.running.filter(|r| r.test == test) else {
+            tracing::debug!(test, "report of a speed test no longer waited for; ignored");
+            return;
+        };
+        self.quality.running = None;
+        let bytes = match &outcome {
+            TestOutcome::Measured { bytes, .. } | TestOutcome::Failed { bytes, .. } => *bytes,
+            TestOutcome::NoRoute(_) => 0,
+        };
+        self.quality.budget.record(now.mono, bytes);
+        let interval = self.config.quality.test_interval;
+        let wait = self.random_wait(interval);
+        let Some(n) = self.neighbors.get_mut(&run.neighbor) else { return };
+        let t = &mut n.tests;
+        t.bytes = t.bytes.saturating_add(bytes);
+        t.next_test = Some(now.mono + wait);
+        match outcome {
+            TestOutcome::Measured { sample, .. } => {
+                t.tests = t.tests.saturating_add(1);
+                t.no_route = false;
+                t.last_error = None;
+                t.quality.record(sample);
+                tracing::info!(
+                    neighbor = %run.neighbor.short(),
+                    down_kbit = sample.down_kbit,
+                    up_kbit = sample.up_kbit,
+                    rtt_ms = sample.rtt_us / 1000,
+                    loss_ppm = sample.loss_ppm,
+                    bytes,
+                    "speed test through neighbor"
+                );
+            }
+            TestOutcome::NoRoute(why) => {
+                if !t.no_route {
+                    tracing::info!(neighbor = %run.neighbor.short(), reason = %why, "not testing through neighbor: no route to a test server through it");
+                }
+                t.no_route = true;
+                t.last_error = Some(why);
+            }
+            TestOutcome::Failed { error, .. } => {
+                t.failures = t.failures.saturating_add(1);
+                tracing::warn!(neighbor = %run.neighbor.short(), %error, bytes, "speed test through neighbor failed");
+                t.last_error = Some(error);
+            }
+        }
+        self.judge_quality(now);
+    }
+
+    /// A wait drawn from half to one and a half times `mean`.
+    fn random_wait(&mut self, mean: Millis) -> Millis {
+        let half = mean.0 / 2;
+        Millis(half + self.rng.next_u64() % (mean.0.max(1)))
+    }
+
+    /// `Timer::Quality`: start a due test if none is running and the budget allows, and judge
+    /// again (qualities go stale, probations end).
+    pub(super) fn quality_tick(&mut self, now: Now) {
+        let cfg = self.config.quality;
+        if !cfg.testing {
+            return;
+        }
+        self.timers.set(Timer::Quality, now.mono + TICK);
+        // Schedule the first test of neighbors that came up; forget the schedule of those down.
+        let ids: Vec<NodeId> = self.neighbors.keys().copied().collect();
+        for id in &ids {
+            let up = self.neighbors[id].session_established_since().is_some();
+            let first = self.random_wait(cfg.first_test_delay);
+            let t = &mut self.neighbors.get_mut(id).expect("exists").tests;
+            match (up, t.next_test) {
+                (true, None) => t.next_test = Some(now.mono + first),
+                (false, Some(_)) => t.next_test = None,
+                _ => {}
+            }
+        }
+        if let Some(r) = self.quality.running {
+            if now.mono < r.deadline {
+                self.judge_quality(now);
+                return;
+            }
+            tracing::warn!(neighbor = %r.neighbor.short(), "speed test not reported in time; given up");
+            self.quality.running = None;
+        }
+        let due = self
+            .neighbors
+            .values()
+            .filter(|n| n.session_established_since().is_some() && n.tests.withdrawn_since.is_none())
+            .filter_map(|n| n.tests.next_test.filter(|t| *t <= now.mono).map(|t| (t, n.id)))
+            .min();
+        if let Some((_, id)) = due {
+            if self.quality.budget.allows(now.mono, cfg.test_cost(), cfg.budget_bytes_per_hour) {
+                let n = &self.neighbors[&id];
+                let test = self.quality.next_test_id;
+                self.quality.next_test_id += 1;
+                self.quality.running = Some(Running { test, neighbor: id, deadline: now.mono + TEST_DEADLINE });
+                self.actions.push_back(Action::RunSpeedTest {
+                    test,
+                    neighbor: id,
+                    ifname: n.ifname.clone(),
+                    slot: n.slot,
+                    max_bytes: cfg.test_max_bytes,
+                });
+            } else if let Some(held) = self.quality.budget_log.admit(now.mono, 1, Millis::from_secs(600)) {
+                let spent = self.quality.budget.spent(now.mono);
+                tracing::warn!(
+                    spent_last_hour = spent,
+                    budget = cfg.budget_bytes_per_hour,
+                    not_logged = held,
+                    "speed tests held back: the hour's test budget is spent"
+                );
+            }
+        }
+        self.judge_quality(now);
+    }
+
+    /// Judge every neighbor; withdraw our bid from those below the goals, bid again on those
+    /// whose probation ended, and give routing the costs that follow.
+    pub(super) fn judge_quality(&mut self, now: Now) {
+        let cfg = self.config.quality;
+        let ids: Vec<NodeId> = self.neighbors.keys().copied().collect();
+        for id in &ids {
+            let n = self.neighbors.get_mut(id).expect("exists");
+            let ask = n.market.their_ask.map_or(Price(0), |(_, p)| p);
+            if let Some(since) = n.tests.withdrawn_since {
+                if now.mono.since(since) < cfg.probation {
+                    continue;
+                }
+                // Probation over: what we knew is forgotten; it is bid on and tested again.
+                tracing::info!(neighbor = %id.short(), "quality probation over: bidding again and testing again");
+                n.tests.withdrawn_since = None;
+                n.tests.withdrawn_reason = None;
+                n.tests.quality = Quality::default();
+                n.tests.verdict = Verdict::Unknown;
+                n.tests.next_test = Some(now.mono);
+                if let (Some((seq, price)), Some(session)) = (n.market.their_ask, self.established_session(id)) {
+                    self.answer_ask(now, id, session, seq, price, false);
+                } else {
+                    let n = self.neighbors.get_mut(id).expect("exists");
+                    if matches!(n.market.our_bid, OurBid::Declined(_)) {
+                        n.market.set_our_bid(now.mono, OurBid::NoAsk);
+                    }
+                }
+                continue;
+            }
+            let verdict =
+                if n.tests.no_route { Verdict::Unknown } else { judge(&n.tests.quality, ask, &cfg.goals, now.mono) };
+            if verdict != n.tests.verdict {
+                match verdict {
+                    Verdict::Acceptable { value } => {
+                        tracing::info!(neighbor = %id.short(), score = value, "neighbor's measured quality is acceptable")
+                    }
+                    Verdict::Unknown => {
+                        tracing::info!(neighbor = %id.short(), "neighbor's quality is unknown (too few or too old tests)")
+                    }
+                    Verdict::Below(_) => {}
+                }
+                n.tests.verdict = verdict;
+            }
+            if let Verdict::Below(shortfall) = verdict {
+                let reason = format!("quality below our goals: {shortfall}");
+                tracing::warn!(neighbor = %id.short(), %reason, probation_secs = cfg.probation.as_secs(), "withdrawing our bid");
+                n.tests.withdrawn_since = Some(now.mono);
+                n.tests.withdrawn_reason = Some(reason.clone());
+                n.market.set_our_bid(now.mono, OurBid::Declined(reason.clone()));
+                let seq = n.market.their_ask.map(|(s, _)| s);
+                if let (Some(ask_seq), Some(session)) = (seq, self.established_session(id)) {
+                    self.actions.push_back(Action::SendControl {
+                        session,
+                        msg: ControlMessage::Market(MarketMessage::Decline { ask_seq, reason }),
+                    });
+                }
+            }
+        }
+        self.update_routing();
+    }
+
+    /// Why we decline this neighbor whatever it asks (its quality is below our goals), if so.
+    pub(super) fn quality_decline(&self, id: &NodeId) -> Option<String> {
+        self.neighbors.get(id)?.tests.withdrawn_reason.clone()
+    }
+
+    /// What a link to `id` costs routing: its price's cost, raised by its ranking once any
+    /// neighbor has been measured acceptable (an untested one is then a last resort).
+    pub(super) fn quality_cost(&self, id: &NodeId, price_cost: LinkCost) -> LinkCost {
+        if !self.config.quality.testing {
+            return price_cost;
+        }
+        let ranked = || self.neighbors.values().filter(|n| !n.tests.no_route).map(|n| &n.tests.verdict);
+        let best = best_value(ranked());
+        let Some(n) = self.neighbors.get(id) else { return price_cost };
+        if best == 0 || n.tests.no_route {
+            return price_cost;
+        }
+        link_cost(n.tests.verdict, best).max(price_cost)
+    }
+}

@@ -1,0 +1,230 @@
+//! Issue 9 on a simulated mesh: a node that tests through each neighbor ranks them by what
+//! they deliver, so a liar that advertises a far better route than it has loses the traffic it
+//! attracted, a degrader loses the traffic and the payments within two test cycles and gets
+//! them back only when re-tested well after its probation, and tests stay within the budget.
+//!
+//! The topology is the lab's `diamond4` seen from `d`: two neighbors `b` and `c` offer it a route
+//! to the same destination (the internet), each with the metric it advertises. Traffic follows
+//! what a distance-vector router would choose from the costs the core gives routing: the
+//! neighbor with the least (link cost + advertised metric); it is sent as a flow to that
+//! neighbor, paid for at its ask.
+
+mod common;
+
+use common::*;
+use tollway_core::market::{Amount, MarketConfig, OurBid, Price};
+use tollway_core::quality::{Goals, QualityConfig};
+use tollway_sim::{CoreConfig, Millis, NodeIdx, PathModel, Sim};
+
+const MBIT: u64 = 1_000_000;
+/// The metric the liar advertises (it claims to be the uplink itself) and the honest one.
+const LIE: u32 = 0;
+const HONEST: u32 = 256;
+const INTERVAL: Millis = Millis(30_000);
+
+/// d (testing) asks nothing; b and c ask 100 per MB: d pays whichever carries its traffic.
+fn node(testing: bool, goals: Goals) -> impl Fn(&mut CoreConfig) {
+    move |c: &mut CoreConfig| {
+        c.market = MarketConfig {
+            ask: Price(if testing { 0 } else { 100 }),
+            max_price: Price(5000),
+            pay_threshold: Amount(1000),
+            credit_limit: Amount(1_000_000),
+            capacity_bps: 100 * MBIT,
+            ..MarketConfig::default()
+        };
+        c.quality = QualityConfig {
+            testing,
+            goals: Goals { min_samples: 2, ..goals },
+            test_interval: INTERVAL,
+            first_test_delay: Millis(5000),
+            probation: Millis(120_000),
+            // Tests every 30 s through each of two neighbors: ~500 MB an hour at 2 MB each way.
+            budget_bytes_per_hour: 1_000_000_000,
+            ..QualityConfig::default()
+        };
+    }
+}
+
+struct Diamond {
+    sim: Sim,
+    d: NodeIdx,
+    b: NodeIdx,
+    c: NodeIdx,
+    /// What each of b and c advertises for the destination.
+    advertised: [(NodeIdx, u32); 2],
+}
+
+impl Diamond {
+    fn new(seed: u64, goals: Goals, b_metric: u32) -> Diamond {
+        let mut sim = Sim::new(seed);
+        let d = sim.add_node("d", node(true, goals));
+        let b = sim.add_node("b", node(false, Goals::default()));
+        let c = sim.add_node("c", node(false, Goals::default()));
+        sim.link(d, b);
+        sim.link(d, c);
+        converge(&mut sim, secs(30), "diamond");
+        within(&mut sim, secs(30), "d bids for b and c", |s| s.routing(d).len() == 2);
+        Diamond { sim, d, b, c, advertised: [(b, b_metric), (c, HONEST)] }
+    }
+
+    /// The neighbor d's traffic goes through now, if any: least link cost + advertised metric.
+    fn next_hop(&self) -> Option<NodeIdx> {
+        let routed = self.sim.routing(self.d);
+        self.advertised
+            .iter()
+            .filter_map(|(n, metric)| {
+                let id = self.sim.node_id(*n);
+                routed.iter().find(|r| r.neighbor == id).map(|r| (r.cost.0 as u32 + metric, *n))
+            })
+            .min()
+            .map(|(_, n)| n)
+    }
+
+    /// Run `secs` seconds with d's 10 Mbit/s of traffic following its routing, second by
+    /// second; how many seconds it went through each of b and c.
+    fn run(&mut self, secs: u64) -> (u64, u64) {
+        let (mut through_b, mut through_c) = (0, 0);
+        for _ in 0..secs {
+            let hop = self.next_hop();
+            for n in [self.b, self.c] {
+                if Some(n) == hop {
+                    self.sim.start_flow(self.d, n, 10 * MBIT);
+                } else {
+                    self.sim.stop_flow(self.d, n);
+                }
+            }
+            through_b += u64::from(hop == Some(self.b));
+            through_c += u64::from(hop == Some(self.c));
+            self.sim.run_for(Millis(1000));
+        }
+        (through_b, through_c)
+    }
+
+    fn paid(&self, to: NodeIdx) -> u64 {
+        self.sim.market(self.d, to).expect("neighbor").record.ledger.paid.0
+    }
+
+    fn tests(&self, via: NodeIdx) -> tollway_core::node::NeighborTests {
+        self.sim.node(self.d).neighbor(&self.sim.node_id(via)).expect("neighbor").tests.clone()
+    }
+}
+
+#[test]
+fn a_liar_loses_the_traffic_its_lie_attracted_once_tests_rank_it() {
+    for seed in [1, 2, 3] {
+        let mut m = Diamond::new(seed, Goals::default(), LIE);
+        // b delivers a tenth of what c does, but claims to be one hop from the destination.
+        m.sim.set_path(m.d, m.b, PathModel::new(5_000));
+        m.sim.set_path(m.d, m.c, PathModel::new(50_000));
+        // Before any test the lie wins: equal link costs, b's metric is lower.
+        assert_eq!(m.next_hop(), Some(m.b), "seed {seed}: the lie attracts the traffic at first");
+        // Two tests of each (first after 2.5–7.5 s, then every 15–45 s, one at a time).
+        let (before_b, _) = m.run(120);
+        assert!(before_b > 0);
+        let tb = m.tests(m.b);
+        assert!(tb.tests >= 2 && m.tests(m.c).tests >= 2, "seed {seed}: {tb:?}");
+        let (after_b, after_c) = m.run(600);
+        let share = after_b as f64 / (after_b + after_c) as f64;
+        assert!(share <= 0.10, "seed {seed}: the liar still carries {:.0} % of the traffic", share * 100.0);
+        assert_eq!(after_b, 0, "seed {seed}: ranked, b's cost outweighs what its lie hides");
+        // Nobody was declined: b is slow, not below any goal; it stays a (costly) fallback.
+        assert!(matches!(m.sim.market(m.d, m.b).unwrap().our_bid, OurBid::Bid(_)));
+        let routed = m.sim.routing(m.d);
+        let cost = |n: NodeIdx| routed.iter().find(|r| r.neighbor == m.sim.node_id(n)).unwrap().cost;
+        assert!(cost(m.b).0 as u32 + LIE > cost(m.c).0 as u32 + HONEST, "{routed:?}");
+    }
+}
+
+#[test]
+fn a_degrader_loses_traffic_and_payments_within_two_test_cycles_and_regains_them_when_retested_well() {
+    let goals = Goals { min_down_kbit: 10_000, ..Goals::default() };
+    let mut m = Diamond::new(7, goals, HONEST);
+    // Both honest and good; c is a little better, so it carries the traffic.
+    m.sim.set_path(m.d, m.b, PathModel::new(40_000));
+    m.sim.set_path(m.d, m.c, PathModel::new(60_000));
+    m.run(150);
+    assert_eq!(m.next_hop(), Some(m.c));
+    let paid_before = m.paid(m.c);
+    assert!(paid_before > 0, "d pays c for carrying its traffic");
+    // c degrades to 1 Mbit/s.
+    let degraded_at = m.sim.now();
+    m.sim.set_path(m.d, m.c, PathModel { degrade: Some((degraded_at, 1_000)), ..PathModel::new(60_000) });
+    let mut moved = None;
+    for _ in 0..300 {
+        m.run(1);
+        if moved.is_none() && m.next_hop() == Some(m.b) {
+            moved = Some(m.sim.now().since(degraded_at));
+        }
+        if matches!(m.sim.market(m.d, m.c).unwrap().our_bid, OurBid::Declined(_)) {
+            break;
+        }
+    }
+    let withdrawn = m.sim.now().since(degraded_at);
+    let two_cycles = Millis(2 * INTERVAL.0 * 3 / 2 + 2 * tollway_sim::TEST_TIME.0);
+    let OurBid::Declined(reason) = &m.sim.market(m.d, m.c).unwrap().our_bid else {
+        panic!("bid not withdrawn {} s after degrading", withdrawn.as_secs())
+    };
+    assert!(reason.contains("below our goals") && reason.contains("download"), "{reason}");
+    assert!(withdrawn <= two_cycles, "withdrawn after {withdrawn:?}, two test cycles are {two_cycles:?}");
+    let moved = moved.expect("traffic moved to b");
+    assert!(moved <= withdrawn, "traffic left c ({moved:?}) no later than the bid ({withdrawn:?})");
+    assert!(m.sim.routing(m.d).iter().all(|r| r.neighbor != m.sim.node_id(m.c)), "c carries nothing");
+    // Payments to c stop: what was owed is settled, nothing more accrues.
+    m.run(20);
+    let settled = m.paid(m.c);
+    m.run(60);
+    assert_eq!(m.paid(m.c), settled, "no payment to c after it was withdrawn");
+    assert_eq!(m.next_hop(), Some(m.b));
+    // Probation (120 s) ends: c is bid on again, unknown, tested again; still degraded, it is
+    // withdrawn again.
+    let tests_before = m.tests(m.c).tests;
+    m.run(200);
+    assert!(m.tests(m.c).tests > tests_before, "re-tested after probation");
+    // c recovers; after its probation it is bid on again, re-tested, and once its tests show it
+    // better than b again it carries the traffic again.
+    m.sim.set_path(m.d, m.c, PathModel::new(60_000));
+    let (d, b, c) = (m.d, m.b, m.c);
+    let back = within(&mut m.sim, secs(900), "c bid on again and ranked first", |s| {
+        let n = s.node(d).neighbor(&s.node_id(c)).unwrap();
+        let cost = |x: NodeIdx| s.routing(d).iter().find(|r| r.neighbor == s.node_id(x)).map(|r| r.cost);
+        matches!(n.market.our_bid, OurBid::Bid(_)) && cost(c).is_some() && cost(c) < cost(b)
+    });
+    assert!(back <= secs(900));
+    assert_eq!(m.next_hop(), Some(m.c), "the recovered neighbor carries the traffic again");
+    let paid = m.paid(m.c);
+    m.run(60);
+    assert!(m.paid(m.c) > paid, "and is paid again");
+}
+
+#[test]
+fn tests_never_spend_more_than_the_budget_in_any_hour() {
+    let mut sim = Sim::new(11);
+    let test_max_bytes = 1_000_000;
+    // Room for three tests an hour among five neighbors that all want one every 30 s.
+    let budget = 3 * 2 * test_max_bytes;
+    let d = sim.add_node("d", |c| {
+        node(true, Goals::default())(c);
+        c.quality.budget_bytes_per_hour = budget;
+        c.quality.test_max_bytes = test_max_bytes;
+    });
+    let others: Vec<NodeIdx> = (0..5).map(|i| sim.add_node(&format!("n{i}"), node(false, Goals::default()))).collect();
+    for &o in &others {
+        sim.link(d, o);
+    }
+    converge(&mut sim, secs(30), "star");
+    for &o in &others {
+        sim.set_path(d, o, PathModel::new(100_000));
+    }
+    let mut worst = 0;
+    for _ in 0..(3 * 3600 / 10) {
+        sim.run_for(secs(10));
+        worst = worst.max(sim.test_budget(d).0);
+    }
+    let (_, total) = sim.test_budget(d);
+    assert!(worst <= budget, "{worst} spent in an hour, budget {budget}");
+    // Three hours, three tests an hour at most (one more may start as the window slides).
+    let tests: u32 = others.iter().map(|o| sim.node(d).neighbor(&sim.node_id(*o)).unwrap().tests.tests).sum();
+    assert!((8..=10).contains(&tests), "{tests} tests in three hours");
+    assert_eq!(total, tests as u64 * 2 * test_max_bytes, "every test's bytes are counted");
+}
