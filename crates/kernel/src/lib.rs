@@ -167,6 +167,11 @@ pub trait Links: Send {
 
     /// The kernel's byte and packet counters of an interface, if it exists.
     fn stats(&mut self, ifname: &IfName) -> Result<Option<LinkStats>, LinkError>;
+
+    /// Give the interface a second name (an altname: `if_nametoindex` and netlink find the
+    /// interface by it, as babeld's filters do). At most 15 bytes, as `if_nametoindex` reads
+    /// names. Idempotent; gone with the interface.
+    fn ensure_altname(&mut self, ifname: &IfName, altname: &str) -> Result<(), LinkError>;
 }
 
 #[cfg(test)]

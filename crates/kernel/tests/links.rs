@@ -66,6 +66,20 @@ fn links_addresses_routes_and_counters() {
         assert!(j["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{j}");
         assert!(matches!(l.set_up(&unique("none"), None), Err(LinkError::NoSuchLink(_))));
 
+        // ensure_altname: the interface answers to its second name (as babeld's `if` filters
+        // find it), twice is fine, a name another interface holds is refused.
+        let alt = format!("tp{}", x.as_str());
+        l.ensure_altname(&x, &alt).unwrap();
+        l.ensure_altname(&x, &alt).unwrap();
+        assert_eq!(link_json(&ns, &x)["altnames"][0].as_str(), Some(alt.as_str()));
+        let c = std::ffi::CString::new(alt.clone()).unwrap();
+        // SAFETY: a valid NUL-terminated string.
+        assert_eq!(unsafe { libc::if_nametoindex(c.as_ptr()) }, ix);
+        assert!(l.ensure_altname(&y, &alt).is_err(), "the name belongs to x");
+        assert!(matches!(l.ensure_altname(&unique("none"), "x1"), Err(LinkError::NoSuchLink(_))));
+        // A name if_nametoindex cannot look up (16 bytes or more) is refused before the kernel.
+        assert!(l.ensure_altname(&x, "tollway-probe-0001").unwrap_err().to_string().contains("15 bytes"));
+
         // ensure_address: without DAD, idempotent.
         let a: Ipv6Addr = "fd00::1".parse().unwrap();
         let ll: Ipv6Addr = "fe80::1234".parse().unwrap();

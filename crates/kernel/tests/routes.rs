@@ -42,7 +42,8 @@ fn route_get(ns: &NetNs, addr: &str) -> (String, String) {
 
 /// The four rules of the mesh design, for one family.
 fn mesh_rules(family: Family, table: u32) -> [Rule; 4] {
-    let rule = |priority, table, suppress| Rule { family, priority, table, suppress_prefixlength: suppress };
+    let rule =
+        |priority, table, suppress| Rule { family, priority, table, suppress_prefixlength: suppress, from: None };
     [rule(7470, 254, Some(0)), rule(7471, table, Some(0)), rule(7472, 254, None), rule(7473, table, None)]
 }
 
@@ -276,6 +277,68 @@ fn mesh_rules_let_main_win_except_for_its_default_which_beats_the_tables_default
     let ghost = TableRoute { target: RouteTarget::Dev { dev: unique("gh"), gateway: None }, ..mesh("10.1.0.0/16") };
     let err = a.ns.run(|| NetlinkRoutes::new().replace(&ghost).unwrap_err()).unwrap();
     assert!(matches!(err, RouteError::NoSuchLink(_)), "{err}");
+}
+
+/// How speed tests go through one chosen neighbor: a rule for the probe address's source sends
+/// its packets to a table whose default route leaves through that neighbor's link, while every
+/// other packet follows the mesh rules. The rule lists back with its source.
+#[test]
+fn a_rule_from_a_probe_source_sends_its_packets_through_its_own_table() {
+    if skip("a_rule_from_a_probe_source_sends_its_packets_through_its_own_table", &["ping"]) {
+        return;
+    }
+    let (a, b) = two_nodes();
+    let (other, other_peer) = (unique("rp"), unique("rq"));
+    a.ns.exec("ip", &["link", "add", other.as_str(), "type", "veth", "peer", "name", other_peer.as_str()]).unwrap();
+    a.ns.exec("ip", &["link", "set", other.as_str(), "up"]).unwrap();
+    a.ns.exec("ip", &["addr", "add", "fe80::c/64", "dev", other.as_str(), "nodad"]).unwrap();
+    a.ns.exec("ip", &["addr", "add", "fd77::5/128", "dev", "lo"]).unwrap();
+    let gw_b: IpAddr = b.ll.parse().unwrap();
+    let default_via = |dev: &IfName, gw: IpAddr, table: u32| TableRoute {
+        dst: "::/0".parse().unwrap(),
+        table,
+        protocol: PROTO_TOLLWAY,
+        target: RouteTarget::Dev { dev: dev.clone(), gateway: Some(gw) },
+        pref_src: None,
+        metric: 0,
+    };
+    let probe_rule = Rule {
+        family: Family::V6,
+        priority: 7460,
+        table: 7600,
+        suppress_prefixlength: None,
+        from: Some("fd77::5/128".parse().unwrap()),
+    };
+    let (mesh_default, probe_default) =
+        (default_via(&other, "fe80::d".parse().unwrap(), TABLE), default_via(&a.veth, gw_b, 7600));
+    let rules =
+        a.ns.run(move || {
+            let mut r = NetlinkRoutes::new();
+            r.replace(&mesh_default).unwrap();
+            r.replace(&probe_default).unwrap();
+            for rule in mesh_rules(Family::V6, TABLE) {
+                r.add_rule(&rule).unwrap();
+            }
+            r.add_rule(&probe_rule).unwrap();
+            r.add_rule(&probe_rule).unwrap(); // idempotent
+            r.list_rules().unwrap()
+        })
+        .unwrap();
+    assert_eq!(rules.iter().filter(|r| **r == probe_rule).count(), 1, "{rules:?}");
+    assert_eq!(probe_rule.to_string(), "IPv6 rule 7460: from fd77::5/128 lookup 7600");
+    // Everything else takes the mesh's default; the probe source takes the chosen link.
+    assert_eq!(route_get(&a.ns, "2001:db8::1"), (other.as_str().to_string(), TABLE.to_string()));
+    let v = ip_json(&a.ns, &["route", "get", "2001:db8::1", "from", "fd77::5"]);
+    assert_eq!(v[0]["dev"].as_str(), Some(a.veth.as_str()), "{v}");
+    // Deleted by the same description.
+    let left =
+        a.ns.run(move || {
+            let mut r = NetlinkRoutes::new();
+            r.delete_rule(&probe_rule).unwrap();
+            r.list_rules().unwrap()
+        })
+        .unwrap();
+    assert!(!left.contains(&probe_rule));
 }
 
 #[test]

@@ -36,6 +36,7 @@ pub enum FakeOp {
     LinkList,
     LinkDelete,
     LinkStats,
+    LinkAltname,
 }
 
 /// One recorded call: the operation and the interface (or list prefix) it was about.
@@ -66,6 +67,7 @@ pub struct FakeLink {
     pub addresses: BTreeSet<(Ipv6Addr, u8)>,
     pub addresses_v4: BTreeSet<(std::net::Ipv4Addr, u8)>,
     pub stats: LinkStats,
+    pub altnames: BTreeSet<String>,
 }
 
 struct FailRule {
@@ -116,6 +118,7 @@ impl World {
                 addresses: BTreeSet::new(),
                 addresses_v4: BTreeSet::new(),
                 stats: LinkStats::default(),
+                altnames: BTreeSet::new(),
             },
         );
         index

@@ -60,6 +60,24 @@ impl Links for NetlinkLinks {
         Ok(())
     }
 
+    fn ensure_altname(&mut self, ifname: &IfName, altname: &str) -> Result<(), LinkError> {
+        const OP: &str = "adding an alternative name to interface";
+        if altname.is_empty() || altname.len() > 15 {
+            // The kernel takes up to 127 bytes, but if_nametoindex (babeld's lookup) only 15.
+            let e = io::Error::new(io::ErrorKind::InvalidInput, format!("altname {altname:?} must be 1 to 15 bytes"));
+            return Err(err(OP, ifname)(e));
+        }
+        let mut sock = socket(OP, ifname)?;
+        let link = existing(&mut sock, OP, ifname)?;
+        // The kernel answers EEXIST when the interface (or another) already has the name.
+        match sock.request(route::add_altname(link.index, altname), libc::NLM_F_CREATE as u16 | libc::NLM_F_EXCL as u16)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_errno(&e, libc::EEXIST) && route::ifindex(altname) == Some(link.index) => Ok(()),
+            Err(e) => Err(no_dev(OP, ifname)(e)),
+        }
+    }
+
     fn disable_ipv6_autoconf(&mut self, ifname: &IfName) -> Result<(), LinkError> {
         // No typed netlink verb for this in our message crate; the per-interface sysctl is the
         // same setting (IFLA_INET6_ADDR_GEN_MODE = none) and lives in the calling thread's

@@ -105,6 +105,14 @@ pub(crate) fn set_up(index: u32, mtu: Option<u32>) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewLink(m)
 }
 
+/// `RTM_NEWLINKPROP`: add an alternative name to interface `index`.
+pub(crate) fn add_altname(index: u32, altname: &str) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.attributes.push(LinkAttribute::PropList(vec![netlink_packet_route::link::Prop::AltIfName(altname.to_owned())]));
+    RouteNetlinkMessage::NewLinkProp(m)
+}
+
 /// Flags for adding an address so that an existing one is reported as `EEXIST`.
 pub(crate) const NEW_ADDR_FLAGS: u16 = NLM_F_CREATE | NLM_F_EXCL;
 

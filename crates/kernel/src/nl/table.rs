@@ -179,11 +179,17 @@ pub(crate) struct RawRule {
     pub priority: u32,
     pub table: u32,
     pub suppress_prefixlength: Option<u32>,
+    /// Source selector: address and prefix length.
+    pub src: Option<(std::net::IpAddr, u8)>,
 }
 
 fn rule_message(r: &RawRule) -> RuleMessage {
     let mut m = RuleMessage::default();
     m.header = RuleHeader { family: r.family, table: table_header(r.table), action: RuleAction::ToTable, ..m.header };
+    if let Some((addr, len)) = r.src {
+        m.header.src_len = len;
+        m.attributes.push(RuleAttribute::Source(addr));
+    }
     m.attributes.push(RuleAttribute::Priority(r.priority));
     m.attributes.push(RuleAttribute::Table(r.table));
     if let Some(len) = r.suppress_prefixlength {
@@ -212,11 +218,16 @@ pub(crate) fn dump_rules(family: AddressFamily) -> RouteNetlinkMessage {
 /// A "lookup table" rule from a dump reply without selectors we do not model (source,
 /// destination, marks, interfaces…); `None` for anything else.
 pub(crate) fn parse_rule(m: &RuleMessage) -> Option<RawRule> {
-    if m.header.action != RuleAction::ToTable || m.header.src_len != 0 || m.header.dst_len != 0 {
+    if m.header.action != RuleAction::ToTable || m.header.dst_len != 0 {
         return None;
     }
-    let mut r =
-        RawRule { family: m.header.family, priority: 0, table: u32::from(m.header.table), suppress_prefixlength: None };
+    let mut r = RawRule {
+        family: m.header.family,
+        priority: 0,
+        table: u32::from(m.header.table),
+        suppress_prefixlength: None,
+        src: None,
+    };
     for attr in &m.attributes {
         match attr {
             RuleAttribute::Priority(p) => r.priority = *p,
@@ -224,8 +235,13 @@ pub(crate) fn parse_rule(m: &RuleMessage) -> Option<RawRule> {
             // The kernel reports "no suppressor" as -1.
             RuleAttribute::SuppressPrefixLen(len) if *len != u32::MAX => r.suppress_prefixlength = Some(*len),
             RuleAttribute::SuppressPrefixLen(_) | RuleAttribute::Protocol(_) => {}
+            RuleAttribute::Source(addr) if m.header.src_len != 0 => r.src = Some((*addr, m.header.src_len)),
             _ => return None,
         }
+    }
+    // A source length with no source attribute is a selector we cannot show.
+    if m.header.src_len != 0 && r.src.is_none() {
+        return None;
     }
     Some(r)
 }
@@ -323,7 +339,13 @@ mod tests {
 
     #[test]
     fn rules_carry_priority_table_and_suppressor_and_parse_back() {
-        let r = RawRule { family: AddressFamily::Inet6, priority: 7471, table: 7474, suppress_prefixlength: Some(0) };
+        let r = RawRule {
+            family: AddressFamily::Inet6,
+            priority: 7471,
+            table: 7474,
+            suppress_prefixlength: Some(0),
+            src: None,
+        };
         let RouteNetlinkMessage::NewRule(m) = round_trip(new_rule(&r)) else { panic!() };
         assert_eq!(m.header.action, RuleAction::ToTable);
         assert_eq!(m.header.table, 0);
@@ -337,6 +359,15 @@ mod tests {
         // Rules with selectors we do not model are left out.
         let mut m = rule_message(&r);
         m.attributes.push(RuleAttribute::FwMark(1));
+        assert_eq!(parse_rule(&m), None);
+        // A source selector is carried and parsed back; a source length without the address
+        // is not shown as "from all".
+        let from = RawRule { src: Some(("fd12::7".parse().unwrap(), 128)), ..r };
+        let RouteNetlinkMessage::NewRule(m) = round_trip(new_rule(&from)) else { panic!() };
+        assert_eq!(m.header.src_len, 128);
+        assert_eq!(parse_rule(&m), Some(from));
+        let mut m = rule_message(&r);
+        m.header.src_len = 64;
         assert_eq!(parse_rule(&m), None);
     }
 }

@@ -122,20 +122,27 @@ impl fmt::Display for TableRoute {
     }
 }
 
-/// A policy rule "from all lookup `table`", with an optional `suppress_prefixlength`: a route
-/// found in the table whose prefix is no longer than that is ignored and the next rule is tried
-/// (`suppress_prefixlength 0` ignores only default routes).
+/// A policy rule "from all lookup `table`" (or from one source prefix: `from`), with an
+/// optional `suppress_prefixlength`: a route found in the table whose prefix is no longer than
+/// that is ignored and the next rule is tried (`suppress_prefixlength 0` ignores only default
+/// routes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
     pub family: Family,
     pub priority: u32,
     pub table: u32,
     pub suppress_prefixlength: Option<u32>,
+    /// Only packets from this source prefix (of the rule's family).
+    pub from: Option<IpNet>,
 }
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} rule {}: lookup {}", self.family, self.priority, self.table)?;
+        write!(f, "{} rule {}:", self.family, self.priority)?;
+        if let Some(from) = self.from {
+            write!(f, " from {from}")?;
+        }
+        write!(f, " lookup {}", self.table)?;
         if let Some(len) = self.suppress_prefixlength {
             write!(f, " suppress_prefixlength {len}")?;
         }

@@ -94,6 +94,7 @@ fn raw_rule(r: &Rule) -> RawRule {
         priority: r.priority,
         table: r.table,
         suppress_prefixlength: r.suppress_prefixlength,
+        src: r.from.map(|n| (n.addr(), n.prefix_len())),
     }
 }
 
@@ -190,6 +191,7 @@ impl Routes for NetlinkRoutes {
                     priority: r.priority,
                     table: r.table,
                     suppress_prefixlength: r.suppress_prefixlength,
+                    from: r.src.and_then(|(a, l)| IpNet::new(a, l).ok()),
                 }),
                 _ => None,
             }));
