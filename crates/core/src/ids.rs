@@ -49,6 +49,25 @@ impl NodeId {
         Ipv6Addr::from(b)
     }
 
+    /// The node's probe prefix, a /120 in fd00::/8 derived from its key: address `slot` of it
+    /// ([`NodeId::probe_ip`]) is the source of speed tests forced through the neighbor in that
+    /// slot of the neighbor table, announced only through that neighbor's tunnel.
+    pub fn probe_prefix(&self) -> Ipv6Addr {
+        let h = tagged_hash(b"tollway probe prefix v1", &self.0);
+        let mut b = [0u8; 16];
+        b[0] = 0xfd;
+        b[1..15].copy_from_slice(&h[..14]);
+        Ipv6Addr::from(b)
+    }
+
+    /// The probe address of neighbor-table slot `slot` (none above 255: a /120 has 256).
+    pub fn probe_ip(&self, slot: usize) -> Option<Ipv6Addr> {
+        let slot = u8::try_from(slot).ok()?;
+        let mut b = self.probe_prefix().octets();
+        b[15] = slot;
+        Some(Ipv6Addr::from(b))
+    }
+
     /// The link-local address the node puts on each of its tunnel interfaces (fe80::/64 with an
     /// interface id derived from its key), so that each side knows the other's without asking.
     pub fn tunnel_link_local(&self) -> Ipv6Addr {
@@ -210,6 +229,14 @@ mod tests {
         assert_ne!(a.tunnel_link_local(), b.tunnel_link_local());
         // Stable: the same key always gives the same address.
         assert_eq!(a.mesh_ip(), NodeId([1u8; 32]).mesh_ip());
+        // Probe addresses: slot k is the /120's address k; none past 255; apart from the mesh ip.
+        let p = a.probe_prefix().octets();
+        assert_eq!((p[0], p[15]), (0xfd, 0));
+        assert_eq!(a.probe_ip(7).unwrap().octets()[..15], p[..15]);
+        assert_eq!(a.probe_ip(7).unwrap().octets()[15], 7);
+        assert_eq!(a.probe_ip(256), None);
+        assert_ne!(a.probe_prefix(), b.probe_prefix());
+        assert_ne!(a.probe_ip(0), Some(a.mesh_ip()));
         for i in 0..=255u8 {
             let n = NodeId([i; 32]);
             let v4 = u32::from(n.mesh_ipv4());

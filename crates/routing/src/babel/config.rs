@@ -90,6 +90,24 @@ pub struct BabelSettings {
     /// Full route dumps to each neighbor. Recovery after a restart waits for the neighbor's
     /// next one, so this bounds it: keep it at about 2 × `hello_interval`.
     pub update_interval: Duration,
+    /// Probe addresses (speed tests forced through one neighbor): none by default.
+    pub probe: Option<ProbeSettings>,
+}
+
+/// The node's probe prefix (a /120 whose address `k` is on `lo` while the neighbor in slot
+/// `k` is up) and how many slots to write filters for. Each address is announced only through
+/// the tunnel carrying the altname [`probe_altname`]`(k)`, so the mesh routes replies to it back
+/// through that neighbor alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSettings {
+    pub prefix: Ipv6Addr,
+    pub slots: u8,
+}
+
+/// The altname the tunnel of the neighbor in `slot` carries for babeld's filters (at most 10
+/// bytes: `if_nametoindex` reads 15).
+pub fn probe_altname(slot: u8) -> String {
+    format!("twprobe{slot}")
 }
 
 impl BabelSettings {
@@ -106,6 +124,7 @@ impl BabelSettings {
             import_table: 75,
             hello_interval: Duration::from_secs(1),
             update_interval: Duration::from_secs(2),
+            probe: None,
         }
     }
 
@@ -197,6 +216,9 @@ pub fn render_config(s: &BabelSettings) -> String {
     if let Some(v4) = s.mesh_ipv4 {
         let _ = writeln!(c, "redistribute local ip {v4}/32 allow");
     }
+    if let Some(p) = s.probe {
+        let _ = writeln!(c, "redistribute local ip {}/120 allow", p.prefix);
+    }
     let _ = writeln!(c, "redistribute local deny");
     let _ = writeln!(c, "redistribute proto {PROTO_TOLLWAY} allow");
     let _ = writeln!(c, "redistribute proto {PROTO_WITHDRAWN} metric {WITHDRAWN_METRIC}");
@@ -204,6 +226,16 @@ pub fn render_config(s: &BabelSettings) -> String {
     let _ = writeln!(c, "install pref-src {}", s.mesh_ipv6);
     if let Some(v4) = s.mesh_ipv4 {
         let _ = writeln!(c, "install pref-src {v4}");
+    }
+    if let Some(p) = s.probe {
+        // babeld resolves `if` names whenever an interface appears, so tunnels added later
+        // (with their altname set first) match.
+        let mut b = p.prefix.octets();
+        for slot in 0..p.slots {
+            b[15] = slot;
+            let _ = writeln!(c, "out ip {}/128 if {} allow", Ipv6Addr::from(b), probe_altname(slot));
+        }
+        let _ = writeln!(c, "out ip {}/120 deny", p.prefix);
     }
     let _ = writeln!(c, "interface {IDLE_INTERFACE}");
     c
@@ -272,6 +304,29 @@ mod tests {
         );
         // No tunnel in the file: they come over the socket.
         assert_eq!(c.matches("interface ").count(), 1);
+    }
+
+    #[test]
+    fn probe_addresses_are_announced_each_only_through_its_own_tunnel() {
+        let prefix: Ipv6Addr = "fd01:2345:6789:abcd:ef01:2345:6789:ab00".parse().unwrap();
+        let s = BabelSettings { probe: Some(ProbeSettings { prefix, slots: 3 }), ..settings() };
+        let c = render_config(&s);
+        let lines: Vec<&str> = c.lines().collect();
+        let at = |l: &str| lines.iter().position(|x| *x == l).unwrap_or_else(|| panic!("{l:?} missing:\n{c}"));
+        assert!(
+            at("redistribute local ip fd01:2345:6789:abcd:ef01:2345:6789:ab00/120 allow")
+                < at("redistribute local deny")
+        );
+        let allow1 = at("out ip fd01:2345:6789:abcd:ef01:2345:6789:ab01/128 if twprobe1 allow");
+        assert!(at("out ip fd01:2345:6789:abcd:ef01:2345:6789:ab00/128 if twprobe0 allow") < allow1);
+        let deny = at("out ip fd01:2345:6789:abcd:ef01:2345:6789:ab00/120 deny");
+        assert!(at("out ip fd01:2345:6789:abcd:ef01:2345:6789:ab02/128 if twprobe2 allow") < deny, "allows first");
+        assert_eq!(c.matches("out ip").count(), 4);
+        assert!(deny < at("interface tollway:idle"));
+        assert_eq!(probe_altname(255), "twprobe255");
+        assert!(probe_altname(255).len() <= 15);
+        // Without probes, no filter at all.
+        assert!(!render_config(&settings()).contains("out "));
     }
 
     #[test]
