@@ -47,6 +47,8 @@ pub struct Config {
     pub http: Http,
     #[serde(default)]
     pub speedtest: Speedtest,
+    #[serde(default)]
+    pub quality: crate::quality_config::Quality,
 }
 
 /// Speed tests (docs/speedtest.md): the servers this node trusts, and whether it serves tests
@@ -525,6 +527,7 @@ impl Config {
         }
         check(f.junk_window_secs >= 1, "firewall.junk_window_secs", || "must be at least 1".into())?;
         self.speedtest.validate()?;
+        self.quality.to_core(&self.market.currency(), !self.speedtest.servers.is_empty())?;
         check(f.junk_cut_off_secs >= 1, "firewall.junk_cut_off_secs", || "must be at least 1".into())?;
         Ok(())
     }
@@ -595,9 +598,10 @@ impl Config {
                 junk: self.firewall.junk_limit(),
                 ..self.market.to_core().expect("validated at load")
             },
-            // Per-neighbor speed tests are not run by the daemon yet (issue 9): the core ranks
-            // nothing and its costs follow prices, as before.
-            quality: Default::default(),
+            quality: self
+                .quality
+                .to_core(&self.market.currency(), !self.speedtest.servers.is_empty())
+                .expect("validated at load"),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod http;
 pub mod mesh_config;
 pub mod net;
+pub mod quality_config;
 pub mod readers;
 pub mod run;
 pub mod status;
