@@ -160,10 +160,10 @@ pub struct NeighborStatus {
     pub quality: Option<QualityStatus>,
 }
 
-/// A neighbor's quality as measured. Today: passively, from live traffic: the round-trip time
-/// of the control session's keepalives through its tunnel (1 ms resolution), and the share of
-/// what we sent that its statements did not confirm. Speed tests through each neighbor are
-/// issue 9's next step (see docs/speedtest.md).
+/// A neighbor's quality as measured: passively, from live traffic (the round-trip time of the
+/// control session's keepalives through its tunnel, 1 ms resolution, and the share of what we
+/// sent that its statements did not confirm), and by speed tests forced through its tunnel
+/// against a pinned server (docs/speedtest.md); with the verdict against the operator's goals.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QualityStatus {
     /// Round-trip time, smoothed (each sample weighs 1/8), the least seen and the newest (µs).
@@ -176,6 +176,37 @@ pub struct QualityStatus {
     pub measured_secs_ago: u64,
     /// Share of what we sent that its statements did not confirm (parts per million).
     pub loss_ppm: u64,
+    /// Speed tests through it that gave a receipt, and that failed.
+    #[serde(default)]
+    pub tests: u32,
+    #[serde(default)]
+    pub test_failures: u32,
+    /// Seconds since the newest test's sample.
+    #[serde(default)]
+    pub tested_secs_ago: Option<u64>,
+    /// Goodput each way, round trip and loss from the tests (each new test weighs one half).
+    #[serde(default)]
+    pub down_kbit: Option<u64>,
+    #[serde(default)]
+    pub up_kbit: Option<u64>,
+    #[serde(default)]
+    pub test_rtt_us: Option<u32>,
+    #[serde(default)]
+    pub test_loss_ppm: Option<u32>,
+    /// Test bytes sent and received through it (they cross a paid link).
+    #[serde(default)]
+    pub test_bytes: u64,
+    /// `unknown` (too few or too old tests), `acceptable`, `below` (the goals), `withdrawn`
+    /// (below: our bid is withdrawn for the probation), or `not_tested` (it offers no route to
+    /// a pinned server).
+    #[serde(default)]
+    pub verdict: String,
+    /// Download goodput for the price when acceptable (what ranks it).
+    #[serde(default)]
+    pub score: Option<u64>,
+    /// Why it is below the goals, or why the last test failed.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `tollway ledger`: history, newest first, amounts as decimal strings.
@@ -243,6 +274,13 @@ pub struct Status {
     /// Discovery messages ignored since start, by reason (`driver queue full`: dropped before
     /// they were looked at, because the driver had too many waiting).
     pub discovery_rejected: std::collections::BTreeMap<String, u64>,
+    /// Speed-test bytes through neighbors: in the last hour, the hourly budget, since start.
+    #[serde(default)]
+    pub test_bytes_last_hour: u64,
+    #[serde(default)]
+    pub test_budget_per_hour: u64,
+    #[serde(default)]
+    pub test_bytes_total: u64,
 }
 
 /// How the node routes, and what it announces.

@@ -4,16 +4,16 @@
 //! Pure logic (issue 9's policy): measurements come in as [`Sample`]s (a speed test through the
 //! neighbor against a pinned server, whose signed receipt the driver has checked, or figures
 //! taken from live traffic); [`Quality`] keeps a smoothed view and how much of it we have;
-//! [`judge`] compares it with the operator's [`Goals`] at the neighbor's ask; [`link_cost`]
-//! turns the verdicts of all neighbors into routing costs, so that the neighbor that delivers
-//! most for its price carries the traffic, whatever metric the others advertise.
+//! [`judge`] compares it with the operator's [`Goals`] at the neighbor's ask; [`penalty`]
+//! turns the verdicts of all neighbors into what routing adds to the tested destinations'
+//! metrics through each, so that the neighbor that delivers most for its price carries the
+//! traffic, whatever metric the others advertise.
 //!
 //! The node (`node::quality`) schedules the tests within a [`TestBudget`], records their
 //! samples, withdraws its bid from a neighbor judged [`Verdict::Below`] for a probation time,
-//! and hands routing the [`link_cost`]s.
+//! and hands routing the [`penalty`] of each neighbor.
 
 use crate::market::Price;
-use crate::routing::LinkCost;
 use crate::time::Millis;
 
 /// One measurement of a neighbor's path: goodput each way, round-trip time, loss.
@@ -150,7 +150,12 @@ impl TestBudget {
     /// Bytes spent in the hour before `now`.
     pub fn spent(&mut self, now: Millis) -> u64 {
         self.expire(now);
-        self.spent.iter().map(|(_, b)| *b).fold(0u64, u64::saturating_add)
+        self.spent_at(now)
+    }
+
+    /// The same, without forgetting what left the window.
+    pub fn spent_at(&self, now: Millis) -> u64 {
+        self.spent.iter().filter(|(at, _)| now.since(*at) < HOUR).map(|(_, b)| *b).fold(0u64, u64::saturating_add)
     }
 
     /// Whether a test that may cost `cost` bytes fits in `per_hour` now.
@@ -312,21 +317,27 @@ fn value(down_kbit: u64, ask: Price, goals: &Goals) -> u64 {
     (down_kbit as u128 * 1024 / (1024 + rel)) as u64
 }
 
-/// What a link costs routing, from its verdict and the best value among all neighbors' verdicts.
-/// The best acceptable neighbor costs one good hop; another `k` times worse costs `k` good hops
-/// (stepped, at most [`LinkCost::WORST_USABLE`]); an unknown neighbor costs the most a usable
-/// link does (a last resort until measured); one below the goals carries nothing.
-pub fn link_cost(verdict: Verdict, best_value: u64) -> LinkCost {
-    match verdict {
-        Verdict::Below(_) => LinkCost::UNUSABLE,
-        Verdict::Unknown => LinkCost::WORST_USABLE,
+/// The penalties routing can add to a tested destination's routes through one neighbor
+/// (Babel metric units: 256 is one good hop). Few and fixed: each is a babeld input filter
+/// chosen by the tunnel's altname (see `tollway_routing::babel`).
+pub const PENALTY_LEVELS: [u16; 7] = [0, 256, 512, 768, 1024, 2048, 3840];
+
+/// What routing adds to the metric of tested destinations (the internet) learned through a
+/// neighbor, from its verdict and the best value among all neighbors' verdicts: nothing for
+/// the best; for one `k` times worse, `k - 1` good hops (rounded down to a level, at most 15);
+/// for an untested one three (a last resort until measured). A neighbor below the goals is
+/// not routed at all (its bid is withdrawn). Only our own route choice sees it: unlike a link
+/// cost, which Babel shares with the neighbor, a neighbor's opinion of us cannot cancel it.
+pub fn penalty(verdict: Verdict, best_value: u64) -> u16 {
+    let want = match verdict {
+        Verdict::Below(_) => return PENALTY_LEVELS[PENALTY_LEVELS.len() - 1],
+        Verdict::Unknown => 768,
         Verdict::Acceptable { value } => {
-            let good = LinkCost::GOOD.0 as u64;
-            let cost = good.saturating_mul(best_value.max(value)).checked_div(value).unwrap_or(u64::MAX);
-            let stepped = cost / 64 * 64;
-            LinkCost(stepped.clamp(good, LinkCost::WORST_USABLE.0 as u64) as u16)
+            let k = best_value.max(value).checked_div(value).unwrap_or(u64::MAX);
+            k.saturating_sub(1).saturating_mul(256)
         }
-    }
+    };
+    PENALTY_LEVELS.iter().copied().filter(|l| u64::from(*l) <= want).max().unwrap_or(0)
 }
 
 /// The best value among verdicts (0 when none is acceptable).
@@ -453,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn the_neighbor_that_delivers_most_for_its_price_costs_least() {
+    fn the_neighbor_that_delivers_most_for_its_price_gets_no_penalty() {
         let goals = Goals { max_price_per_mbit: Some(Price(1000)), ..Goals::default() };
         // c: 100 Mbit/s at 2000; b: 10 Mbit/s, free; e: 100 Mbit/s at the most the goals accept
         // for that goodput (1000 per Mbit/s).
@@ -461,31 +472,39 @@ mod tests {
         let b = judge(&measured(10_000), Price(0), &goals, Millis(2000));
         let e = judge(&measured(100_000), Price(100_000), &goals, Millis(2000));
         let best = best_value([&c, &b, &e]);
-        let (cc, cb, ce) = (link_cost(c, best), link_cost(b, best), link_cost(e, best));
-        assert_eq!(cc, LinkCost::GOOD, "{c:?} {b:?} {e:?}");
-        assert_eq!(cb, LinkCost::WORST_USABLE, "free but a tenth of the goodput: {b:?}");
-        assert_eq!(ce, LinkCost(320), "same goodput, 50 times the price: {e:?}");
-        // Too dear for what it delivers: unusable.
+        let (pc, pb, pe) = (penalty(c, best), penalty(b, best), penalty(e, best));
+        assert_eq!(pc, 0, "{c:?} {b:?} {e:?}");
+        assert_eq!(pb, 2048, "free but a tenth of c's goodput: nine hops, rounded down to eight: {b:?}");
+        assert_eq!(pe, 0, "same goodput, 50 times the price: less value, but not twice less: {e:?}");
+        // Too dear for what it delivers: below.
         let f = judge(&measured(100_000), Price(100_001), &goals, Millis(2000));
         assert_eq!(f, Verdict::Below(Shortfall::TooDear { per_mbit: Price(1001), max: Price(1000) }));
-        // Below the goals: unusable; unknown: a last resort.
-        let below = judge(&measured(100), Price(2000), &goals, Millis(2000));
-        assert!(matches!(below, Verdict::Below(Shortfall::TooDear { .. })));
-        assert_eq!(link_cost(below, best), LinkCost::UNUSABLE);
-        assert_eq!(link_cost(Verdict::Unknown, best), LinkCost::WORST_USABLE);
-        assert!(link_cost(Verdict::Unknown, best) > cc);
+        // Unknown: a last resort behind any measured neighbor up to four times worse.
+        assert_eq!(penalty(Verdict::Unknown, best), 768);
+        let quarter = judge(&measured(25_000), Price(0), &Goals::default(), Millis(2000));
+        assert_eq!(penalty(quarter, 100_000), 768);
+        assert_eq!(penalty(judge(&measured(50_000), Price(0), &Goals::default(), Millis(2000)), 100_000), 256);
+        // Every penalty is one of the levels; far worse is capped.
+        let slow = judge(&measured(100), Price(0), &Goals::default(), Millis(2000));
+        assert_eq!(penalty(slow, 100_000), 3840);
+        for v in [1, 7, 1000, 33_333, 99_999, 100_000] {
+            let p = penalty(Verdict::Acceptable { value: v }, 100_000);
+            assert!(PENALTY_LEVELS.contains(&p), "{v}: {p}");
+        }
     }
 
     #[test]
-    fn a_liar_ten_times_slower_costs_routing_more_than_the_three_hops_it_can_hide() {
-        // b claims a far better route; what we pay attention to is what it delivered. At 10x
-        // slower its link costs the most a usable link does, c's one good hop.
+    fn a_liar_ten_times_slower_is_penalized_past_the_metric_it_hides() {
+        // b claims to be the exit (metric 0); c is honest, one good hop from it. What counts is
+        // what they delivered: b, ten times slower, gets eight hops more for the destination.
         let goals = Goals::default();
         let b = judge(&measured(5_000), Price(0), &goals, Millis(2000));
         let c = judge(&measured(50_000), Price(0), &goals, Millis(2000));
         let best = best_value([&b, &c]);
-        assert_eq!(link_cost(c, best), LinkCost::GOOD);
-        assert_eq!(link_cost(b, best), LinkCost::WORST_USABLE);
+        assert_eq!(penalty(c, best), 0);
+        assert_eq!(penalty(b, best), 2048);
+        let (link, lie, honest) = (256u16, 0u16, 256u16);
+        assert!(link + lie + penalty(b, best) > link + honest + penalty(c, best));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! What routing needs from the core: which neighbors' tunnels may carry routes, and what each
-//! link costs. The core decides the costs (from price and liveness now; from measured quality
-//! later); a `Router` in the daemon applies them (babeld, static routes or a controller's file).
+//! What routing needs from the core: which neighbors' tunnels may carry routes, what each link
+//! costs (from its price), and what each neighbor's measured quality adds to the routes of the
+//! tested destinations through it; a `Router` in the daemon applies them (babeld, static routes
+//! or a controller's file).
 
 use crate::ids::{IfName, NodeId};
 use crate::market::Price;
@@ -50,6 +51,11 @@ pub struct RoutedNeighbor {
     /// The neighbor's link-local address on the tunnel: the next hop of routes through it.
     pub peer_link_local: Ipv6Addr,
     pub cost: LinkCost,
+    /// Added to the metric of tested destinations (the internet) learned through it: our
+    /// ranking of what it delivers (`quality::penalty`; one of `quality::PENALTY_LEVELS`).
+    pub penalty: u16,
+    /// Its slot in the neighbor table (names the babeld filters that apply the penalty).
+    pub slot: usize,
 }
 
 #[cfg(test)]

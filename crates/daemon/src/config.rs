@@ -527,7 +527,7 @@ impl Config {
         }
         check(f.junk_window_secs >= 1, "firewall.junk_window_secs", || "must be at least 1".into())?;
         self.speedtest.validate()?;
-        self.quality.to_core(&self.market.currency(), !self.speedtest.servers.is_empty())?;
+        self.quality.to_core(&self.market.currency(), self.tests_neighbors())?;
         check(f.junk_cut_off_secs >= 1, "firewall.junk_cut_off_secs", || "must be at least 1".into())?;
         Ok(())
     }
@@ -575,6 +575,12 @@ impl Config {
         }
     }
 
+    /// Whether speed tests can be forced through each neighbor: a server is pinned and babel
+    /// routes (it announces each probe address through one tunnel only).
+    pub fn tests_neighbors(&self) -> bool {
+        !self.speedtest.servers.is_empty() && self.routing.kind == crate::mesh_config::RoutingKind::Babel
+    }
+
     pub fn core_config(&self) -> CoreConfig {
         let d = &self.discovery;
         CoreConfig {
@@ -598,10 +604,7 @@ impl Config {
                 junk: self.firewall.junk_limit(),
                 ..self.market.to_core().expect("validated at load")
             },
-            quality: self
-                .quality
-                .to_core(&self.market.currency(), !self.speedtest.servers.is_empty())
-                .expect("validated at load"),
+            quality: self.quality.to_core(&self.market.currency(), self.tests_neighbors()).expect("validated at load"),
         }
     }
 }

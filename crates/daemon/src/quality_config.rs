@@ -142,8 +142,14 @@ mod tests {
         assert_eq!(c.goals.max_rtt_us, 80_000);
         assert_eq!(c.goals.max_price_per_mbit, Some(Price(100)));
         let err = |q: Quality| q.to_core(&xtw(), true).unwrap_err().0;
-        assert_eq!(err(Quality { max_price_per_mbit: "0.0000001".into(), ..Quality::default() }), "quality.max_price_per_mbit");
-        assert_eq!(err(Quality { budget_mb_per_hour: 1, test_max_kb: 1000, ..Quality::default() }), "quality.budget_mb_per_hour");
+        assert_eq!(
+            err(Quality { max_price_per_mbit: "0.0000001".into(), ..Quality::default() }),
+            "quality.max_price_per_mbit"
+        );
+        assert_eq!(
+            err(Quality { budget_mb_per_hour: 1, test_max_kb: 1000, ..Quality::default() }),
+            "quality.budget_mb_per_hour"
+        );
         assert_eq!(err(Quality { test_max_kb: 5, ..Quality::default() }), "quality.test_max_kb");
         assert_eq!(err(Quality { min_tests: 0, ..Quality::default() }), "quality.min_tests");
         assert_eq!(err(Quality { probation_secs: 0, ..Quality::default() }), "quality.probation_secs");

@@ -42,6 +42,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
     let speedtest_identity = cfg.speedtest.serve.then(|| identity.clone());
+    let test_identity = identity.clone();
     let node = Node::new(cfg.core_config(), identity, clock.now(), seed);
     {
         let _guard = runtime.enter();
@@ -116,6 +117,20 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             .with_mesh(mesh)
             .with_view(view_tx)
             .with_health(health);
+    if cfg.core_config().quality.testing {
+        driver = driver.with_speed_tests(crate::driver::SpeedTests::new(
+            cfg.speedtest.pins(),
+            Box::new(crate::driver::TokioSpeedTests {
+                runtime: runtime.handle().clone(),
+                to_driver: to_driver.clone(),
+                identity: test_identity.clone(),
+            }),
+        ));
+        tracing::info!(servers = cfg.speedtest.servers.len(), "speed tests through each neighbor on");
+    } else if !cfg.speedtest.servers.is_empty() && cfg.quality.tests {
+        tracing::warn!(routing = cfg.routing.kind.as_str(),
+            "speed tests through each neighbor need babel routing (it announces each probe address through one tunnel); not testing");
+    }
     driver.prepare().map_err(anyhow::Error::msg).context("restoring the ledger and preparing the kernel state")?;
     tracing::info!(backend = driver.tunnel_backend(), "ready");
     let handle = std::thread::Builder::new()
@@ -161,6 +176,27 @@ fn init_logging(level: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
 }
 
+/// The routes that lead to the pinned speed-test servers, where quality penalties apply: a
+/// server with a mesh address (another node, fc00::/7) is reached by its /128; one outside
+/// the mesh by the default routes (the internet: both families leave by the same uplinks).
+fn penalized_prefixes(pins: &[(std::net::SocketAddr, NodeId)]) -> Vec<ipnet::IpNet> {
+    let mut out: Vec<ipnet::IpNet> = Vec::new();
+    for (addr, _) in pins {
+        let wanted: Vec<ipnet::IpNet> = match addr.ip() {
+            std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => {
+                vec![ipnet::IpNet::new(v6.into(), 128).expect("valid")]
+            }
+            _ => vec!["::/0".parse().expect("valid"), "0.0.0.0/0".parse().expect("valid")],
+        };
+        for p in wanted {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// Routing as the config says: the settings, and the router (babeld started here).
 fn open_mesh(cfg: &Config, id: &NodeId) -> anyhow::Result<crate::driver::Mesh> {
     use crate::mesh_config::RoutingKind;
@@ -184,6 +220,14 @@ fn open_mesh(cfg: &Config, id: &NodeId) -> anyhow::Result<crate::driver::Mesh> {
             // Full updates every 2 s at least (a restarted neighbor waits for the next one), and
             // not more often than every two hellos.
             b.update_interval = (b.hello_interval * 2).max(std::time::Duration::from_secs(2));
+            if cfg.core_config().quality.testing {
+                let slots = cfg.discovery.max_neighbors.min(256) as u16;
+                b.probe = Some(tollway_routing::babel::ProbeSettings {
+                    prefix: id.probe_prefix(),
+                    slots,
+                    penalized: penalized_prefixes(&cfg.speedtest.pins()),
+                });
+            }
             let router = tollway_routing::babel::BabelRouter::start(b, kernel())
                 .with_context(|| format!("starting babeld ({})", settings.babeld.display()))?;
             Some(Box::new(router))

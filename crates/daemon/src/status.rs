@@ -93,14 +93,8 @@ pub fn build(d: &Driver) -> Status {
                     disputes: mk.disputes,
                     last_dispute: mk.last_dispute.clone(),
                     disputed_bytes: mk.disputed_bytes(),
-                    quality: (n.passive.rtt_samples > 0).then(|| tollway_api::QualityStatus {
-                        rtt_us: n.passive.rtt_us,
-                        rtt_min_us: n.passive.rtt_min_us,
-                        rtt_last_us: n.passive.rtt_last_us,
-                        rtt_samples: n.passive.rtt_samples,
-                        measured_secs_ago: n.passive.last.map_or(0, |l| now_ms.since(l).as_secs()),
-                        loss_ppm: mk.reported_loss_ppm(),
-                    }),
+                    quality: (n.passive.rtt_samples > 0 || n.tests.tests + n.tests.failures > 0 || n.tests.no_route)
+                        .then(|| quality(n, mk.reported_loss_ppm(), now_ms)),
                     dropped_spoofed_packets: n.dropped.spoofed.packets,
                     dropped_spoofed_bytes: n.dropped.spoofed.bytes,
                     dropped_unsolicited_packets: n.dropped.unsolicited.packets,
@@ -120,6 +114,42 @@ pub fn build(d: &Driver) -> Status {
         },
         routing: Default::default(),
         routes: Vec::new(),
+        test_bytes_last_hour: node.test_budget(now_ms).0,
+        test_budget_per_hour: node.config().quality.budget_bytes_per_hour,
+        test_bytes_total: node.test_budget(now_ms).1,
+    }
+}
+
+/// A neighbor's quality: passive figures, its tests, and the verdict.
+fn quality(n: &tollway_core::Neighbor, loss_ppm: u64, now: tollway_core::Millis) -> tollway_api::QualityStatus {
+    use tollway_core::quality::Verdict;
+    let t = &n.tests;
+    let tested = t.quality.samples > 0;
+    let (verdict, score, reason) = match (t.withdrawn_since, t.verdict) {
+        (Some(_), _) => ("withdrawn", None, t.withdrawn_reason().map(str::to_owned)),
+        (None, _) if t.no_route => ("not_tested", None, t.last_error.clone()),
+        (None, Verdict::Acceptable { value }) => ("acceptable", Some(value), None),
+        (None, Verdict::Below(s)) => ("below", None, Some(s.to_string())),
+        (None, Verdict::Unknown) => ("unknown", None, t.last_error.clone()),
+    };
+    tollway_api::QualityStatus {
+        rtt_us: n.passive.rtt_us,
+        rtt_min_us: n.passive.rtt_min_us,
+        rtt_last_us: n.passive.rtt_last_us,
+        rtt_samples: n.passive.rtt_samples,
+        measured_secs_ago: n.passive.last.map_or(0, |l| now.since(l).as_secs()),
+        loss_ppm,
+        tests: t.tests,
+        test_failures: t.failures,
+        tested_secs_ago: t.quality.last.map(|l| now.since(l).as_secs()),
+        down_kbit: tested.then_some(t.quality.down_kbit),
+        up_kbit: tested.then_some(t.quality.up_kbit),
+        test_rtt_us: tested.then_some(t.quality.rtt_us),
+        test_loss_ppm: tested.then_some(t.quality.loss_ppm),
+        test_bytes: t.bytes,
+        verdict: verdict.into(),
+        score,
+        reason,
     }
 }
 

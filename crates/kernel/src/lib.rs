@@ -172,6 +172,9 @@ pub trait Links: Send {
     /// interface by it, as babeld's filters do). At most 15 bytes, as `if_nametoindex` reads
     /// names. Idempotent; gone with the interface.
     fn ensure_altname(&mut self, ifname: &IfName, altname: &str) -> Result<(), LinkError>;
+
+    /// Remove an altname of the interface; one it does not have is fine.
+    fn remove_altname(&mut self, ifname: &IfName, altname: &str) -> Result<(), LinkError>;
 }
 
 #[cfg(test)]

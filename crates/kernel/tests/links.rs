@@ -77,6 +77,12 @@ fn links_addresses_routes_and_counters() {
         assert_eq!(unsafe { libc::if_nametoindex(c.as_ptr()) }, ix);
         assert!(l.ensure_altname(&y, &alt).is_err(), "the name belongs to x");
         assert!(matches!(l.ensure_altname(&unique("none"), "x1"), Err(LinkError::NoSuchLink(_))));
+        // Removed, and removing it again (or a name it never had) is fine.
+        l.remove_altname(&x, &alt).unwrap();
+        l.remove_altname(&x, &alt).unwrap();
+        assert!(link_json(&ns, &x)["altnames"].is_null(), "{}", link_json(&ns, &x));
+        assert_eq!(unsafe { libc::if_nametoindex(c.as_ptr()) }, 0);
+        l.ensure_altname(&y, &alt).unwrap();
         // A name if_nametoindex cannot look up (16 bytes or more) is refused before the kernel.
         assert!(l.ensure_altname(&x, "tollway-probe-0001").unwrap_err().to_string().contains("15 bytes"));
 

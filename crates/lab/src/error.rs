@@ -78,6 +78,9 @@ pub enum UpError {
     /// The internet host's speed-test server could not be set up.
     #[error("the internet host's speed-test server: {0}")]
     Speedtest(String),
+    /// Making a node misbehave (`misbehave = {...}`) failed.
+    #[error("misbehave: {0}")]
+    Misbehave(String),
     /// `up` failed, and tearing down what it had built failed too.
     #[error("{cause}\nand tearing the lab down again failed:\n  {}", problems.join("\n  "))]
     TeardownFailed { cause: Box<UpError>, problems: Vec<String> },

@@ -36,6 +36,7 @@ pub mod down;
 pub mod error;
 pub mod hosts;
 pub mod lab;
+pub mod misbehave;
 pub mod names;
 pub mod netns;
 pub mod process;

@@ -10,7 +10,7 @@
 //! uplink = true                # optional: a veth `v-internet` to the lab's `internet` host
 //! lan = true                   # optional: a veth `v-lan` to a host namespace `<node>-lan`
 //! config = { }                 # optional, merged into this node's config after the defaults
-//! misbehave = { metric_lie = true }   # optional, reserved: parsed and checked, no effect yet
+//! misbehave = { metric_lie = true }   # optional: make the node cheat (see crate::misbehave)
 //! [[node]]
 //! name = "b"
 //! [[link]]
@@ -30,9 +30,11 @@
 //! and #1–#155 a LAN. A node's own `config` is merged over what the lab generates, so
 //! `config = { uplink = { ipv6_nat = "none" } }` adds to the generated `[uplink]`.
 //!
-//! `misbehave` is reserved for a later issue (a node that lies about route metrics, degrades
-//! after a while, sends junk, or favours measurement traffic). Its keys are checked now so
-//! topologies written for it fail early if misspelled; `lab up` warns that it has no effect:
+//! `misbehave` makes a node cheat without changing its daemon ([`crate::misbehave`]):
+//! `metric_lie` (it announces a default route it does not have, with metric 0; not with
+//! `uplink = true`) and `degrade_after_secs` + `degrade_to_mbit` (after that delay it sends
+//! everything at that rate) work; `junk_mbit` and `prioritize_tests` are checked but have no
+//! effect yet (`lab up` says so):
 //!
 //! ```toml
 //! misbehave = { metric_lie = true, degrade_after_secs = 60, degrade_to_mbit = 2, junk_mbit = 5, prioritize_tests = true }
@@ -75,12 +77,11 @@ pub struct NodeSpec {
     pub uplink: bool,
     /// `lan = true`: a LAN host namespace `<node>-lan` behind the node.
     pub lan: bool,
-    /// `misbehave = {...}`: reserved, validated but without effect yet.
+    /// `misbehave = {...}`: how the lab makes the node cheat.
     pub misbehave: Option<Misbehave>,
 }
 
-/// How a node is to misbehave (reserved: parsed and validated; a later issue gives these an
-/// effect). Every field is off when left out.
+/// How a node is to misbehave ([`crate::misbehave`]). Every field is off when left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Misbehave {
     /// Announce routes cheaper than they are.
@@ -265,6 +266,14 @@ impl Topology {
             }
             let misbehave =
                 n.misbehave.map(|m| check_misbehave(m, &format!("node #{num} ({name}) misbehave"))).transpose()?;
+            if n.uplink && misbehave.is_some_and(|m| m.metric_lie) {
+                return Err(TopologyProblem::Position {
+                    node: num,
+                    name: name.to_string(),
+                    field: "uplink",
+                    why: "`misbehave = { metric_lie = true }` gives the node a fake uplink of its own: a liar has no real one".into(),
+                });
+            }
             nodes.push(NodeSpec { name, config: n.config, uplink: n.uplink, lan: n.lan, misbehave });
         }
         let mut links: Vec<LinkSpec> = Vec::with_capacity(raw.link.len());
@@ -600,6 +609,10 @@ loss_permille = 5
                 "node #1 (a) misbehave degrade_to_mbit = 100001 is not valid",
             ),
             ("[[node]]\nname = \"a\"\nmisbehave = true\n".into(), "invalid type: boolean `true`, expected struct RawMisbehave"),
+            (
+                "[[node]]\nname = \"a\"\nuplink = true\nmisbehave = { metric_lie = true }\n".into(),
+                "node #1 (a) sets `uplink = true`, but `misbehave = { metric_lie = true }` gives the node a fake uplink",
+            ),
         ];
         for (text, expected) in cases {
             let e = Topology::parse(&text, "t.toml").unwrap_err();

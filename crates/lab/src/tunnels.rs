@@ -135,6 +135,9 @@ mod tests {
             discovery_rejected: Default::default(),
             routing: Default::default(),
             routes: Vec::new(),
+            test_bytes_last_hour: 0,
+            test_budget_per_hour: 0,
+            test_bytes_total: 0,
         }
     }
 

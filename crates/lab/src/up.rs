@@ -95,8 +95,10 @@ impl Lab {
             }
             Err(e) => return Err(io(&dir)(e)),
         }
-        for n in topology.nodes.iter().filter(|n| n.misbehave.is_some()) {
-            tracing::warn!(lab = %name, node = %n.name, "`misbehave` is reserved: it is checked but has no effect yet");
+        for n in topology.nodes.iter().filter_map(|n| n.misbehave.map(|m| (n, m))) {
+            if n.1.junk_mbit.is_some() || n.1.prioritize_tests {
+                tracing::warn!(lab = %name, node = %n.0.name, "misbehave: `junk_mbit` and `prioritize_tests` have no effect yet");
+            }
         }
         let mut state = plan(name, topology, &dir, opts);
         if let Err(e) = state.write(&dir) {
@@ -136,6 +138,11 @@ impl Lab {
             let handles: Vec<_> = setups.iter().map(|setup| s.spawn(move || setup.apply())).collect();
             handles.into_iter().try_for_each(|h| h.join().expect("namespace set-up does not panic"))
         })?;
+        for n in &self.state.nodes {
+            if let Some(m) = topology.node(n.name.as_str()).and_then(|s| s.misbehave) {
+                crate::misbehave::prepare(n, &m)?;
+            }
+        }
         let network = t0.elapsed();
         tracing::info!(lab = %self.state.name, ms = network.as_millis() as u64, "namespaces and veths ready");
         if let Some((key_file, key)) = &speedtest {
@@ -145,12 +152,22 @@ impl Lab {
         let t1 = Instant::now();
         let names: Vec<String> = self.state.nodes.iter().map(|n| n.name.to_string()).collect();
         self.start_daemons(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
+        for n in &self.state.nodes {
+            if let Some(m) = topology.node(n.name.as_str()).and_then(|s| s.misbehave) {
+                crate::misbehave::start(n, &m, Path::new("tc"))?;
+            }
+        }
         let daemons = t1.elapsed();
         self.timings = Some(UpTimings { network, daemons, tunnels: None });
 
         if let Some(timeout) = opts.wait {
             let t2 = Instant::now();
             self.wait_tunnels(timeout)?;
+            for n in &self.state.nodes {
+                if topology.node(n.name.as_str()).and_then(|s| s.misbehave).is_some_and(|m| m.metric_lie) {
+                    crate::misbehave::forward_lie(n, timeout)?;
+                }
+            }
             let tunnels = t2.elapsed();
             tracing::info!(lab = %self.state.name, ms = tunnels.as_millis() as u64, "every tunnel is up");
             self.timings = Some(UpTimings { network, daemons, tunnels: Some(tunnels) });
@@ -209,7 +226,11 @@ impl Lab {
             }
             let spec = topology.node(n.name.as_str()).expect("state is planned from the topology");
             let host_link = |kind| self.state.host_links.iter().find(|l| l.node == n.name && l.kind == kind);
-            let uplink = host_link(HostLinkKind::Uplink).map(|l| l.node_interface.as_str());
+            // A liar gets a dead uplink (see `misbehave`).
+            let lies = spec.misbehave.is_some_and(|m| m.metric_lie);
+            let uplink = host_link(HostLinkKind::Uplink)
+                .map(|l| l.node_interface.as_str())
+                .or(lies.then_some(crate::misbehave::LIE_INTERFACE));
             let lan = host_link(HostLinkKind::Lan).map(|l| LanFields {
                 interface: &l.node_interface,
                 ipv6_prefix: l.node_ipv6.network(),

@@ -45,8 +45,8 @@ impl Sim {
     }
 
     /// Test bytes the node's core has spent in the last hour and in all.
-    pub fn test_budget(&mut self, n: NodeIdx) -> (u64, u64) {
-        self.nodes[n.0].core.as_mut().map_or((0, 0), |c| c.test_budget())
+    pub fn test_budget(&self, n: NodeIdx) -> (u64, u64) {
+        self.nodes[n.0].core.as_ref().map_or((0, 0), |c| c.test_budget(self.now))
     }
 
     pub(crate) fn run_speed_test(&mut self, n: NodeIdx, test: u64, neighbor: NodeId, max_bytes: u64) {

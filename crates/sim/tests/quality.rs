@@ -5,9 +5,9 @@
 //!
 //! The topology is the lab's `diamond4` seen from `d`: two neighbors `b` and `c` offer it a route
 //! to the same destination (the internet), each with the metric it advertises. Traffic follows
-//! what a distance-vector router would choose from the costs the core gives routing: the
-//! neighbor with the least (link cost + advertised metric); it is sent as a flow to that
-//! neighbor, paid for at its ask.
+//! what a distance-vector router would choose from what the core gives routing: the neighbor
+//! with the least (link cost + quality penalty + advertised metric); it is sent as a flow to
+//! that neighbor, paid for at its ask.
 
 mod common;
 
@@ -75,7 +75,7 @@ impl Diamond {
             .iter()
             .filter_map(|(n, metric)| {
                 let id = self.sim.node_id(*n);
-                routed.iter().find(|r| r.neighbor == id).map(|r| (r.cost.0 as u32 + metric, *n))
+                routed.iter().find(|r| r.neighbor == id).map(|r| (r.cost.0 as u32 + metric + r.penalty as u32, *n))
             })
             .min()
             .map(|(_, n)| n)
@@ -131,8 +131,11 @@ fn a_liar_loses_the_traffic_its_lie_attracted_once_tests_rank_it() {
         // Nobody was declined: b is slow, not below any goal; it stays a (costly) fallback.
         assert!(matches!(m.sim.market(m.d, m.b).unwrap().our_bid, OurBid::Bid(_)));
         let routed = m.sim.routing(m.d);
-        let cost = |n: NodeIdx| routed.iter().find(|r| r.neighbor == m.sim.node_id(n)).unwrap().cost;
-        assert!(cost(m.b).0 as u32 + LIE > cost(m.c).0 as u32 + HONEST, "{routed:?}");
+        let metric = |n: NodeIdx| {
+            let r = routed.iter().find(|r| r.neighbor == m.sim.node_id(n)).unwrap();
+            r.cost.0 as u32 + r.penalty as u32
+        };
+        assert!(metric(m.b) + LIE > metric(m.c) + HONEST, "{routed:?}");
     }
 }
 
@@ -140,8 +143,8 @@ fn a_liar_loses_the_traffic_its_lie_attracted_once_tests_rank_it() {
 fn a_degrader_loses_traffic_and_payments_within_two_test_cycles_and_regains_them_when_retested_well() {
     let goals = Goals { min_down_kbit: 10_000, ..Goals::default() };
     let mut m = Diamond::new(7, goals, HONEST);
-    // Both honest and good; c is a little better, so it carries the traffic.
-    m.sim.set_path(m.d, m.b, PathModel::new(40_000));
+    // Both honest and good; c is more than twice better, so it carries the traffic.
+    m.sim.set_path(m.d, m.b, PathModel::new(25_000));
     m.sim.set_path(m.d, m.c, PathModel::new(60_000));
     m.run(150);
     assert_eq!(m.next_hop(), Some(m.c));
@@ -187,7 +190,7 @@ fn a_degrader_loses_traffic_and_payments_within_two_test_cycles_and_regains_them
     let (d, b, c) = (m.d, m.b, m.c);
     let back = within(&mut m.sim, secs(900), "c bid on again and ranked first", |s| {
         let n = s.node(d).neighbor(&s.node_id(c)).unwrap();
-        let cost = |x: NodeIdx| s.routing(d).iter().find(|r| r.neighbor == s.node_id(x)).map(|r| r.cost);
+        let cost = |x: NodeIdx| s.routing(d).iter().find(|r| r.neighbor == s.node_id(x)).map(|r| r.cost.0 + r.penalty);
         matches!(n.market.our_bid, OurBid::Bid(_)) && cost(c).is_some() && cost(c) < cost(b)
     });
     assert!(back <= secs(900));

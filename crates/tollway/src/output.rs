@@ -113,6 +113,7 @@ pub fn status_table(s: &Status) -> String {
                 note
             );
         }
+        out += &quality_table(s);
     }
     if !s.routing.kind.is_empty() {
         let full = routes_table(&s.routing, &[]);
@@ -128,6 +129,40 @@ pub fn status_table(s: &Status) -> String {
         let parts: Vec<String> = s.discovery_rejected.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         out += &format!("ignored discovery messages: {}\n", parts.join(", "));
     }
+    out
+}
+
+/// Speed tests through each neighbor (only when any neighbor was tested or tried).
+fn quality_table(s: &Status) -> String {
+    let tested: Vec<_> = s.neighbors.iter().filter_map(|nb| nb.quality.as_ref().map(|q| (nb, q))).collect();
+    if !tested.iter().any(|(_, q)| q.tests + q.test_failures > 0 || !q.verdict.is_empty() && q.verdict != "unknown") {
+        return String::new();
+    }
+    let mbit = |k: Option<u64>| k.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1000.0));
+    let mut out = format!(
+        "\n{:<12}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>9}  {:<10}  {}\n",
+        "NEIGHBOR", "TESTS", "DOWN Mb/s", "UP Mb/s", "TEST RTT", "LOSS", "TEST DATA", "VERDICT", "NOTE"
+    );
+    for (nb, q) in tested {
+        out += &format!(
+            "{:<12}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>9}  {:<10}  {}\n",
+            &nb.id[..12.min(nb.id.len())],
+            q.tests,
+            mbit(q.down_kbit),
+            mbit(q.up_kbit),
+            q.test_rtt_us.map_or_else(|| "-".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
+            q.test_loss_ppm.map_or_else(|| "-".into(), |p| format!("{:.2}%", p as f64 / 10_000.0)),
+            bytes(q.test_bytes),
+            q.verdict,
+            q.reason.clone().unwrap_or_default()
+        );
+    }
+    out += &format!(
+        "test data: {} in the last hour of {} allowed, {} since start\n",
+        bytes(s.test_bytes_last_hour),
+        bytes(s.test_budget_per_hour),
+        bytes(s.test_bytes_total)
+    );
     out
 }
 

@@ -7,8 +7,7 @@ use super::Node;
 use crate::action::Action;
 use crate::ids::NodeId;
 use crate::market::{OurBid, Price};
-use crate::quality::{best_value, judge, link_cost, Quality, Sample, Verdict};
-use crate::routing::LinkCost;
+use crate::quality::{best_value, judge, penalty, Quality, Sample, Verdict};
 use crate::time::{LogLimit, Millis, Now};
 use crate::timer::Timer;
 use crate::wire::control::ControlMessage;
@@ -41,6 +40,13 @@ pub struct NeighborTests {
     pub(crate) withdrawn_reason: Option<String>,
 }
 
+impl NeighborTests {
+    /// Why our bid is withdrawn, while it is.
+    pub fn withdrawn_reason(&self) -> Option<&str> {
+        self.withdrawn_reason.as_deref()
+    }
+}
+
 /// The node's side of testing: the budget and the one test running.
 #[derive(Debug, Default)]
 pub(crate) struct QualityState {
@@ -69,11 +75,9 @@ pub enum TestOutcome {
 }
 
 impl Node {
-    /// Test bytes spent in the last hour and since the start.
-    pub fn test_budget(&mut self) -> (u64, u64) {
-        let now = self.last_now.mono;
-        let q = &mut self.quality;
-        (q.budget.spent(now), q.budget.total)
+    /// Test bytes spent in the hour before `now` and since the start.
+    pub fn test_budget(&self, now: Millis) -> (u64, u64) {
+        (self.quality.budget.spent_at(now), self.quality.budget.total)
     }
 
     /// The driver's report of a test started by `RunSpeedTest`.
@@ -259,18 +263,18 @@ impl Node {
         self.neighbors.get(id)?.tests.withdrawn_reason.clone()
     }
 
-    /// What a link to `id` costs routing: its price's cost, raised by its ranking once any
-    /// neighbor has been measured acceptable (an untested one is then a last resort).
-    pub(super) fn quality_cost(&self, id: &NodeId, price_cost: LinkCost) -> LinkCost {
+    /// What routing adds to tested destinations through `id`: its ranking's penalty once any
+    /// neighbor has been measured acceptable (an untested one is then a last resort), else
+    /// nothing. A neighbor that offers no route to a tested server is not ranked.
+    pub(super) fn quality_penalty(&self, id: &NodeId) -> u16 {
         if !self.config.quality.testing {
-            return price_cost;
+            return 0;
         }
-        let ranked = || self.neighbors.values().filter(|n| !n.tests.no_route).map(|n| &n.tests.verdict);
-        let best = best_value(ranked());
-        let Some(n) = self.neighbors.get(id) else { return price_cost };
-        if best == 0 || n.tests.no_route {
-            return price_cost;
+        let ranked = |n: &&super::Neighbor| !n.tests.no_route || n.tests.quality.samples > 0;
+        let best = best_value(self.neighbors.values().filter(ranked).map(|n| &n.tests.verdict));
+        match self.neighbors.get(id) {
+            Some(n) if best > 0 && ranked(&n) => penalty(n.tests.verdict, best),
+            _ => 0,
         }
-        link_cost(n.tests.verdict, best).max(price_cost)
     }
 }

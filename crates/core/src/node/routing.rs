@@ -16,7 +16,7 @@ impl Node {
     /// through while its tunnel is up, its control session established (it is alive and we can
     /// settle with it) and we bid for its ask (we pay for what we send through it; a neighbor
     /// whose price we declined would restrict us). Once speed tests have ranked the neighbors,
-    /// a link costs what its ranking says (`quality_cost`).
+    /// each gets the penalty its ranking says for the tested destinations (`quality_penalty`).
     pub(super) fn update_routing(&mut self) {
         let max_price = self.config.market.max_price;
         let routed: Vec<RoutedNeighbor> = self
@@ -28,14 +28,17 @@ impl Node {
                 neighbor: n.id,
                 ifname: n.ifname.clone(),
                 peer_link_local: n.id.tunnel_link_local(),
-                cost: self.quality_cost(&n.id, LinkCost::from_price(n.market.our_price(), max_price)),
+                cost: LinkCost::from_price(n.market.our_price(), max_price),
+                penalty: self.quality_penalty(&n.id),
+                slot: n.slot,
             })
             .collect();
         if routed != self.routed {
             for r in &routed {
                 let old = self.routed.iter().find(|o| o.neighbor == r.neighbor).map(|o| o.cost);
-                if old != Some(r.cost) {
-                    tracing::info!(neighbor = %r.neighbor.short(), ifname = %r.ifname, cost = r.cost.0, "routing through neighbor");
+                let old = old.zip(self.routed.iter().find(|o| o.neighbor == r.neighbor).map(|o| o.penalty));
+                if old != Some((r.cost, r.penalty)) {
+                    tracing::info!(neighbor = %r.neighbor.short(), ifname = %r.ifname, cost = r.cost.0, penalty = r.penalty, "routing through neighbor");
                 }
             }
             for o in self.routed.iter().filter(|o| !routed.iter().any(|r| r.neighbor == o.neighbor)) {

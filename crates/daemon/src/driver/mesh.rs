@@ -231,6 +231,7 @@ impl Driver {
 
     /// The core's new routing neighbors.
     pub(super) fn set_routing_neighbors(&mut self, neighbors: Vec<RoutedNeighbor>) {
+        self.apply_penalties(&neighbors);
         let Some(mesh) = self.mesh.as_mut() else { return };
         mesh.neighbors = neighbors;
         mesh.apply();

@@ -5,10 +5,12 @@
 
 mod market;
 mod mesh;
+mod probes;
 mod requests;
 mod tunnels;
 
 pub use mesh::Mesh;
+pub use probes::{ProbeTest, SpeedTester, SpeedTests, TokioSpeedTests, PROBE_RULE_PRIORITY, PROBE_TABLE_BASE};
 
 use crate::net::control::Outbound;
 use crate::net::discovery::{DiscoveryQueue, Outgoing};
@@ -29,12 +31,37 @@ use tollway_traffic::{Admission, Firewall, Shaper, TrafficPlan};
 
 /// Everything that can wake the driver.
 pub enum Input {
-    Discovery { iface: IfName, src: Ipv6Addr, bytes: Vec<u8> },
-    ControlAccepted { session: SessionId, ifname: IfName, peer: SocketAddrV6, outbound: UnboundedSender<Outbound> },
-    ControlOpened { session: SessionId },
-    ControlMessage { session: SessionId, msg: ControlMessage },
-    ControlClosed { session: SessionId, reason: String },
-    Api { req: Request, reply: oneshot::Sender<Reply> },
+    Discovery {
+        iface: IfName,
+        src: Ipv6Addr,
+        bytes: Vec<u8>,
+    },
+    ControlAccepted {
+        session: SessionId,
+        ifname: IfName,
+        peer: SocketAddrV6,
+        outbound: UnboundedSender<Outbound>,
+    },
+    ControlOpened {
+        session: SessionId,
+    },
+    ControlMessage {
+        session: SessionId,
+        msg: ControlMessage,
+    },
+    ControlClosed {
+        session: SessionId,
+        reason: String,
+    },
+    Api {
+        req: Request,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A speed test started for `Action::RunSpeedTest` ended.
+    SpeedTestDone {
+        test: u64,
+        outcome: tollway_core::node::TestOutcome,
+    },
     Shutdown,
 }
 
@@ -180,6 +207,8 @@ pub struct Driver {
     view_published: Instant,
     /// The daemon's own figures for `/metrics` (commit latency, control sessions).
     pub(crate) health: crate::health::Health,
+    /// Pinned servers and the runner of tests through each neighbor (none: not tested).
+    speed_tests: Option<SpeedTests>,
 }
 
 impl Driver {
@@ -201,6 +230,7 @@ impl Driver {
             view_dirty: false,
             view_published: Instant::now(),
             health: Default::default(),
+            speed_tests: None,
             node,
             clock,
             k: backends,
@@ -231,6 +261,12 @@ impl Driver {
     /// Record the daemon's health figures into `health` (shared with `/metrics`).
     pub fn with_health(mut self, health: crate::health::Health) -> Driver {
         self.health = health;
+        self
+    }
+
+    /// Test through each neighbor against these pinned servers (before `prepare`).
+    pub fn with_speed_tests(mut self, tests: SpeedTests) -> Driver {
+        self.speed_tests = Some(tests);
         self
     }
 
@@ -278,6 +314,7 @@ impl Driver {
         self.k.links.ensure_address(&lo, self.node.node_id().mesh_ip(), 128).map_err(|e| e.to_string())?;
         self.install_firewall();
         self.prepare_mesh()?;
+        self.remove_probes();
         Ok(())
     }
 
@@ -322,6 +359,7 @@ impl Driver {
             self.execute_actions();
         }
         self.stop_mesh();
+        self.remove_probes();
         if self.fatal.is_some() {
             self.abandon();
         } else {
@@ -412,6 +450,12 @@ impl Driver {
                 self.publish(false);
                 let _ = reply.send(r);
             }
+            Input::SpeedTestDone { test, mut outcome } => {
+                if let tollway_core::node::TestOutcome::Measured { sample, .. } = &mut outcome {
+                    sample.at = now.mono;
+                }
+                self.node.handle_speed_test(now, test, outcome);
+            }
             Input::Shutdown => {}
         }
         self.execute_actions();
@@ -461,13 +505,8 @@ impl Driver {
             Action::ApplyTraffic(policy) => self.apply_traffic(policy),
             Action::Persist(batch) => self.persist(batch),
             Action::SetRoutingNeighbors(neighbors) => self.set_routing_neighbors(neighbors),
-            Action::RunSpeedTest { test, neighbor, .. } => {
-                // The daemon never turns the core's testing on yet (per-neighbor tests need a
-                // probe path forced through each tunnel, not built): answer so the schedule
-                // moves on.
-                tracing::warn!(neighbor = %neighbor.short(), "speed tests through neighbors are not run by this daemon");
-                let why = "speed tests through neighbors are not run by this daemon".to_owned();
-                self.node.handle_speed_test(self.clock.now(), test, tollway_core::node::TestOutcome::NoRoute(why));
+            Action::RunSpeedTest { test, neighbor, ifname, slot, max_bytes } => {
+                self.run_speed_test(test, neighbor, ifname, slot, max_bytes)
             }
         }
     }

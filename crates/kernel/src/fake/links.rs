@@ -151,6 +151,14 @@ impl Links for FakeLinks {
         Ok(())
     }
 
+    fn remove_altname(&mut self, ifname: &IfName, altname: &str) -> Result<(), LinkError> {
+        let mut w = self.kernel.lock();
+        w.enter(FakeOp::LinkAltname, ifname.as_str()).map_err(injected("naming interface", ifname.as_str()))?;
+        let link = w.links.get_mut(ifname).ok_or_else(|| LinkError::NoSuchLink(ifname.clone()))?;
+        link.altnames.remove(altname);
+        Ok(())
+    }
+
     fn stats(&mut self, ifname: &IfName) -> Result<Option<LinkStats>, LinkError> {
         let mut w = self.kernel.lock();
         w.enter(FakeOp::LinkStats, ifname.as_str()).map_err(injected("reading interface counters", ifname.as_str()))?;

@@ -78,6 +78,18 @@ impl Links for NetlinkLinks {
         }
     }
 
+    fn remove_altname(&mut self, ifname: &IfName, altname: &str) -> Result<(), LinkError> {
+        const OP: &str = "removing an alternative name of interface";
+        let mut sock = socket(OP, ifname)?;
+        let link = existing(&mut sock, OP, ifname)?;
+        match sock.request(route::del_altname(link.index, altname), 0) {
+            Ok(_) => Ok(()),
+            // Not one of its names.
+            Err(e) if is_errno(&e, libc::ENOENT) || is_errno(&e, libc::ENODATA) || is_errno(&e, libc::EINVAL) => Ok(()),
+            Err(e) => Err(no_dev(OP, ifname)(e)),
+        }
+    }
+
     fn disable_ipv6_autoconf(&mut self, ifname: &IfName) -> Result<(), LinkError> {
         // No typed netlink verb for this in our message crate; the per-interface sysctl is the
         // same setting (IFLA_INET6_ADDR_GEN_MODE = none) and lives in the calling thread's

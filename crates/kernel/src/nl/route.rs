@@ -113,6 +113,12 @@ pub(crate) fn add_altname(index: u32, altname: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewLinkProp(m)
 }
 
+/// `RTM_DELLINKPROP`: remove an alternative name of interface `index`.
+pub(crate) fn del_altname(index: u32, altname: &str) -> RouteNetlinkMessage {
+    let RouteNetlinkMessage::NewLinkProp(m) = add_altname(index, altname) else { unreachable!() };
+    RouteNetlinkMessage::DelLinkProp(m)
+}
+
 /// Flags for adding an address so that an existing one is reported as `EEXIST`.
 pub(crate) const NEW_ADDR_FLAGS: u16 = NLM_F_CREATE | NLM_F_EXCL;
 

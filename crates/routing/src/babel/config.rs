@@ -98,10 +98,26 @@ pub struct BabelSettings {
 /// `k` is up) and how many slots to write filters for. Each address is announced only through
 /// the tunnel carrying the altname [`probe_altname`]`(k)`, so the mesh routes replies to it back
 /// through that neighbor alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// With it come the quality penalties: for each prefix in `penalized` (the routes to the
+/// pinned speed-test servers: the default routes for servers on the internet), each slot and
+/// each level of `tollway_core::quality::PENALTY_LEVELS` above 0, an input filter adds that
+/// level to the metric of the prefix learned through the tunnel carrying the altname
+/// [`penalty_altname`]`(slot, level)`. The driver moves a tunnel's altname when its ranking
+/// changes, and the router then re-adds the tunnel, which makes babeld look the names up again.
+/// Input filters change only this node's choice: the neighbor does not see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSettings {
     pub prefix: Ipv6Addr,
-    pub slots: u8,
+    /// Slots 0..slots (at most 256: a /120).
+    pub slots: u16,
+    pub penalized: Vec<ipnet::IpNet>,
+}
+
+/// The altname that selects the penalty filter of `level` (an index into
+/// `tollway_core::quality::PENALTY_LEVELS`, 1 or more) for the neighbor in `slot`.
+pub fn penalty_altname(slot: u8, level: usize) -> String {
+    format!("twq{slot}l{level}")
 }
 
 /// The altname the tunnel of the neighbor in `slot` carries for babeld's filters (at most 10
@@ -216,7 +232,7 @@ pub fn render_config(s: &BabelSettings) -> String {
     if let Some(v4) = s.mesh_ipv4 {
         let _ = writeln!(c, "redistribute local ip {v4}/32 allow");
     }
-    if let Some(p) = s.probe {
+    if let Some(p) = &s.probe {
         let _ = writeln!(c, "redistribute local ip {}/120 allow", p.prefix);
     }
     let _ = writeln!(c, "redistribute local deny");
@@ -227,15 +243,23 @@ pub fn render_config(s: &BabelSettings) -> String {
     if let Some(v4) = s.mesh_ipv4 {
         let _ = writeln!(c, "install pref-src {v4}");
     }
-    if let Some(p) = s.probe {
+    if let Some(p) = &s.probe {
         // babeld resolves `if` names whenever an interface appears, so tunnels added later
         // (with their altname set first) match.
         let mut b = p.prefix.octets();
-        for slot in 0..p.slots {
-            b[15] = slot;
-            let _ = writeln!(c, "out ip {}/128 if {} allow", Ipv6Addr::from(b), probe_altname(slot));
+        for slot in 0..p.slots.min(256) {
+            b[15] = slot as u8;
+            let _ = writeln!(c, "out ip {}/128 if {} allow", Ipv6Addr::from(b), probe_altname(slot as u8));
         }
         let _ = writeln!(c, "out ip {}/120 deny", p.prefix);
+        for prefix in &p.penalized {
+            for slot in 0..p.slots.min(256) {
+                for (level, add) in tollway_core::quality::PENALTY_LEVELS.iter().enumerate().skip(1) {
+                    let name = penalty_altname(slot as u8, level);
+                    let _ = writeln!(c, "in ip {prefix} eq {} if {name} metric {add}", prefix.prefix_len());
+                }
+            }
+        }
     }
     let _ = writeln!(c, "interface {IDLE_INTERFACE}");
     c
@@ -309,7 +333,14 @@ mod tests {
     #[test]
     fn probe_addresses_are_announced_each_only_through_its_own_tunnel() {
         let prefix: Ipv6Addr = "fd01:2345:6789:abcd:ef01:2345:6789:ab00".parse().unwrap();
-        let s = BabelSettings { probe: Some(ProbeSettings { prefix, slots: 3 }), ..settings() };
+        let s = BabelSettings {
+            probe: Some(ProbeSettings {
+                prefix,
+                slots: 3,
+                penalized: vec!["::/0".parse().unwrap(), "0.0.0.0/0".parse().unwrap()],
+            }),
+            ..settings()
+        };
         let c = render_config(&s);
         let lines: Vec<&str> = c.lines().collect();
         let at = |l: &str| lines.iter().position(|x| *x == l).unwrap_or_else(|| panic!("{l:?} missing:\n{c}"));
@@ -323,6 +354,12 @@ mod tests {
         assert!(at("out ip fd01:2345:6789:abcd:ef01:2345:6789:ab02/128 if twprobe2 allow") < deny, "allows first");
         assert_eq!(c.matches("out ip").count(), 4);
         assert!(deny < at("interface tollway:idle"));
+        // Penalties: each slot, each level above 0, each tested prefix; this node's view only.
+        assert!(at("in ip ::/0 eq 0 if twq0l1 metric 256") < at("interface tollway:idle"));
+        at("in ip ::/0 eq 0 if twq2l6 metric 3840");
+        at("in ip 0.0.0.0/0 eq 0 if twq1l3 metric 768");
+        assert_eq!(c.matches("in ip").count(), 2 * 3 * 6);
+        assert!(penalty_altname(255, 6).len() <= 15);
         assert_eq!(probe_altname(255), "twprobe255");
         assert!(probe_altname(255).len() <= 15);
         // Without probes, no filter at all.

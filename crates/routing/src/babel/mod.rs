@@ -26,7 +26,7 @@ pub mod config;
 pub mod control;
 pub mod dump;
 
-pub use config::{BabelSettings, RouterId};
+pub use config::{penalty_altname, probe_altname, BabelSettings, ProbeSettings, RouterId};
 
 use crate::plan::LinkCost;
 use crate::{RouteEntry, Router, RouterKind, RoutingError, RoutingPlan};
@@ -61,8 +61,8 @@ struct Running {
     child: Child,
     started: Instant,
     client: Option<ControlClient>,
-    /// The tunnels babeld was given since it started, with their cost.
-    interfaces: BTreeMap<IfName, LinkCost>,
+    /// The tunnels babeld was given since it started, with their cost and quality penalty.
+    interfaces: BTreeMap<IfName, (LinkCost, u16)>,
 }
 
 pub struct BabelRouter {
@@ -70,7 +70,7 @@ pub struct BabelRouter {
     kernel: Box<dyn Routes>,
     running: Option<Running>,
     /// The plan's tunnels and exports.
-    neighbors: BTreeMap<IfName, LinkCost>,
+    neighbors: BTreeMap<IfName, (LinkCost, u16)>,
     exports: BTreeSet<IpNet>,
     /// Exports being withdrawn (announced as unreachable) since when.
     withdrawing: BTreeMap<IpNet, Instant>,
@@ -319,12 +319,16 @@ impl BabelRouter {
     fn push_interfaces(&mut self) -> Result<(), RoutingError> {
         let Some(run) = self.running.as_ref() else { return Ok(()) };
         let gone: Vec<IfName> = run.interfaces.keys().filter(|i| !self.neighbors.contains_key(*i)).cloned().collect();
-        let changed: Vec<(IfName, LinkCost, bool)> = self
+        // A new penalty is a new altname of the tunnel (set by the driver), which babeld's filters
+        // only see once it looks the names up again: when the tunnel is re-added.
+        let changed: Vec<(IfName, (LinkCost, u16), bool)> = self
             .neighbors
             .iter()
-            .filter_map(|(ifname, cost)| match run.interfaces.get(ifname) {
-                None => Some((ifname.clone(), *cost, false)),
-                Some(old) if config::rxcost(*old) != config::rxcost(*cost) => Some((ifname.clone(), *cost, true)),
+            .filter_map(|(ifname, (cost, penalty))| match run.interfaces.get(ifname) {
+                None => Some((ifname.clone(), (*cost, *penalty), false)),
+                Some((old, old_penalty)) if config::rxcost(*old) != config::rxcost(*cost) || old_penalty != penalty => {
+                    Some((ifname.clone(), (*cost, *penalty), true))
+                }
                 Some(_) => None,
             })
             .collect();
@@ -335,9 +339,9 @@ impl BabelRouter {
                 errors.push(e);
             }
         }
-        for (ifname, cost, known) in changed {
+        for (ifname, (cost, penalty), known) in changed {
             if known {
-                info!(%ifname, cost = config::rxcost(cost), "babel: new link cost (flush and re-add)");
+                info!(%ifname, cost = config::rxcost(cost), penalty, "babel: new link cost or penalty (flush and re-add)");
                 if let Err(e) = self.flush(&ifname) {
                     errors.push(e);
                     continue;
@@ -348,7 +352,7 @@ impl BabelRouter {
             match self.request(&config::interface_line(&ifname, cost, &self.settings)) {
                 Ok(_) => {
                     if let Some(run) = self.running.as_mut() {
-                        run.interfaces.insert(ifname, cost);
+                        run.interfaces.insert(ifname, (cost, penalty));
                     }
                 }
                 Err(e) => errors.push(e),
@@ -496,7 +500,7 @@ impl Router for BabelRouter {
     fn apply(&mut self, plan: &RoutingPlan) -> Result<(), RoutingError> {
         let mut neighbors = BTreeMap::new();
         for n in &plan.neighbors {
-            if neighbors.insert(n.ifname.clone(), n.cost).is_some() {
+            if neighbors.insert(n.ifname.clone(), (n.cost, n.penalty)).is_some() {
                 warn!(ifname = %n.ifname, "babel: the plan names a tunnel twice; using the last");
             }
         }

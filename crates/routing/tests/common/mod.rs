@@ -63,6 +63,8 @@ impl Node {
                     ifname: l.ifname.clone(),
                     peer_link_local: l.peer_ll,
                     cost: l.cost,
+                    penalty: 0,
+                    slot: 0,
                 })
                 .collect(),
             exports: vec![],

@@ -1,0 +1,245 @@
+//! Speed tests forced through one neighbor (issue 9). Each neighbor-table slot `k` has a probe
+//! address, the node's probe prefix + k (on `lo`). Out: a policy rule sends packets from it to
+//! table `PROBE_TABLE_BASE + k`, whose default route leaves through that neighbor's tunnel
+//! (and whose unreachable default stops them falling through to the mesh's routes if the
+//! tunnel is gone). Back: babeld announces the address only through that tunnel (its altname
+//! `twprobe<k>` matches the `out` filters of the babeld configuration), so replies from anywhere
+//! in the mesh come back through the same neighbor. A test from the probe address measures the
+//! path through that neighbor and nothing else, whatever the routing table prefers.
+
+use super::{Driver, Input};
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use tollway_core::node::TestOutcome;
+use tollway_core::quality::Sample;
+use tollway_core::{IfName, Millis, NodeId, TunnelSpec};
+use tollway_kernel::{Family, RouteTarget, Rule, TableRoute, PROTO_TOLLWAY};
+
+/// Probe tables are `PROBE_TABLE_BASE + slot`.
+pub const PROBE_TABLE_BASE: u32 = 7600;
+/// The probe rules' priority: before the mesh rules (7470–7473).
+pub const PROBE_RULE_PRIORITY: u32 = 7460;
+/// How long each direction of a test may run (the byte cap usually ends it first).
+const TEST_SECS: u16 = 2;
+
+/// One test to run from a probe address.
+#[derive(Debug, Clone)]
+pub struct ProbeTest {
+    pub test: u64,
+    pub server: SocketAddr,
+    pub server_key: NodeId,
+    pub source: Ipv6Addr,
+    pub neighbor: NodeId,
+    pub max_bytes: u64,
+}
+
+/// Runs speed tests off the driver's thread and reports `Input::SpeedTestDone`.
+pub trait SpeedTester: Send {
+    fn start(&mut self, t: ProbeTest);
+}
+
+/// The speed-test servers this node pins and what runs the tests.
+pub struct SpeedTests {
+    pub pins: Vec<(SocketAddr, NodeId)>,
+    pub runner: Box<dyn SpeedTester>,
+    /// The penalty each tunnel's altname selects now.
+    penalties: std::collections::HashMap<IfName, u16>,
+}
+
+impl SpeedTests {
+    pub fn new(pins: Vec<(SocketAddr, NodeId)>, runner: Box<dyn SpeedTester>) -> SpeedTests {
+        SpeedTests { pins, runner, penalties: Default::default() }
+    }
+}
+
+/// The real tester: `tollway_speedtest::run_test` on the I/O runtime.
+pub struct TokioSpeedTests {
+    pub runtime: tokio::runtime::Handle,
+    pub to_driver: std::sync::mpsc::Sender<Input>,
+    pub identity: tollway_core::Identity,
+}
+
+impl SpeedTester for TokioSpeedTests {
+    fn start(&mut self, t: ProbeTest) {
+        let (to_driver, identity) = (self.to_driver.clone(), self.identity.clone());
+        self.runtime.spawn(async move {
+            let spec = tollway_speedtest::TestSpec {
+                server: t.server,
+                server_key: t.server_key,
+                bind: Some(IpAddr::V6(t.source)),
+                identity,
+                path_label: t.neighbor.0,
+                up_secs: TEST_SECS,
+                down_secs: TEST_SECS,
+                max_bytes: t.max_bytes,
+            };
+            let outcome = match tollway_speedtest::run_test(spec).await {
+                Ok(receipt) => {
+                    let m = receipt.measurement();
+                    TestOutcome::Measured {
+                        sample: Sample {
+                            at: Millis(0), // set by the driver
+                            down_kbit: (m.down_bps() / 1000.0) as u64,
+                            up_kbit: (m.up_bps() / 1000.0) as u64,
+                            rtt_us: m.rtt_idle_us,
+                            loss_ppm: m.up_loss_ppm.max(m.down_loss_ppm),
+                        },
+                        bytes: m.up_bytes.saturating_add(m.down_bytes),
+                    }
+                }
+                Err(e) => TestOutcome::Failed { error: e.to_string(), bytes: 0 },
+            };
+            let _ = to_driver.send(Input::SpeedTestDone { test: t.test, outcome });
+        });
+    }
+}
+
+impl Driver {
+    /// Whether tests are forced through neighbors (the core tests, and babel routes).
+    pub(super) fn probes_enabled(&self) -> bool {
+        self.node.config().quality.testing && self.speed_tests.is_some()
+    }
+
+    /// Give a tunnel its probe: altname (before babeld is given the tunnel, so its filters
+    /// match), probe address on `lo`, probe table and rule.
+    pub(super) fn ensure_probe(&mut self, spec: &TunnelSpec) -> Result<(), String> {
+        if !self.probes_enabled() {
+            return Ok(());
+        }
+        let Some(slot) = self.node.neighbor_by_ifname(&spec.ifname).map(|n| n.slot) else { return Ok(()) };
+        let (Some(source), Ok(slot8)) = (self.node.node_id().probe_ip(slot), u8::try_from(slot)) else {
+            return Ok(()); // slots past 255 are not tested
+        };
+        let err = |e: tollway_kernel::LinkError| e.to_string();
+        self.k.links.ensure_altname(&spec.ifname, &tollway_routing::babel::probe_altname(slot8)).map_err(err)?;
+        // A re-made tunnel gets its penalty name back.
+        let penalty = self.speed_tests.as_ref().and_then(|s| s.penalties.get(&spec.ifname)).copied();
+        if let Some(level) = penalty.and_then(|p| tollway_core::quality::PENALTY_LEVELS.iter().position(|l| *l == p)) {
+            if level > 0 {
+                let name = tollway_routing::babel::penalty_altname(slot8, level);
+                self.k.links.ensure_altname(&spec.ifname, &name).map_err(err)?;
+            }
+        }
+        self.k.links.ensure_address(&IfName::new("lo").expect("valid"), source, 128).map_err(err)?;
+        let table = PROBE_TABLE_BASE + slot as u32;
+        let default = |target, metric| TableRoute {
+            dst: IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).expect("valid"),
+            table,
+            protocol: PROTO_TOLLWAY,
+            target,
+            pref_src: Some(IpAddr::V6(source)),
+            metric,
+        };
+        let through = RouteTarget::Dev { dev: spec.ifname.clone(), gateway: Some(IpAddr::V6(spec.peer_link_local)) };
+        let Some(mesh) = self.mesh.as_mut() else { return Ok(()) };
+        let rerr = |e: tollway_kernel::RouteError| e.to_string();
+        mesh.routes.replace(&default(through, 1)).map_err(rerr)?;
+        mesh.routes.replace(&TableRoute { pref_src: None, ..default(RouteTarget::Unreachable, 4096) }).map_err(rerr)?;
+        mesh.routes.add_rule(&probe_rule(source, table)).map_err(rerr)?;
+        Ok(())
+    }
+
+    /// Give each routed tunnel the altname of its penalty (before the router re-adds it to
+    /// babeld, which then applies the matching filter); drop the altnames of other levels.
+    pub(super) fn apply_penalties(&mut self, neighbors: &[tollway_core::RoutedNeighbor]) {
+        if !self.probes_enabled() {
+            return;
+        }
+        let Some(st) = self.speed_tests.as_mut() else { return };
+        st.penalties.retain(|ifname, _| neighbors.iter().any(|n| &n.ifname == ifname));
+        for n in neighbors {
+            let Ok(slot) = u8::try_from(n.slot) else { continue };
+            if st.penalties.get(&n.ifname) == Some(&n.penalty) {
+                continue;
+            }
+            let levels = tollway_core::quality::PENALTY_LEVELS;
+            let want = levels.iter().position(|l| *l == n.penalty).unwrap_or(0);
+            let mut ok = true;
+            for level in 1..levels.len() {
+                let name = tollway_routing::babel::penalty_altname(slot, level);
+                let r = if level == want {
+                    self.k.links.ensure_altname(&n.ifname, &name)
+                } else {
+                    self.k.links.remove_altname(&n.ifname, &name)
+                };
+                if let Err(e) = r {
+                    tracing::warn!(ifname = %n.ifname, altname = name, error = %e, "setting the tunnel's penalty name failed");
+                    ok = false;
+                }
+            }
+            if ok {
+                tracing::info!(neighbor = %n.neighbor.short(), ifname = %n.ifname, penalty = n.penalty, "quality penalty for tested destinations");
+                st.penalties.insert(n.ifname.clone(), n.penalty);
+            }
+        }
+    }
+
+    /// Remove every probe rule and probe table route (at start, what a previous run left; at
+    /// stop). The tunnels' own routes go with them; the unreachable defaults do not.
+    pub(super) fn remove_probes(&mut self) {
+        let slots = self.node.config().max_neighbors.min(256) as u32;
+        let Some(mesh) = self.mesh.as_mut() else { return };
+        match mesh.routes.list_rules() {
+            Ok(rules) => {
+                for r in rules.into_iter().filter(|r| r.priority == PROBE_RULE_PRIORITY && r.from.is_some()) {
+                    if let Err(e) = mesh.routes.delete_rule(&r) {
+                        tracing::warn!(rule = %r, error = %e, "removing a probe rule failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing policy rules failed"),
+        }
+        for table in PROBE_TABLE_BASE..PROBE_TABLE_BASE + slots {
+            let routes = match mesh.routes.list(table, Some(PROTO_TOLLWAY)) {
+                Ok(r) => r,
+                Err(e) => return tracing::warn!(table, error = %e, "listing a probe table failed"),
+            };
+            for r in routes {
+                if let Err(e) = mesh.routes.delete(&r) {
+                    tracing::warn!(route = %r, error = %e, "removing a probe route failed");
+                }
+            }
+        }
+    }
+
+    /// The core's `RunSpeedTest`: pick a pinned server the neighbor offers a route to and run
+    /// the test from its slot's probe address; or report that there is none.
+    pub(super) fn run_speed_test(&mut self, test: u64, neighbor: NodeId, ifname: IfName, slot: usize, max_bytes: u64) {
+        let now = self.clock.now();
+        let no_route = |why: String| TestOutcome::NoRoute(why);
+        let Some(source) = self.node.node_id().probe_ip(slot).filter(|_| self.probes_enabled()) else {
+            let why = "speed tests through neighbors need babel routing and a probe slot (0-255)".to_owned();
+            return self.node.handle_speed_test(now, test, no_route(why));
+        };
+        let (routes, _) = self.routing_view();
+        let pins = self.speed_tests.as_ref().map(|s| s.pins.clone()).unwrap_or_default();
+        let reachable: Vec<(SocketAddr, NodeId)> = pins
+            .into_iter()
+            .filter(|(addr, _)| {
+                addr.is_ipv6()
+                    && routes.iter().any(|r| {
+                        r.ifname.as_ref() == Some(&ifname) && r.metric < 0xffff && r.prefix.contains(&addr.ip())
+                    })
+            })
+            .collect();
+        if reachable.is_empty() {
+            let why = format!("no route to a pinned IPv6 speed-test server through {ifname}");
+            return self.node.handle_speed_test(now, test, no_route(why));
+        }
+        let (server, server_key) = reachable[(test as usize) % reachable.len()];
+        tracing::debug!(neighbor = %neighbor.short(), %server, %source, "speed test through neighbor");
+        if let Some(st) = self.speed_tests.as_mut() {
+            st.runner.start(ProbeTest { test, server, server_key, source, neighbor, max_bytes });
+        }
+    }
+}
+
+fn probe_rule(source: Ipv6Addr, table: u32) -> Rule {
+    Rule {
+        family: Family::V6,
+        priority: PROBE_RULE_PRIORITY,
+        table,
+        suppress_prefixlength: None,
+        from: Some(IpNet::new(IpAddr::V6(source), 128).expect("valid")),
+    }
+}
