@@ -311,6 +311,10 @@ pub struct RoutingLink {
     pub neighbor: String,
     pub interface: String,
     pub cost: u16,
+    /// Added to the metric of the tested destinations (the internet) through it: our ranking
+    /// of what it delivered (0: the best, or not ranked).
+    #[serde(default)]
+    pub penalty: u16,
 }
 
 /// One route, installed or not.

@@ -28,8 +28,9 @@ pub struct Sample {
 }
 
 /// What we know of a neighbor's quality: an exponentially weighted mean of its samples (each new
-/// sample weighs one half: two test cycles replace most of an old figure) and how many there
-/// have been.
+/// sample weighs one half; shown to the operator), how many there have been, and the last two.
+/// Judging and ranking use the better of the last two ([`Quality::judged`]): one bad test
+/// (a moment of congestion) condemns nobody, two in a row do, within two test cycles.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quality {
     pub samples: u32,
@@ -38,6 +39,8 @@ pub struct Quality {
     pub up_kbit: u64,
     pub rtt_us: u32,
     pub loss_ppm: u32,
+    /// The newest sample and the one before.
+    pub recent: [Option<Sample>; 2],
 }
 
 impl Quality {
@@ -52,6 +55,23 @@ impl Quality {
         }
         self.samples = self.samples.saturating_add(1);
         self.last = Some(self.last.map_or(s.at, |l| l.max(s.at)));
+        self.recent = [Some(s), self.recent[0]];
+    }
+
+    /// What the neighbor is judged and ranked on: the better of its last two samples in each
+    /// respect (the one sample, if only one).
+    pub fn judged(&self) -> Sample {
+        match self.recent {
+            [Some(a), Some(b)] => Sample {
+                at: a.at.max(b.at),
+                down_kbit: a.down_kbit.max(b.down_kbit),
+                up_kbit: a.up_kbit.max(b.up_kbit),
+                rtt_us: a.rtt_us.min(b.rtt_us),
+                loss_ppm: a.loss_ppm.min(b.loss_ppm),
+            },
+            [Some(a), None] | [None, Some(a)] => a,
+            [None, None] => Sample { at: Millis(0), down_kbit: 0, up_kbit: 0, rtt_us: 0, loss_ppm: 0 },
+        }
     }
 }
 
@@ -282,6 +302,7 @@ pub fn judge(q: &Quality, ask: Price, goals: &Goals, now: Millis) -> Verdict {
     if q.samples < goals.min_samples.max(1) || !fresh {
         return Verdict::Unknown;
     }
+    let q = q.judged();
     if q.down_kbit < goals.min_down_kbit {
         return Verdict::Below(Shortfall::DownTooSlow { got_kbit: q.down_kbit, want_kbit: goals.min_down_kbit });
     }
@@ -391,22 +412,27 @@ mod tests {
     }
 
     #[test]
-    fn a_degraded_neighbor_falls_below_within_two_samples() {
+    fn a_degraded_neighbor_falls_below_within_two_samples_and_one_bad_test_condemns_nobody() {
         let goals = Goals { min_down_kbit: 10_000, ..Goals::default() };
         let mut q = measured(50_000);
         q.record(sample(3000, 1000));
-        // 25,500 kbit/s after one bad sample: still acceptable; after two, 13,250; three, 7,125.
-        assert!(matches!(judge(&q, Price(0), &goals, Millis(3000)), Verdict::Acceptable { .. }));
+        // One bad sample: the better of the last two is still 50 Mbit/s.
+        assert_eq!(judge(&q, Price(0), &goals, Millis(3000)), Verdict::Acceptable { value: 50_000 });
         q.record(sample(4000, 1000));
-        q.record(sample(5000, 1000));
         assert_eq!(
-            judge(&q, Price(0), &goals, Millis(5000)),
-            Verdict::Below(Shortfall::DownTooSlow { got_kbit: 7125, want_kbit: 10_000 })
+            judge(&q, Price(0), &goals, Millis(4000)),
+            Verdict::Below(Shortfall::DownTooSlow { got_kbit: 1000, want_kbit: 10_000 })
         );
+        // The smoothed figure shown to the operator: 50 → 25.5 → 13.25 Mbit/s.
+        assert_eq!(q.down_kbit, 13_250);
+        // One good test after: acceptable again (the better of the last two).
+        q.record(sample(5000, 40_000));
+        assert!(matches!(judge(&q, Price(0), &goals, Millis(5000)), Verdict::Acceptable { value: 40_000 }));
     }
 
     #[test]
     fn verdicts_follow_the_goals_in_a_table_of_cases() {
+        let s = Sample { at: Millis(0), down_kbit: 20_000, up_kbit: 5_000, rtt_us: 30_000, loss_ppm: 5_000 };
         let q = Quality {
             samples: 3,
             last: Some(Millis(0)),
@@ -414,6 +440,7 @@ mod tests {
             up_kbit: 5_000,
             rtt_us: 30_000,
             loss_ppm: 5_000,
+            recent: [Some(s), Some(s)],
         };
         let base = Goals::default();
         let cases: Vec<(&str, Goals, Price, Result<(), Shortfall>)> = vec![

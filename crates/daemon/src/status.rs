@@ -168,7 +168,12 @@ pub fn routing(d: &mut Driver) -> (RoutingStatus, Vec<RouteStatus>) {
         .node()
         .routing_neighbors()
         .iter()
-        .map(|r| RoutingLink { neighbor: r.neighbor.to_string(), interface: r.ifname.to_string(), cost: r.cost.get() })
+        .map(|r| RoutingLink {
+            neighbor: r.neighbor.to_string(),
+            interface: r.ifname.to_string(),
+            cost: r.cost.get(),
+            penalty: r.penalty,
+        })
         .collect();
     let by_ifname: std::collections::HashMap<String, String> =
         d.node().neighbors().map(|n| (n.ifname.to_string(), n.id.to_string())).collect();

@@ -282,7 +282,11 @@ pub fn routes_table(r: &tollway_api::RoutingStatus, routes: &[tollway_api::Route
         let links: Vec<String> = r
             .links
             .iter()
-            .map(|l| format!("{} via {} cost {}", &l.neighbor[..12.min(l.neighbor.len())], l.interface, l.cost))
+            .map(|l| {
+                let penalty =
+                    if l.penalty > 0 { format!(" (+{} to the internet: ranked)", l.penalty) } else { String::new() };
+                format!("{} via {} cost {}{penalty}", &l.neighbor[..12.min(l.neighbor.len())], l.interface, l.cost)
+            })
             .collect();
         out += &format!("links: {}\n", links.join(", "));
     }

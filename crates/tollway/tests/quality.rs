@@ -1,0 +1,332 @@
+//! Quality with real daemons, babeld, tunnels and the lab's internet host and speed-test
+//! server (issue 9): each node tests through each neighbor (forced through its tunnel), ranks
+//! them, and its routes follow the ranking: a neighbor that lies about its route loses the
+//! traffic the lie attracted; one that degrades loses the traffic and the payments; and while
+//! rankings change no forwarding loop appears (diamond4, mesh10). Every test builds its own
+//! lab in namespaces and removes it.
+
+mod common;
+
+use common::mesh::*;
+use common::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tollway_lab::Lab;
+
+/// diamond4 with b lying (it announces a default route of metric 0 it does not have) and its
+/// links a tenth of c's path; d tests often with small tests, its first after 25–75 s.
+const LIAR: &str = r#"
+name = "liar"
+[[node]]
+name = "a"
+uplink = true
+[[node]]
+name = "b"
+misbehave = { metric_lie = true }
+[[node]]
+name = "c"
+[[node]]
+name = "d"
+lan = true
+config = { quality = { first_test_delay_secs = 50, test_interval_secs = 20, test_max_kb = 500 } }
+[[link]]
+a = "a"
+b = "b"
+rate_mbit = 10
+[[link]]
+a = "b"
+b = "d"
+rate_mbit = 10
+[[link]]
+a = "a"
+b = "c"
+rate_mbit = 100
+[[link]]
+a = "c"
+b = "d"
+rate_mbit = 100
+"#;
+
+/// Which node each of `node`'s tunnels leads to.
+fn tunnel_names(lab: &Lab, node: &str, names: &[&str]) -> BTreeMap<String, String> {
+    let s = status(lab, node);
+    let ids: BTreeMap<String, String> = names.iter().map(|n| (node_id(lab, n), n.to_string())).collect();
+    s.neighbors.iter().filter_map(|nb| Some((nb.interface.clone(), ids.get(&nb.id)?.clone()))).collect()
+}
+
+/// The nodes a packet to `dst` visits from `from`, as each node's kernel would forward it now
+/// (`ip route get`), until it leaves the mesh or a node repeats; the bool says it repeated.
+fn forwarding_path(
+    lab: &Lab,
+    tunnels: &BTreeMap<String, BTreeMap<String, String>>,
+    from: &str,
+    dst: &str,
+) -> (Vec<String>, bool) {
+    let mut path = vec![from.to_string()];
+    loop {
+        let here = path.last().unwrap().clone();
+        let (ok, out) = run_in(lab, &here, &["ip", "-j", "route", "get", dst]);
+        if !ok {
+            return (path, false); // unreachable from here: no loop
+        }
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let dev = v[0]["dev"].as_str().unwrap_or("").to_string();
+        let Some(next) = tunnels.get(&here).and_then(|t| t.get(&dev)) else { return (path, false) };
+        if path.contains(next) {
+            path.push(next.clone());
+            return (path, true);
+        }
+        path.push(next.clone());
+    }
+}
+
+/// Bytes `node` sent into the tunnel to `peer`, from the kernel now.
+fn sent_to(lab: &Lab, tunnels: &BTreeMap<String, String>, node: &str, peer: &str) -> u64 {
+    let ifname = tunnels.iter().find(|(_, n)| *n == peer).map(|(i, _)| i.clone()).expect("a tunnel to peer");
+    link_bytes(lab, node, &ifname).1
+}
+
+fn quality(lab: &Lab, node: &str, peer: &str) -> Option<tollway_api::QualityStatus> {
+    nb(lab, node, peer).quality
+}
+
+#[test]
+fn a_liar_in_diamond4_loses_the_traffic_its_lie_attracted_once_d_has_tested_both_paths() {
+    if skip("quality: diamond4 liar", &["ping", "iperf3", "babeld"]) {
+        return;
+    }
+    let lab = lab_up("ql", LIAR);
+    let names = ["a", "b", "c", "d"];
+    let tunnels: BTreeMap<String, BTreeMap<String, String>> =
+        names.iter().map(|n| (n.to_string(), tunnel_names(&lab, n, &names))).collect();
+    // The lie works: d's default route goes to b, which announces metric 0.
+    wait_for(Duration::from_secs(30), "d to take b's lie", || {
+        (default_via(&lab, "d", &names).as_deref() == Some("b")).then_some(())
+    });
+    let b_route =
+        client(&lab, "d").routes().unwrap().routes.into_iter().find(|r| r.prefix == "::/0" && r.installed).unwrap();
+    assert_eq!(b_route.refmetric, Some(0), "b claims to be the exit: {b_route:?}");
+    reachable(&lab, "d-lan", "2001:db8::1", Duration::from_secs(30));
+    assert!(quality(&lab, "d", "b").is_none_or(|q| q.tests == 0), "no test yet: the lie is measured before ranking");
+
+    // Before ranking: d's LAN uploads to the internet; nearly all of it goes through b.
+    let _server = iperf_server(&lab, "internet", 5201);
+    let (b0, c0) = (sent_to(&lab, &tunnels["d"], "d", "b"), sent_to(&lab, &tunnels["d"], "d", "c"));
+    let (bps_before, _) = iperf(&lab, "d-lan", "2001:db8::1", 5201, &["-t", "4"]);
+    let (via_b_before, via_c_before) =
+        (sent_to(&lab, &tunnels["d"], "d", "b") - b0, sent_to(&lab, &tunnels["d"], "d", "c") - c0);
+    eprintln!(
+        "before ranking: {:.1} Mbit/s; {via_b_before} bytes through b, {via_c_before} through c",
+        bps_before / 1e6
+    );
+    assert!(via_b_before > 4 * via_c_before, "the lie attracted the traffic: b {via_b_before}, c {via_c_before}");
+    assert!(quality(&lab, "d", "b").is_none_or(|q| q.tests == 0), "still before any test of b");
+
+    // d tests through each neighbor (forced through its tunnel, whatever the routes say), ranks
+    // them, and moves its default route to c. Meanwhile no node's forwarding ever loops.
+    let start = Instant::now();
+    let mut loops = Vec::new();
+    let mut samples = 0;
+    let moved = wait_for(Duration::from_secs(240), "d to rank b below c and route through c", || {
+        for from in ["d", "b", "c"] {
+            let (path, looped) = forwarding_path(&lab, &tunnels, from, "2001:db8::1");
+            samples += 1;
+            if looped {
+                loops.push(path);
+            }
+        }
+        let (qb, qc) = (quality(&lab, "d", "b")?, quality(&lab, "d", "c")?);
+        let ranked = qb.tests >= 2 && qc.tests >= 2 && qb.verdict == "acceptable" && qc.verdict == "acceptable";
+        (ranked && default_via(&lab, "d", &names).as_deref() == Some("c")).then(|| start.elapsed())
+    });
+    assert!(loops.is_empty(), "forwarding loops while rankings changed: {loops:?}");
+    let (qb, qc) = (quality(&lab, "d", "b").unwrap(), quality(&lab, "d", "c").unwrap());
+    eprintln!("d ranked both paths and moved its route {moved:?} after the lie was measured; {samples} forwarding paths checked, no loop");
+    eprintln!("d's tests: through b {qb:?}\nthrough c {qc:?}");
+    // The tests went through each neighbor: b's path is limited to 10 Mbit/s, c's to 100.
+    let (down_b, down_c) = (qb.down_kbit.unwrap(), qc.down_kbit.unwrap());
+    assert!(down_b <= 11_000, "through b: {down_b} kbit/s, more than b's 10 Mbit/s path");
+    assert!(down_c >= 3 * down_b, "through c: {down_c} kbit/s against b's {down_b}");
+    let d = status(&lab, "d");
+    assert!(
+        d.test_bytes_total > 0 && d.test_bytes_last_hour <= d.test_budget_per_hour,
+        "{:?}",
+        (d.test_bytes_total, d.test_budget_per_hour)
+    );
+    let routed = d
+        .routing
+        .links
+        .iter()
+        .find(|l| l.neighbor == node_id(&lab, "b"))
+        .expect("b is still routed (slow, not below any goal)");
+    eprintln!("d's link to b: {routed:?}");
+
+    // After ranking: the same upload; what still goes through b is d's own tests of b.
+    let tests_b0 = quality(&lab, "d", "b").unwrap().test_bytes;
+    let (b1, c1) = (sent_to(&lab, &tunnels["d"], "d", "b"), sent_to(&lab, &tunnels["d"], "d", "c"));
+    let (bps_after, _) = iperf(&lab, "d-lan", "2001:db8::1", 5201, &["-t", "4"]);
+    let (via_b_after, via_c_after) =
+        (sent_to(&lab, &tunnels["d"], "d", "b") - b1, sent_to(&lab, &tunnels["d"], "d", "c") - c1);
+    let tests_b = quality(&lab, "d", "b").unwrap().test_bytes - tests_b0;
+    let traffic_b = via_b_after.saturating_sub(tests_b * 11 / 10);
+    eprintln!(
+        "after ranking: {:.1} Mbit/s; {via_b_after} bytes through b ({tests_b} of them d's tests), {via_c_after} through c",
+        bps_after / 1e6
+    );
+    eprintln!(
+        "the liar's share of d's traffic: {:.1} % before ranking, {:.1} % after",
+        100.0 * via_b_before as f64 / (via_b_before + via_c_before) as f64,
+        100.0 * traffic_b as f64 / (via_b_after + via_c_after) as f64
+    );
+    assert!(
+        traffic_b * 10 <= via_b_before,
+        "through b after ranking: {traffic_b} bytes, more than 10 % of the {via_b_before} the lie attracted"
+    );
+    assert!(bps_after > bps_before * 2.0, "d's LAN is faster through c: {bps_after} vs {bps_before}");
+}
+
+/// diamond4, priced: b and c ask 0.001 per MB, d pays. c serves well, then degrades to 2 Mbit/s
+/// 90 s after start; d wants at least 10 Mbit/s down and tests every 10–30 s.
+const DEGRADER: &str = r#"
+name = "degrader"
+[defaults]
+config = { market = { max_price = "0.01" } }
+[[node]]
+name = "a"
+uplink = true
+[[node]]
+name = "b"
+config = { market = { ask = "0.001" } }
+[[node]]
+name = "c"
+config = { market = { ask = "0.001" } }
+misbehave = { degrade_after_secs = 90, degrade_to_mbit = 2 }
+[[node]]
+name = "d"
+lan = true
+config = { quality = { first_test_delay_secs = 10, test_interval_secs = 20, test_max_kb = 500, min_down_kbit = 10000, probation_secs = 600 } }
+[[link]]
+a = "a"
+b = "b"
+rate_mbit = 30
+[[link]]
+a = "b"
+b = "d"
+rate_mbit = 30
+[[link]]
+a = "a"
+b = "c"
+[[link]]
+a = "c"
+b = "d"
+"#;
+
+#[test]
+fn a_degrader_loses_the_traffic_and_the_payments_within_two_test_cycles() {
+    if skip("quality: diamond4 degrader", &["ping", "iperf3", "babeld"]) {
+        return;
+    }
+    let lab = lab_up("qd", DEGRADER);
+    let up_at = Instant::now();
+    let names = ["a", "b", "c", "d"];
+    // Before it degrades: c is measured best and carries d's traffic, and d pays it.
+    wait_for(Duration::from_secs(80), "d to rank c first", || {
+        let qc = quality(&lab, "d", "c")?;
+        (qc.verdict == "acceptable" && default_via(&lab, "d", &names).as_deref() == Some("c")).then_some(())
+    });
+    let server = iperf_server(&lab, "internet", 5201);
+    let mut upload = iperf_client(&lab, "d-lan", "2001:db8::1", 5201, &["-t", "150", "-b", "5M"]);
+    wait_for(Duration::from_secs(60), "d to pay c", || (units(&nb(&lab, "d", "c").paid_total) > 0).then_some(()));
+    assert!(up_at.elapsed() < Duration::from_secs(90), "c degrades only after this: {:?}", up_at.elapsed());
+
+    // c degrades at 90 s. Within two test cycles (each wait at most 30 s, plus the tests) d
+    // withdraws its bid, routing leaves c, and payments to c stop.
+    let degrade_at = up_at + Duration::from_secs(90);
+    std::thread::sleep(degrade_at.saturating_duration_since(Instant::now()));
+    let mut moved = None;
+    let withdrawn = wait_for(Duration::from_secs(120), "d to withdraw its bid for c", || {
+        if moved.is_none() && default_via(&lab, "d", &names).as_deref() == Some("b") {
+            moved = Some(degrade_at.elapsed());
+        }
+        let q = quality(&lab, "d", "c")?;
+        (q.verdict == "withdrawn").then(|| (degrade_at.elapsed(), q))
+    });
+    let (withdrawn_after, q) = withdrawn;
+    let c = nb(&lab, "d", "c");
+    eprintln!("c degraded; d moved its route {moved:?} and withdrew its bid {withdrawn_after:?} later: {q:?}");
+    assert!(q.reason.as_deref().unwrap_or("").contains("download"), "{q:?}");
+    assert!(c.bid.is_none() && c.negotiation.contains("quality below our goals"), "{c:?}");
+    assert!(withdrawn_after <= Duration::from_secs(2 * 30 + 2 * 5 + 5), "two test cycles: {withdrawn_after:?}");
+    wait_for(Duration::from_secs(30), "d's route to leave c", || {
+        (default_via(&lab, "d", &names).as_deref() == Some("b")).then_some(())
+    });
+    let moved = moved.unwrap_or_else(|| degrade_at.elapsed());
+    // Payments stop: once what was owed is settled, nothing more goes to c.
+    std::thread::sleep(Duration::from_secs(10));
+    let settled = units(&nb(&lab, "d", "c").paid_total);
+    std::thread::sleep(Duration::from_secs(20));
+    assert_eq!(units(&nb(&lab, "d", "c").paid_total), settled, "no payment to c after its bid was withdrawn");
+    assert!(units(&nb(&lab, "d", "b").paid_total) > 0, "d pays b, which carries its traffic now");
+    eprintln!(
+        "from degrading: traffic moved after {:.1} s, payments stopped (bid withdrawn) after {:.1} s",
+        moved.as_secs_f64(),
+        withdrawn_after.as_secs_f64()
+    );
+    assert!(upload.running(), "the upload went on through the change");
+    drop(upload);
+    drop(server);
+}
+
+#[test]
+fn mesh10_routes_never_loop_while_rankings_change() {
+    if skip("quality: mesh10 loops", &["ping", "babeld"]) {
+        return;
+    }
+    // Every node tests every 10–30 s with small tests; links of different speeds so that the
+    // rankings differ and move.
+    let mut toml = shipped("mesh10.toml");
+    toml = toml.replace("name = \"mesh10\"", "name = \"mesh10q\"\n[defaults]\nconfig = { quality = { first_test_delay_secs = 4, test_interval_secs = 20, test_max_kb = 300, min_tests = 1 } }");
+    let mut n = 0;
+    toml = toml
+        .split("[[link]]")
+        .enumerate()
+        .map(|(i, part)| {
+            if i > 0 && i % 3 == 0 {
+                n += 1;
+                format!("[[link]]\nrate_mbit = {}{part}", 5 * n)
+            } else if i > 0 {
+                format!("[[link]]{part}")
+            } else {
+                part.to_string()
+            }
+        })
+        .collect();
+    let lab = lab_up("qm", &toml);
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    let tunnels: BTreeMap<String, BTreeMap<String, String>> =
+        names.iter().map(|n| (n.to_string(), tunnel_names(&lab, n, &names))).collect();
+    reachable(&lab, "d-lan", "2001:db8::1", Duration::from_secs(60));
+    let start = Instant::now();
+    let mut paths = 0;
+    let mut changes = 0;
+    let mut last: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    while start.elapsed() < Duration::from_secs(100) {
+        for from in names {
+            let (path, looped) = forwarding_path(&lab, &tunnels, from, "2001:db8::1");
+            assert!(!looped, "forwarding loop from {from}: {path:?}");
+            paths += 1;
+            if last.get(from).is_some_and(|p| *p != path) {
+                changes += 1;
+            }
+            last.insert(from.to_string(), path);
+        }
+    }
+    let tested: u32 = names
+        .iter()
+        .map(|n| status(&lab, n).neighbors.iter().filter_map(|nb| nb.quality.as_ref()).map(|q| q.tests).sum::<u32>())
+        .sum();
+    let penalized: usize = names.iter().map(|n| status(&lab, n).routing.links.len()).sum();
+    eprintln!("mesh10: {tested} tests, {paths} forwarding paths checked, {changes} path changes, no loop ({penalized} routed links)");
+    assert!(tested >= 20, "the nodes tested their neighbors: {tested}");
+    assert!(changes > 0, "rankings moved some routes while we watched");
+}
