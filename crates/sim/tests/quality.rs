@@ -231,3 +231,42 @@ fn tests_never_spend_more_than_the_budget_in_any_hour() {
     assert!((8..=10).contains(&tests), "{tests} tests in three hours");
     assert_eq!(total, tests as u64 * 2 * test_max_bytes, "every test's bytes are counted");
 }
+
+/// BENCHMARKS.md's "test bytes per neighbor per hour at the default budget": the default
+/// schedule (a test every 5–15 min per neighbor, 2 MB each way at most) and budget (100 MB an
+/// hour), six simulated hours, with 2 and with 8 neighbors whose paths move 100 Mbit/s.
+#[test]
+fn bench_test_bytes_per_neighbor_per_hour_at_the_defaults() {
+    for neighbors in [2usize, 8] {
+        let mut sim = Sim::new(21);
+        let d = sim.add_node("d", |c| c.quality = QualityConfig { testing: true, ..QualityConfig::default() });
+        let others: Vec<NodeIdx> =
+            (0..neighbors).map(|i| sim.add_node(&format!("n{i}"), |c| c.quality = QualityConfig::default())).collect();
+        for &o in &others {
+            sim.link(d, o);
+        }
+        converge(&mut sim, secs(30), "star");
+        for &o in &others {
+            sim.set_path(d, o, PathModel::new(100_000));
+        }
+        let hours = 6;
+        let mut worst = 0;
+        for _ in 0..(hours * 360) {
+            sim.run_for(secs(10));
+            worst = worst.max(sim.test_budget(d).0);
+        }
+        let per_neighbor_hour = sim.test_budget(d).1 as f64 / neighbors as f64 / hours as f64;
+        eprintln!(
+            "{neighbors} neighbors: {:.1} MB of tests per neighbor per hour; at most {:.1} MB in any hour (budget 100)",
+            per_neighbor_hour / 1e6,
+            worst as f64 / 1e6
+        );
+        assert!(worst <= 100_000_000);
+        if neighbors == 2 {
+            // Six tests an hour of 4 MB each.
+            assert!((20e6..=28e6).contains(&per_neighbor_hour), "{per_neighbor_hour}");
+        } else {
+            assert!(per_neighbor_hour <= 100e6 / 8.0 + 1.0, "the budget caps it: {per_neighbor_hour}");
+        }
+    }
+}
