@@ -97,6 +97,20 @@ pub enum LabCommand {
         #[arg(long)]
         kill: bool,
     },
+    /// Send unsolicited UDP datagrams (1,200 bytes) to each address at this rate, until
+    /// killed: what `misbehave = { junk_mbit = M }` runs inside a node's namespace.
+    #[command(hide = true)]
+    Junk {
+        /// Addresses to send to (each gets the whole rate).
+        #[arg(long = "to", required = true)]
+        to: Vec<std::net::IpAddr>,
+        /// UDP port (nothing listens there).
+        #[arg(long, default_value_t = 9)]
+        port: u16,
+        /// Rate per address, Mbit/s.
+        #[arg(long)]
+        mbit: u32,
+    },
     /// Stop the lab's daemons and anything else running in its namespaces, delete the
     /// namespaces and the lab's state. Safe to repeat.
     Down {
@@ -149,6 +163,7 @@ pub fn run(cmd: LabCommand, daemon_exe: &Path) -> anyhow::Result<i32> {
     }
     let root = Path::new(DEFAULT_ROOT);
     match cmd {
+        LabCommand::Junk { to, port, mbit } => crate::misbehave::send_junk(&to, port, mbit),
         LabCommand::Up { topology, name, timeout, no_wait, keep_on_failure } => {
             let topo = Topology::load(&topology)?;
             let name = match name {

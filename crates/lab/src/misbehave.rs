@@ -14,7 +14,15 @@
 //!   `lab down` with everything else there) shapes every veth of the node to that rate after
 //!   that delay: what it sends to its neighbors, forwarded or not, slows down.
 //!
-//! `junk_mbit` and `prioritize_tests` are checked but have no effect yet.
+//! - `junk_mbit`: once the tunnels are up, the node sends that many Mbit/s of UDP datagrams to
+//!   a closed port of each neighbor's mesh address (`tollway lab junk`, a process in its
+//!   namespace, stopped by `lab down`): traffic nobody asked for, which the neighbor should
+//!   refuse before billing it and cut the node off for.
+//!
+//! - `prioritize_tests`: from the start, the node polices everything it forwards to
+//!   [`PRIORITIZED_REST_MBIT`] (2 Mbit/s, both directions together) except traffic to and from
+//!   the lab's speed-test server (an nftables table of the lab's own, `inet twlab_misbehave`,
+//!   in the node's namespace): tests through it look fast, real traffic is slow.
 
 use crate::command;
 use crate::daemon::DaemonCommand;
@@ -88,6 +96,32 @@ pub fn prepare(node: &NodeRecord, m: &Misbehave) -> Result<(), UpError> {
     Ok(())
 }
 
+/// What a test prioritizer lets everything else through at, Mbit/s.
+pub const PRIORITIZED_REST_MBIT: u32 = 2;
+
+/// After the daemon started: the test prioritizer's policer.
+pub fn prioritize_tests(node: &NodeRecord, m: &Misbehave) -> Result<(), UpError> {
+    if !m.prioritize_tests {
+        return Ok(());
+    }
+    let (server, port) = (crate::hosts::INTERNET_IPV6, crate::up::SPEEDTEST_PORT);
+    let kbytes = PRIORITIZED_REST_MBIT * 1000 / 8;
+    let script = format!(
+        "table inet twlab_misbehave {{\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter - 5; policy accept;\n\
+         \t\tip6 daddr {server} tcp dport {port} accept\n\
+         \t\tip6 saddr {server} tcp sport {port} accept\n\
+         \t\tlimit rate over {kbytes} kbytes/second burst {kbytes} kbytes drop\n\
+         \t}}\n\
+         }}\n"
+    );
+    command::run(&["ip", "netns", "exec", node.namespace.as_str(), "nft", "-f", "-"], Some(&script))
+        .map_err(|e| UpError::Misbehave(e.to_string()))?;
+    tracing::warn!(node = %node.name, rest_mbit = PRIORITIZED_REST_MBIT, "misbehave: favoring speed tests, policing everything else it forwards");
+    Ok(())
+}
+
 /// After the daemon started: the degrade timer.
 pub fn start(node: &NodeRecord, m: &Misbehave, tc: &Path) -> Result<(), UpError> {
     let Some(Degrade { after_secs, to_mbit }) = m.degrade else { return Ok(()) };
@@ -107,4 +141,51 @@ pub fn start(node: &NodeRecord, m: &Misbehave, tc: &Path) -> Result<(), UpError>
         crate::daemon::spawn(&cmd, &node.namespace, &path, &log).map_err(|e| UpError::Misbehave(e.to_string()))?;
     tracing::warn!(node = %node.name, pid = proc.pid, after_secs, to_mbit, "misbehave: degrade timer started");
     Ok(())
+}
+
+/// Once the tunnels are up: the junk sender of a node with `junk_mbit`, aimed at `targets`
+/// (its neighbors' mesh addresses).
+pub fn start_junk(node: &NodeRecord, m: &Misbehave, tollway: &Path, targets: &[String]) -> Result<(), UpError> {
+    let Some(mbit) = m.junk_mbit else { return Ok(()) };
+    if targets.is_empty() {
+        return Err(UpError::Misbehave(format!(
+            "{}: junk_mbit set but no neighbor's mesh address is known",
+            node.name
+        )));
+    }
+    let mut args = vec!["lab".to_string(), "junk".into(), "--mbit".into(), mbit.to_string()];
+    for t in targets {
+        args.push("--to".into());
+        args.push(t.clone());
+    }
+    let cmd = DaemonCommand::custom(tollway, args);
+    let log = node.dir.join("misbehave.log");
+    let proc = crate::daemon::spawn(&cmd, &node.namespace, &node.config_path, &log)
+        .map_err(|e| UpError::Misbehave(e.to_string()))?;
+    tracing::warn!(node = %node.name, pid = proc.pid, mbit, ?targets, "misbehave: sending junk to its neighbors");
+    Ok(())
+}
+
+/// `tollway lab junk`: paced UDP datagrams to every address, forever (errors such as an
+/// unreachable address are ignored: junk is sent, not delivered).
+pub fn send_junk(to: &[std::net::IpAddr], port: u16, mbit: u32) -> anyhow::Result<i32> {
+    use std::time::{Duration, Instant};
+    const SIZE: usize = 1200;
+    let socket = std::net::UdpSocket::bind("[::]:0")?;
+    let payload = vec![0x6a_u8; SIZE];
+    // Datagrams per 10 ms per address, with the remainder carried over.
+    let per_tick_bits = u64::from(mbit) * 1_000_000 / 100;
+    let start = Instant::now();
+    let mut sent_bits: u64 = 0;
+    for tick in 1u64.. {
+        while sent_bits < tick * per_tick_bits {
+            for addr in to {
+                let _ = socket.send_to(&payload, std::net::SocketAddr::new(*addr, port));
+            }
+            sent_bits += (SIZE as u64) * 8;
+        }
+        let next = start + Duration::from_millis(tick * 10);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    Ok(0)
 }

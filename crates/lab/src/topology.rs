@@ -32,9 +32,9 @@
 //!
 //! `misbehave` makes a node cheat without changing its daemon ([`crate::misbehave`]):
 //! `metric_lie` (it announces a default route it does not have, with metric 0; not with
-//! `uplink = true`) and `degrade_after_secs` + `degrade_to_mbit` (after that delay it sends
-//! everything at that rate) work; `junk_mbit` and `prioritize_tests` are checked but have no
-//! effect yet (`lab up` says so):
+//! `uplink = true`), `degrade_after_secs` + `degrade_to_mbit` (after that delay it sends
+//! everything at that rate), `junk_mbit` (it sends that much unsolicited UDP to its neighbors)
+//! and `prioritize_tests` (it polices what it forwards, except speed tests):
 //!
 //! ```toml
 //! misbehave = { metric_lie = true, degrade_after_secs = 60, degrade_to_mbit = 2, junk_mbit = 5, prioritize_tests = true }

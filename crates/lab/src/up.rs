@@ -96,8 +96,8 @@ impl Lab {
             Err(e) => return Err(io(&dir)(e)),
         }
         for n in topology.nodes.iter().filter_map(|n| n.misbehave.map(|m| (n, m))) {
-            if n.1.junk_mbit.is_some() || n.1.prioritize_tests {
-                tracing::warn!(lab = %name, node = %n.0.name, "misbehave: `junk_mbit` and `prioritize_tests` have no effect yet");
+            if n.1.junk_mbit.is_some() && opts.wait.is_none() {
+                tracing::warn!(lab = %name, node = %n.0.name, "misbehave: `junk_mbit` starts once the tunnels are up: not without waiting for them");
             }
         }
         let mut state = plan(name, topology, &dir, opts);
@@ -155,6 +155,7 @@ impl Lab {
         for n in &self.state.nodes {
             if let Some(m) = topology.node(n.name.as_str()).and_then(|s| s.misbehave) {
                 crate::misbehave::start(n, &m, Path::new("tc"))?;
+                crate::misbehave::prioritize_tests(n, &m)?;
             }
         }
         let daemons = t1.elapsed();
@@ -167,6 +168,19 @@ impl Lab {
                 if topology.node(n.name.as_str()).and_then(|s| s.misbehave).is_some_and(|m| m.metric_lie) {
                     crate::misbehave::forward_lie(n, timeout)?;
                 }
+            }
+            self.statuses(); // records every node's mesh address
+            for n in &self.state.nodes {
+                let Some(m) = topology.node(n.name.as_str()).and_then(|s| s.misbehave) else { continue };
+                let targets: Vec<String> = (self.state.links.iter())
+                    .filter_map(|l| match (&l.a, &l.b) {
+                        (a, b) if *a == n.name => Some(b),
+                        (a, b) if *b == n.name => Some(a),
+                        _ => None,
+                    })
+                    .filter_map(|peer| self.state.node(peer.as_str())?.mesh_ip.clone())
+                    .collect();
+                crate::misbehave::start_junk(n, &m, &opts.daemon.program, &targets)?;
             }
             let tunnels = t2.elapsed();
             tracing::info!(lab = %self.state.name, ms = tunnels.as_millis() as u64, "every tunnel is up");

@@ -330,3 +330,96 @@ fn mesh10_routes_never_loop_while_rankings_change() {
     assert!(tested >= 20, "the nodes tested their neighbors: {tested}");
     assert!(changes > 0, "rankings moved some routes while we watched");
 }
+
+/// b sends 2 Mbit/s of junk (UDP to a closed port) to its neighbor a from the moment the
+/// tunnels are up (`misbehave = { junk_mbit = 2 }`); a cuts off a neighbor that sends more than
+/// 200 kB of it a minute, and prices its service.
+const JUNK_SENDER: &str = r#"
+name = "junk"
+[[node]]
+name = "a"
+config = { market = { ask = "0.01" }, firewall = { junk_limit_kb = 200, junk_cut_off_secs = 30 } }
+[[node]]
+name = "b"
+config = { market = { max_price = "0.05" } }
+misbehave = { junk_mbit = 2 }
+[[link]]
+a = "a"
+b = "b"
+"#;
+
+#[test]
+fn a_junk_sender_bills_nothing_for_its_junk_and_is_cut_off() {
+    if skip("quality: junk sender", &["ping"]) {
+        return;
+    }
+    let lab = lab_up("qj", JUNK_SENDER);
+    let cut = wait_for(Duration::from_secs(30), "a to cut b off for junk", || {
+        let n = nb(&lab, "a", "b");
+        (n.enforcement == "cut_off").then_some(n)
+    });
+    let why = cut.enforcement_reason.clone().unwrap_or_default();
+    assert!(why.contains("unsolicited"), "{why}");
+    std::thread::sleep(Duration::from_secs(5));
+    let n = nb(&lab, "a", "b");
+    eprintln!(
+        "a cut b off: {} junk bytes dropped, {} bytes billed from b in all, reason: {why}",
+        n.dropped_unsolicited_bytes, n.billed_bytes_in
+    );
+    assert!(n.dropped_unsolicited_bytes > 1_000_000, "the junk kept coming: {n:?}");
+    // Billed: only the control session (a few hundred bytes a second), none of the junk.
+    assert!(
+        n.billed_bytes_in < n.dropped_unsolicited_bytes / 20,
+        "billed {} of {} junk bytes",
+        n.billed_bytes_in,
+        n.dropped_unsolicited_bytes
+    );
+    assert_eq!(n.state, "connected", "the session stays up: b can learn why");
+}
+
+/// diamond4 with c favoring speed tests (`prioritize_tests`: everything else it forwards is
+/// policed to 2 Mbit/s); b honest over 30 Mbit/s links. How much better c looks to d's tests
+/// than it serves d's real traffic, and whether anything d measures passively shows it.
+/// A benchmark (BENCHMARKS.md, "Quality and attacks"): run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_prioritize_tests_advantage() {
+    if skip("quality: test prioritizer", &["ping", "iperf3", "babeld"]) {
+        return;
+    }
+    let toml = DEGRADER
+        .replace("name = \"degrader\"", "name = \"prio\"")
+        .replace(
+            "misbehave = { degrade_after_secs = 90, degrade_to_mbit = 2 }",
+            "misbehave = { prioritize_tests = true }",
+        )
+        .replace(", min_down_kbit = 10000, probation_secs = 600", "");
+    let lab = lab_up("qp", &toml);
+    let names = ["a", "b", "c", "d"];
+    let tunnels = tunnel_names(&lab, "d", &names);
+    wait_for(Duration::from_secs(120), "d to rank both", || {
+        let (qb, qc) = (quality(&lab, "d", "b")?, quality(&lab, "d", "c")?);
+        (qb.tests >= 2 && qc.tests >= 2 && qb.verdict == "acceptable" && qc.verdict == "acceptable").then_some(())
+    });
+    let _server = iperf_server(&lab, "internet", 5201);
+    let via = default_via(&lab, "d", &names);
+    let c0 = sent_to(&lab, &tunnels, "d", "c");
+    let (real, _) = iperf(&lab, "d-lan", "2001:db8::1", 5201, &["-t", "5"]);
+    let through_c = sent_to(&lab, &tunnels, "d", "c") - c0;
+    let (qb, qc) = (quality(&lab, "d", "b").unwrap(), quality(&lab, "d", "c").unwrap());
+    eprintln!("d routes the internet through {via:?}; {through_c} bytes of the upload went through c");
+    eprintln!(
+        "tests: through c {:.1} down / {:.1} up Mbit/s, through b {:.1} / {:.1}; real upload {:.1} Mbit/s",
+        qc.down_kbit.unwrap() as f64 / 1e3,
+        qc.up_kbit.unwrap() as f64 / 1e3,
+        qb.down_kbit.unwrap() as f64 / 1e3,
+        qb.up_kbit.unwrap() as f64 / 1e3,
+        real / 1e6
+    );
+    eprintln!(
+        "advantage: c's tests read {:.1} times what it forwards for d; passive RTT through c {:.1} ms, b {:.1} ms",
+        qc.up_kbit.unwrap() as f64 * 1e3 / real.max(1.0),
+        qc.rtt_us as f64 / 1e3,
+        qb.rtt_us as f64 / 1e3
+    );
+}
