@@ -94,7 +94,7 @@ pub fn build(d: &Driver) -> Status {
                     last_dispute: mk.last_dispute.clone(),
                     disputed_bytes: mk.disputed_bytes(),
                     quality: (n.passive.rtt_samples > 0 || n.tests.tests + n.tests.failures > 0 || n.tests.no_route)
-                        .then(|| quality(n, mk.reported_loss_ppm(), now_ms)),
+                        .then(|| quality(n, mk.reported_loss_ppm(), now_ms, node.config().quality.goals.min_samples)),
                     dropped_spoofed_packets: n.dropped.spoofed.packets,
                     dropped_spoofed_bytes: n.dropped.spoofed.bytes,
                     dropped_unsolicited_packets: n.dropped.unsolicited.packets,
@@ -121,7 +121,12 @@ pub fn build(d: &Driver) -> Status {
 }
 
 /// A neighbor's quality: passive figures, its tests, and the verdict.
-fn quality(n: &tollway_core::Neighbor, loss_ppm: u64, now: tollway_core::Millis) -> tollway_api::QualityStatus {
+fn quality(
+    n: &tollway_core::Neighbor,
+    loss_ppm: u64,
+    now: tollway_core::Millis,
+    min_tests: u32,
+) -> tollway_api::QualityStatus {
     use tollway_core::quality::Verdict;
     let t = &n.tests;
     let tested = t.quality.samples > 0;
@@ -130,7 +135,16 @@ fn quality(n: &tollway_core::Neighbor, loss_ppm: u64, now: tollway_core::Millis)
         (None, _) if t.no_route => ("not_tested", None, t.last_error.clone()),
         (None, Verdict::Acceptable { value }) => ("acceptable", Some(value), None),
         (None, Verdict::Below(s)) => ("below", None, Some(s.to_string())),
-        (None, Verdict::Unknown) => ("unknown", None, t.last_error.clone()),
+        (None, Verdict::Unknown) => {
+            let why = match &t.last_error {
+                Some(e) => e.clone(),
+                None if t.quality.samples < min_tests => {
+                    format!("{} of the {min_tests} tests needed before it is judged", t.quality.samples)
+                }
+                None => "its tests are too old".to_owned(),
+            };
+            ("unknown", None, Some(why))
+        }
     };
     tollway_api::QualityStatus {
         rtt_us: n.passive.rtt_us,
