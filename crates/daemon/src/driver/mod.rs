@@ -481,6 +481,7 @@ impl Driver {
             Action::EnsureTunnel(spec) => self.ensure_tunnel(spec),
             Action::RemoveTunnel { ifname, .. } => {
                 self.desired.remove(&ifname);
+                self.probe_removed(&ifname);
                 if let Err(e) = self.k.tunnels.remove(&ifname) {
                     tracing::warn!(%ifname, error = %e, "removing tunnel failed");
                 }

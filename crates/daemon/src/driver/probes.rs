@@ -44,11 +44,14 @@ pub struct SpeedTests {
     pub runner: Box<dyn SpeedTester>,
     /// The penalty each tunnel's altname selects now.
     penalties: std::collections::HashMap<IfName, u16>,
+    /// Tunnels whose probe (altname, address, table, rule) was last set up completely: a test
+    /// from a probe half set up could take another path, so none runs through the others.
+    ready: std::collections::HashSet<IfName>,
 }
 
 impl SpeedTests {
     pub fn new(pins: Vec<(SocketAddr, NodeId)>, runner: Box<dyn SpeedTester>) -> SpeedTests {
-        SpeedTests { pins, runner, penalties: Default::default() }
+        SpeedTests { pins, runner, penalties: Default::default(), ready: Default::default() }
     }
 }
 
@@ -106,6 +109,25 @@ impl Driver {
         if !self.probes_enabled() {
             return Ok(());
         }
+        if let Some(st) = self.speed_tests.as_mut() {
+            st.ready.remove(&spec.ifname);
+        }
+        self.set_up_probe(spec)?;
+        if let Some(st) = self.speed_tests.as_mut() {
+            st.ready.insert(spec.ifname.clone());
+        }
+        Ok(())
+    }
+
+    /// Forget a removed tunnel's probe.
+    pub(super) fn probe_removed(&mut self, ifname: &IfName) {
+        if let Some(st) = self.speed_tests.as_mut() {
+            st.ready.remove(ifname);
+            st.penalties.remove(ifname);
+        }
+    }
+
+    fn set_up_probe(&mut self, spec: &TunnelSpec) -> Result<(), String> {
         let Some(slot) = self.node.neighbor_by_ifname(&spec.ifname).map(|n| n.slot) else { return Ok(()) };
         let (Some(source), Ok(slot8)) = (self.node.node_id().probe_ip(slot), u8::try_from(slot)) else {
             return Ok(()); // slots past 255 are not tested
@@ -222,6 +244,10 @@ impl Driver {
                     })
             })
             .collect();
+        if !self.speed_tests.as_ref().is_some_and(|s| s.ready.contains(&ifname)) {
+            let why = format!("the speed-test probe through {ifname} is not set up (see the log)");
+            return self.node.handle_speed_test(now, test, TestOutcome::Failed { error: why, bytes: 0 });
+        }
         if reachable.is_empty() {
             let why = format!("no route to a pinned IPv6 speed-test server through {ifname}");
             return self.node.handle_speed_test(now, test, no_route(why));
