@@ -79,8 +79,17 @@ fn a_neighbor_that_goes_silent_is_removed_and_rebuilt_when_it_returns() {
     wait_for(Duration::from_secs(30), "b–c tunnel after link up", || {
         neighbor(&status(&lab, "b"), &c_id).filter(|n| n.tunnel_up).map(|_| ())
     });
-    let (ok, out) = run_in(&lab, "b", &["ping", "-6", "-c", "1", "-W", "3", &status(&lab, "c").node.mesh_ip]);
-    assert!(ok, "b pings c after the link returned: {out}");
+    // Under load the first ping after the rebuilt tunnel came up was once lost (a full test run,
+    // 55e6c74; not reproduced alone): c must answer within 15 s, and how long it took is shown.
+    let c_ip = status(&lab, "c").node.mesh_ip;
+    let t = Instant::now();
+    let mut last = String::new();
+    wait_for(Duration::from_secs(15), "b to ping c after the link returned", || {
+        let (ok, out) = run_in(&lab, "b", &["ping", "-6", "-c", "1", "-W", "2", &c_ip]);
+        last = out;
+        ok.then_some(())
+    });
+    eprintln!("b pings c {:?} after the tunnel was back ({})", t.elapsed(), last.lines().nth(1).unwrap_or(""));
 }
 
 #[test]
