@@ -115,3 +115,57 @@ fn throughput_one_hop() {
         b.ns.run(|| tb.remove(&b.tun)).unwrap().unwrap();
     }
 }
+
+/// boringtun 0.7 can lose a new device's event loop while moving it to its listen port when
+/// another thread closes and reuses descriptors at that moment (it indexes its table by the
+/// number of a socket it never registered). The daemon is such a process: creating tunnels
+/// while other threads churn descriptors must still give a working device every time.
+#[test]
+fn new_devices_take_their_port_while_other_threads_churn_descriptors() {
+    if skip("new_devices_take_their_port_while_other_threads_churn_descriptors", &[]) {
+        return;
+    }
+    let panics = count_panics();
+    let (a, b) = two_sides();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut opened = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Loopback sockets only, never sent on: they exist to take and free numbers.
+                    let held: Vec<_> = (0..16).filter_map(|_| std::net::UdpSocket::bind("127.0.0.1:0").ok()).collect();
+                    opened += held.len() as u64;
+                }
+                opened
+            })
+        })
+        .collect();
+    let mut tunnels = UserspaceTunnels::new(UserspaceOptions::default());
+    let rounds = 60;
+    let mut failures = Vec::new();
+    for i in 0..rounds {
+        let mut cfg = a.config_to(&b, 0);
+        cfg.ifname = common::unique("twc");
+        cfg.listen_port = 52000 + i;
+        let name = cfg.ifname.clone();
+        match a.ns.run(|| tunnels.ensure(&cfg)).unwrap() {
+            Ok(()) => {
+                // A working device answers its control socket and holds its port.
+                let listening = a.ns.run(|| tunnels.stats(&name).is_ok()).unwrap();
+                if !listening {
+                    failures.push(format!("{name}: configured but does not answer"));
+                }
+            }
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+        a.ns.run(|| tunnels.remove(&name)).unwrap().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let opened: u64 = churners.into_iter().map(|t| t.join().unwrap()).sum();
+    eprintln!("{rounds} devices created while other threads opened and closed {opened} sockets");
+    assert!(failures.is_empty(), "devices that failed: {failures:?}");
+    // Not saved by the retry: no event loop died at all.
+    assert_eq!(panics.load(Ordering::SeqCst), 0, "boringtun panicked (see the messages above)");
+}

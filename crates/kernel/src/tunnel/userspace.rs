@@ -25,7 +25,12 @@
 //! - its TUN, epoll, eventfd and timerfd descriptors lack close-on-exec: we set it, else child
 //!   processes would keep interfaces alive;
 //! - it never closes a device's 2 eventfds and 2 timerfds: 4 descriptors leak per device
-//!   created (not per reconfiguration). Raise `RLIMIT_NOFILE` in long-running processes.
+//!   created (not per reconfiguration). Raise `RLIMIT_NOFILE` in long-running processes;
+//! - moving a new device to our listen port forgets its first sockets by numbers it may never
+//!   have registered, and panics its event loop when another thread freed a lower descriptor
+//!   meanwhile (the device is then dead): the control socket handed to it is placed far above
+//!   every open descriptor, which sizes its table past them (`above_open_descriptors`), and a
+//!   new device whose configuration fails is tried once more.
 
 use super::uapi::{self, UapiClient, UapiError};
 use super::{delete_leftover, list_tunnels};
@@ -36,7 +41,7 @@ use boringtun::device::{DeviceConfig, DeviceHandle, Error as BtError};
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
-use std::os::fd::IntoRawFd;
+use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -96,7 +101,7 @@ impl UserspaceTunnels {
         delete_leftover(name).map_err(create_err)?;
 
         let (ours, theirs) = UnixStream::pair().map_err(create_err)?;
-        let theirs = theirs.into_raw_fd();
+        let theirs = above_open_descriptors(theirs.into_raw_fd());
         let config = DeviceConfig {
             n_threads: self.opts.threads.max(1),
             use_connected_socket: self.opts.use_connected_socket,
@@ -125,24 +130,8 @@ impl UserspaceTunnels {
         Ok(Device { handle, control, ifindex, applied: None })
     }
 
-    /// Forget a device and stop it, logging (not returning) failures: used when the device is
-    /// already known to be broken.
-    fn discard(&mut self, name: &IfName, why: &str) {
-        if let Some(dev) = self.devices.remove(name) {
-            tracing::warn!(ifname = %name, "discarding userspace WireGuard device: {why}");
-            if let Err(e) = finish_teardown(name, start_teardown(name, dev), self.opts.remove_timeout) {
-                tracing::warn!(ifname = %name, "stopping it: {e}");
-            }
-        }
-    }
-}
-
-impl Tunnels for UserspaceTunnels {
-    fn backend(&self) -> &'static str {
-        "userspace"
-    }
-
-    fn ensure(&mut self, cfg: &WgConfig) -> Result<(), TunnelError> {
+    /// Create (if needed) and configure one device; on failure nothing is left half-made.
+    fn ensure_once(&mut self, cfg: &WgConfig) -> Result<(), TunnelError> {
         let name = &cfg.ifname;
         if let Some(dev) = self.devices.get(name) {
             if route::ifindex(name.as_str()) != Some(dev.ifindex) {
@@ -188,6 +177,38 @@ impl Tunnels for UserspaceTunnels {
                 self.discard(name, "configuring it failed");
                 Err(TunnelError::Configure { ifname: name.clone(), detail })
             }
+        }
+    }
+
+    /// Forget a device and stop it, logging (not returning) failures: used when the device is
+    /// already known to be broken.
+    fn discard(&mut self, name: &IfName, why: &str) {
+        if let Some(dev) = self.devices.remove(name) {
+            tracing::warn!(ifname = %name, "discarding userspace WireGuard device: {why}");
+            if let Err(e) = finish_teardown(name, start_teardown(name, dev), self.opts.remove_timeout) {
+                tracing::warn!(ifname = %name, "stopping it: {e}");
+            }
+        }
+    }
+}
+
+impl Tunnels for UserspaceTunnels {
+    fn backend(&self) -> &'static str {
+        "userspace"
+    }
+
+    fn ensure(&mut self, cfg: &WgConfig) -> Result<(), TunnelError> {
+        match self.ensure_once(cfg) {
+            // boringtun 0.7's event loop can die while moving a new device to its listen port:
+            // it forgets the sockets of the random port it started on by the numbers of their
+            // originals, not of the clones it registered, and indexes past its table when
+            // another thread of ours reused a lower descriptor meanwhile. The device has then
+            // been discarded; a fresh one almost always succeeds, so try once more.
+            Err(TunnelError::Configure { ifname, detail }) if !self.devices.contains_key(&cfg.ifname) => {
+                tracing::warn!(%ifname, "configuring a new WireGuard device failed ({detail}); trying once more");
+                self.ensure_once(cfg)
+            }
+            other => other,
         }
     }
 
@@ -307,6 +328,45 @@ fn port_is_free(port: u16) -> io::Result<()> {
 /// after the daemon dies. Mark every such descriptor of the process close-on-exec; descriptors
 /// of these kinds are never meant to be inherited. (A child forked during the few
 /// milliseconds between boringtun opening them and this call still inherits them.)
+/// Headroom between the highest descriptor open now and the control socket given to boringtun.
+const UAPI_FD_HEADROOM: i32 = 512;
+
+/// Move the control socket (whose number boringtun registers in its event table, sizing the
+/// table to it) above every descriptor open now, with room to spare.
+///
+/// boringtun 0.7 moves a new device from the random port it starts on to ours by forgetting
+/// the random port's sockets under the numbers of the originals it kept, while its table holds
+/// the clones it registered; when another thread of ours freed a lower number in between, the
+/// clones land below the originals and the lookup indexes past the table's end: its event loop
+/// panics and the device is dead. With the control socket high, the table always reaches past
+/// the originals (a look-up of a number it never registered is then a harmless no-op). Falls
+/// back to the descriptor as it is when the process may not open that many.
+fn above_open_descriptors(fd: RawFd) -> RawFd {
+    let highest = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())).max().unwrap_or(fd)
+        })
+        .unwrap_or(fd);
+    let wanted = highest.max(fd).saturating_add(UAPI_FD_HEADROOM);
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit with a valid pointer to an rlimit struct.
+    let limit_ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && (wanted as u64) < lim.rlim_cur;
+    if !limit_ok {
+        tracing::debug!(fd, wanted, "cannot move the WireGuard control socket up (descriptor limit)");
+        return fd;
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own; on success we close the original,
+    // which nobody else refers to.
+    unsafe {
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, wanted);
+        if high < 0 {
+            return fd;
+        }
+        libc::close(fd);
+        high
+    }
+}
+
 fn mark_boringtun_fds_cloexec() {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
     for entry in dir.flatten() {

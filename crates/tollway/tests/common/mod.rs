@@ -320,9 +320,12 @@ pub fn nb(lab: &Lab, of: &str, peer: &str) -> tollway_api::NeighborStatus {
 
 /// Wait until both sides have agreed prices and the session is up.
 pub fn wait_agreed(lab: &Lab, x: &str, y: &str) {
+    // Either side may not list the other yet (a daemon that just restarted answers its API
+    // before it has heard its neighbors): that is "not yet", not a failure.
+    let (x_id, y_id) = (node_id(lab, x), node_id(lab, y));
     wait_for(Duration::from_secs(30), "prices agreed both ways", || {
-        let (a, b) = (nb(lab, x, y), nb(lab, y, x));
-        (a.negotiation == "agreed" && b.negotiation == "agreed").then_some(())
+        let agreed = |of: &str, peer: &str| neighbor(&status(lab, of), peer).is_some_and(|n| n.negotiation == "agreed");
+        (agreed(x, &y_id) && agreed(y, &x_id)).then_some(())
     });
 }
 
