@@ -207,6 +207,18 @@ pub struct QualityStatus {
     /// Why it is below the goals, or why the last test failed.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Live traffic across its tunnel (kbit/s, per 10-s window, windows with a test left out):
+    /// what it delivered to us (down) and what we sent through it (up), in the latest window
+    /// and the highest window of the last one to two hours. What a path carried, not what it
+    /// could: a path with little demand shows little. None before the first window.
+    #[serde(default)]
+    pub live_down_kbit: Option<u64>,
+    #[serde(default)]
+    pub live_up_kbit: Option<u64>,
+    #[serde(default)]
+    pub live_peak_down_kbit: Option<u64>,
+    #[serde(default)]
+    pub live_peak_up_kbit: Option<u64>,
 }
 
 /// `tollway ledger`: history, newest first, amounts as decimal strings.

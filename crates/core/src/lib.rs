@@ -15,6 +15,7 @@ pub mod action;
 pub mod config;
 pub mod identity;
 pub mod ids;
+pub mod live_check;
 pub mod market;
 pub mod node;
 pub mod quality;

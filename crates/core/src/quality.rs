@@ -13,6 +13,7 @@
 //! samples, withdraws its bid from a neighbor judged [`Verdict::Below`] for a probation time,
 //! and hands routing the [`penalty`] of each neighbor.
 
+use crate::live_check::{capped_value, LiveCap};
 use crate::market::Price;
 use crate::time::Millis;
 
@@ -75,10 +76,18 @@ impl Quality {
     }
 }
 
+/// Length of one window of live traffic: its bytes over its length give one delivered rate.
+pub const LIVE_WINDOW: Millis = Millis(10_000);
+/// The peak delivered rate is the highest window of the current and the previous period of
+/// this length (so a peak is remembered for one to two hours).
+pub const LIVE_PEAK_PERIOD: Millis = Millis(3_600_000);
+
 /// What live traffic tells us of a neighbor's path, with no test: the round-trip time of the
 /// control session's keepalives (a Ping every few seconds, answered by a Pong, through the
-/// tunnel and whatever queue the neighbor keeps for us). Smoothed like TCP's SRTT (each sample
-/// weighs one eighth), with the newest and the least kept apart.
+/// tunnel and whatever queue the neighbor keeps for us), smoothed like TCP's SRTT (each sample
+/// weighs one eighth) with the newest and the least kept apart; and the rate at which live
+/// traffic crossed its tunnel each way, per 10-s window, the latest and the peak. Windows in
+/// which a speed test ran through the neighbor are left out: their bytes are the test's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Passive {
     pub rtt_samples: u32,
@@ -86,6 +95,40 @@ pub struct Passive {
     pub rtt_us: u32,
     pub rtt_last_us: u32,
     pub rtt_min_us: u32,
+    /// The latest complete window without a test: kbit/s it delivered to us (down) and that
+    /// we sent through it (up).
+    pub live: Option<LiveRate>,
+    /// The window before `live` (a check wants steady traffic: both).
+    pub live_prev: Option<LiveRate>,
+    /// The highest window of the current and the previous hour.
+    pub live_peak: Option<LiveRate>,
+    /// Windows measured (with no test in them).
+    pub live_windows: u32,
+    window: Option<Window>,
+    peaks: [Option<LiveRate>; 2],
+    peak_period_start: Option<Millis>,
+    was_testing: bool,
+}
+
+/// A delivered rate each way, in kbit/s (1,000 bits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveRate {
+    pub down_kbit: u64,
+    pub up_kbit: u64,
+}
+
+impl LiveRate {
+    fn max(self, other: LiveRate) -> LiveRate {
+        LiveRate { down_kbit: self.down_kbit.max(other.down_kbit), up_kbit: self.up_kbit.max(other.up_kbit) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Window {
+    start: Millis,
+    rx: u64,
+    tx: u64,
+    tested: bool,
 }
 
 impl Passive {
@@ -102,6 +145,53 @@ impl Passive {
         self.rtt_last_us = us;
         self.rtt_samples = self.rtt_samples.saturating_add(1);
         self.last = Some(at);
+    }
+
+    /// One counter sample: `rx` bytes it delivered to us and `tx` bytes we sent through it
+    /// since the previous sample; `testing` when a speed test through it is running now (that
+    /// window, and the one a test ends in, are not live traffic).
+    pub fn record_traffic(&mut self, at: Millis, rx: u64, tx: u64, testing: bool) {
+        let tested = testing || self.was_testing;
+        self.was_testing = testing;
+        let Some(w) = self.window.as_mut() else {
+            // The first sample only starts the clock: what it counted accrued over an unknown time.
+            self.window = Some(Window { start: at, rx: 0, tx: 0, tested });
+            return;
+        };
+        w.rx = w.rx.saturating_add(rx);
+        w.tx = w.tx.saturating_add(tx);
+        w.tested |= tested;
+        let span = at.since(w.start);
+        if span < LIVE_WINDOW {
+            return;
+        }
+        let done = *w;
+        self.window = Some(Window { start: at, rx: 0, tx: 0, tested: testing });
+        if done.tested {
+            return;
+        }
+        let kbit = |bytes: u64| (bytes as u128 * 8 / span.0.max(1) as u128).min(u64::MAX as u128) as u64;
+        let rate = LiveRate { down_kbit: kbit(done.rx), up_kbit: kbit(done.tx) };
+        self.live_prev = self.live;
+        self.live = Some(rate);
+        self.live_windows = self.live_windows.saturating_add(1);
+        match self.peak_period_start {
+            Some(start) if at.since(start) < LIVE_PEAK_PERIOD => {}
+            Some(start) if at.since(start) < LIVE_PEAK_PERIOD + LIVE_PEAK_PERIOD => {
+                self.peaks = [None, self.peaks[1]];
+                self.peaks.swap(0, 1);
+                self.peak_period_start = Some(start + LIVE_PEAK_PERIOD);
+            }
+            _ => {
+                self.peaks = [None, None];
+                self.peak_period_start = Some(at);
+            }
+        }
+        self.peaks[1] = Some(self.peaks[1].map_or(rate, |p| p.max(rate)));
+        self.live_peak = match self.peaks {
+            [Some(a), Some(b)] => Some(a.max(b)),
+            [a, b] => a.or(b),
+        };
     }
 }
 
@@ -122,8 +212,11 @@ pub struct QualityConfig {
     pub test_interval: Millis,
     /// Wait before a new neighbor's first test (drawn the same way).
     pub first_test_delay: Millis,
-    /// How long a neighbor judged below the goals goes unpaid before it is bid on and tested again.
+    /// How long a neighbor judged below the goals goes unpaid before it is bid on and tested
+    /// again; also how long a live check's cap on a neighbor's tests lasts.
     pub probation: Millis,
+    /// Least time between two live checks of one neighbor (`crate::live_check`); zero: none.
+    pub live_check_interval: Millis,
 }
 
 impl Default for QualityConfig {
@@ -136,6 +229,7 @@ impl Default for QualityConfig {
             test_interval: Millis::from_secs(600),
             first_test_delay: Millis::from_secs(10),
             probation: Millis::from_secs(900),
+            live_check_interval: Millis::from_secs(900),
         }
     }
 }
@@ -298,11 +392,18 @@ pub enum Verdict {
 
 /// Judge a neighbor's quality against the goals at the price it asks us.
 pub fn judge(q: &Quality, ask: Price, goals: &Goals, now: Millis) -> Verdict {
+    judge_capped(q, ask, goals, now, None)
+}
+
+/// The same, with the tests capped where live traffic showed they overstate the neighbor
+/// (`crate::live_check`): the goals see the capped rate, and the ranking value shrinks with it.
+pub fn judge_capped(q: &Quality, ask: Price, goals: &Goals, now: Millis, cap: Option<&LiveCap>) -> Verdict {
     let fresh = q.last.is_some_and(|l| now.0.saturating_sub(l.0) <= goals.max_age_ms);
     if q.samples < goals.min_samples.max(1) || !fresh {
         return Verdict::Unknown;
     }
-    let q = q.judged();
+    let tested = q.judged();
+    let q = cap.map_or(tested, |c| c.apply(tested));
     if q.down_kbit < goals.min_down_kbit {
         return Verdict::Below(Shortfall::DownTooSlow { got_kbit: q.down_kbit, want_kbit: goals.min_down_kbit });
     }
@@ -326,7 +427,8 @@ pub fn judge(q: &Quality, ask: Price, goals: &Goals, now: Millis) -> Verdict {
             return Verdict::Below(Shortfall::TooDear { per_mbit: Price(per_mbit), max });
         }
     }
-    Verdict::Acceptable { value: value(q.down_kbit, ask, goals) }
+    let v = value(q.down_kbit, ask, goals);
+    Verdict::Acceptable { value: cap.map_or(v, |c| capped_value(v, &tested, c)) }
 }
 
 /// Goodput for the price: download kbit/s, divided by up to 4 as the ask goes from nothing to the
@@ -372,6 +474,53 @@ pub fn best_value<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn live_rates_come_from_whole_windows_without_tests_and_peaks_last_one_to_two_hours() {
+        let mut p = Passive::default();
+        // 1,000,000 bytes a second down, 250,000 up: 8,000 and 2,000 kbit/s.
+        let mut t = 0;
+        let mut second = |p: &mut Passive, down: u64, up: u64, testing: bool| {
+            t += 1000;
+            p.record_traffic(Millis(t), down, up, testing);
+        };
+        second(&mut p, 5_000_000, 5_000_000, false); // starts the clock only
+        for _ in 0..9 {
+            second(&mut p, 1_000_000, 250_000, false);
+        }
+        assert_eq!(p.live, None, "no complete window yet");
+        second(&mut p, 1_000_000, 250_000, false);
+        assert_eq!(p.live, Some(LiveRate { down_kbit: 8_000, up_kbit: 2_000 }));
+        assert_eq!((p.live_peak, p.live_windows), (p.live, 1));
+        // A window with a test in it is not live traffic.
+        for i in 0..10 {
+            second(&mut p, 9_000_000, 9_000_000, i == 3);
+        }
+        assert_eq!(p.live_windows, 1);
+        // A test running at a window's last sample: the next window, where its last bytes are
+        // counted, is left out as well.
+        for i in 0..10 {
+            second(&mut p, 1_000_000, 250_000, i == 9);
+        }
+        for _ in 0..10 {
+            second(&mut p, 9_000_000, 9_000_000, false);
+        }
+        assert_eq!(p.live_windows, 1);
+        // Idle windows: live falls to 0, the peak stays.
+        for _ in 0..20 {
+            second(&mut p, 0, 0, false);
+        }
+        assert_eq!(p.live, Some(LiveRate::default()));
+        assert_eq!(p.live_peak, Some(LiveRate { down_kbit: 8_000, up_kbit: 2_000 }));
+        // The peak outlives its hour by one more, then goes.
+        let mut q = p;
+        q.record_traffic(Millis(t + 3_600_000), 0, 0, false);
+        q.record_traffic(Millis(t + 3_610_000), 0, 0, false);
+        assert_eq!(q.live_peak, Some(LiveRate { down_kbit: 8_000, up_kbit: 2_000 }), "still within the previous hour");
+        q.record_traffic(Millis(t + 7_300_000), 0, 0, false);
+        q.record_traffic(Millis(t + 7_310_000), 0, 0, false);
+        assert_eq!(q.live_peak, Some(LiveRate::default()), "two hours on, only idle windows remain");
+    }
 
     #[test]
     fn passive_rtt_is_smoothed_with_the_newest_and_least_kept() {

@@ -21,8 +21,12 @@ pub struct Quality {
     pub test_interval_secs: u64,
     /// Wait before a new neighbor's first test (random the same way).
     pub first_test_delay_secs: u64,
-    /// How long a neighbor below the goals goes unpaid before it is bid on and tested again.
+    /// How long a neighbor below the goals goes unpaid before it is bid on and tested again
+    /// (and how long a live check's cap on a neighbor's tests lasts).
     pub probation_secs: u64,
+    /// Least time between two live checks of one neighbor (its steady traffic moved to another
+    /// for a few windows to see whether it was holding it back); 0 turns live checks off.
+    pub live_check_interval_secs: u64,
     /// Tests needed before a neighbor is judged or ranked (until then it is unknown).
     pub min_tests: u32,
     /// A quality older than this is unknown again.
@@ -49,6 +53,7 @@ impl Default for Quality {
             test_interval_secs: c.test_interval.as_secs(),
             first_test_delay_secs: c.first_test_delay.as_secs(),
             probation_secs: c.probation.as_secs(),
+            live_check_interval_secs: c.live_check_interval.as_secs(),
             min_tests: c.goals.min_samples,
             max_age_secs: c.goals.max_age_ms / 1000,
             min_down_kbit: 0,
@@ -105,6 +110,7 @@ impl Quality {
             test_interval: Millis::from_secs(at_least(self.test_interval_secs, 1, "quality.test_interval_secs")?),
             first_test_delay: Millis::from_secs(self.first_test_delay_secs),
             probation: Millis::from_secs(at_least(self.probation_secs, 1, "quality.probation_secs")?),
+            live_check_interval: Millis::from_secs(self.live_check_interval_secs),
         })
     }
 }

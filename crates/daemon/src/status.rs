@@ -93,8 +93,19 @@ pub fn build(d: &Driver) -> Status {
                     disputes: mk.disputes,
                     last_dispute: mk.last_dispute.clone(),
                     disputed_bytes: mk.disputed_bytes(),
-                    quality: (n.passive.rtt_samples > 0 || n.tests.tests + n.tests.failures > 0 || n.tests.no_route)
-                        .then(|| quality(n, mk.reported_loss_ppm(), now_ms, node.config().quality.goals.min_samples)),
+                    quality: (n.passive.rtt_samples > 0
+                        || n.passive.live_windows > 0
+                        || n.tests.tests + n.tests.failures > 0
+                        || n.tests.no_route)
+                        .then(|| {
+                            quality(
+                                n,
+                                mk.reported_loss_ppm(),
+                                now_ms,
+                                node.config().quality.goals.min_samples,
+                                node.live_check(),
+                            )
+                        }),
                     dropped_spoofed_packets: n.dropped.spoofed.packets,
                     dropped_spoofed_bytes: n.dropped.spoofed.bytes,
                     dropped_unsolicited_packets: n.dropped.unsolicited.packets,
@@ -126,14 +137,36 @@ fn quality(
     loss_ppm: u64,
     now: tollway_core::Millis,
     min_tests: u32,
+    check: Option<tollway_core::node::LiveCheck>,
 ) -> tollway_api::QualityStatus {
     use tollway_core::quality::Verdict;
     let t = &n.tests;
+    let live_note = if let Some(c) = check.filter(|c| c.incumbent == n.id || c.challenger == n.id) {
+        Some(if c.incumbent == n.id {
+            format!(
+                "live check under way: its steady {} ({} kbit/s) is moved to {} for a few windows",
+                c.direction.as_str(),
+                c.carried_kbit,
+                c.challenger.short()
+            )
+        } else {
+            format!("live check under way: carrying {}'s traffic for a few windows", c.incumbent.short())
+        })
+    } else {
+        t.live_cap.map(|c| {
+            format!(
+                "tests capped: it carried {} kbit/s of {} where the same traffic reached {} kbit/s through another neighbor",
+                c.kbit,
+                c.direction.as_str(),
+                c.elsewhere_kbit
+            )
+        })
+    };
     let tested = t.quality.samples > 0;
     let (verdict, score, reason) = match (t.withdrawn_since, t.verdict) {
         (Some(_), _) => ("withdrawn", None, t.withdrawn_reason().map(str::to_owned)),
         (None, _) if t.no_route => ("not_tested", None, t.last_error.clone()),
-        (None, Verdict::Acceptable { value }) => ("acceptable", Some(value), None),
+        (None, Verdict::Acceptable { value }) => ("acceptable", Some(value), live_note),
         (None, Verdict::Below(s)) => ("below", None, Some(s.to_string())),
         (None, Verdict::Unknown) => {
             let why = match &t.last_error {
@@ -164,6 +197,10 @@ fn quality(
         verdict: verdict.into(),
         score,
         reason,
+        live_down_kbit: n.passive.live.map(|r| r.down_kbit),
+        live_up_kbit: n.passive.live.map(|r| r.up_kbit),
+        live_peak_down_kbit: n.passive.live_peak.map(|r| r.down_kbit),
+        live_peak_up_kbit: n.passive.live_peak.map(|r| r.up_kbit),
     }
 }
 

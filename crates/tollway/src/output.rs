@@ -139,19 +139,24 @@ fn quality_table(s: &Status) -> String {
         return String::new();
     }
     let mbit = |k: Option<u64>| k.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1000.0));
+    let live = |down: Option<u64>, up: Option<u64>| match (down, up) {
+        (Some(d), Some(u)) => format!("{:.1}/{:.1}", d as f64 / 1000.0, u as f64 / 1000.0),
+        _ => "-".into(),
+    };
     let mut out = format!(
-        "\n{:<12}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>9}  {:<10}  {}\n",
-        "NEIGHBOR", "TESTS", "DOWN Mb/s", "UP Mb/s", "TEST RTT", "LOSS", "TEST DATA", "VERDICT", "NOTE"
+        "\n{:<12}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>11}  {:>9}  {:<10}  {}\n",
+        "NEIGHBOR", "TESTS", "DOWN Mb/s", "UP Mb/s", "TEST RTT", "LOSS", "LIVE PEAK", "TEST DATA", "VERDICT", "NOTE"
     );
     for (nb, q) in tested {
         out += &format!(
-            "{:<12}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>9}  {:<10}  {}\n",
+            "{:<12}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>11}  {:>9}  {:<10}  {}\n",
             &nb.id[..12.min(nb.id.len())],
             q.tests,
             mbit(q.down_kbit),
             mbit(q.up_kbit),
             q.test_rtt_us.map_or_else(|| "-".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
             q.test_loss_ppm.map_or_else(|| "-".into(), |p| format!("{:.2}%", p as f64 / 10_000.0)),
+            live(q.live_peak_down_kbit, q.live_peak_up_kbit),
             bytes(q.test_bytes),
             q.verdict,
             q.reason.clone().unwrap_or_default()

@@ -186,7 +186,9 @@ fn a_liar_in_diamond4_loses_the_traffic_its_lie_attracted_once_d_has_tested_both
 }
 
 /// diamond4, priced: b and c ask 0.001 per MB, d pays. c serves well, then degrades to 2 Mbit/s
-/// 90 s after start; d wants at least 10 Mbit/s down and tests every 10–30 s.
+/// 90 s after start; d wants at least 10 Mbit/s down and tests every 10–30 s. Live checks are
+/// off here: this lab measures how fast tests alone move the traffic (the prioritizer's lab
+/// below runs them).
 const DEGRADER: &str = r#"
 name = "degrader"
 [defaults]
@@ -204,7 +206,7 @@ misbehave = { degrade_after_secs = 90, degrade_to_mbit = 2 }
 [[node]]
 name = "d"
 lan = true
-config = { quality = { first_test_delay_secs = 10, test_interval_secs = 20, test_max_kb = 500, min_down_kbit = 10000, probation_secs = 600 } }
+config = { quality = { first_test_delay_secs = 10, test_interval_secs = 20, test_max_kb = 500, probation_secs = 600, min_down_kbit = 10000, live_check_interval_secs = 0 } }
 [[link]]
 a = "a"
 b = "b"
@@ -273,6 +275,17 @@ fn a_degrader_loses_the_traffic_and_the_payments_within_two_test_cycles() {
         withdrawn_after.as_secs_f64()
     );
     assert!(upload.running(), "the upload went on through the change");
+    // Passive delivered rate: the 5 Mbit/s upload shows as what d sends through b now (per
+    // 10-s window, inner packets with their headers), and as c's peak from before it degraded.
+    let (qb, qc) = (quality(&lab, "d", "b").expect("b measured"), quality(&lab, "d", "c").expect("c measured"));
+    eprintln!(
+        "live through b: {:?} up now, peak {:?}; through c: {:?} up now, peak {:?} (kbit/s)",
+        qb.live_up_kbit, qb.live_peak_up_kbit, qc.live_up_kbit, qc.live_peak_up_kbit
+    );
+    // (iperf3 catches up after the move's hiccup: b may carry more than 5 Mbit/s for a while.)
+    assert!(qb.live_up_kbit.is_some_and(|k| (4_000..=30_000).contains(&k)), "d's upload through b: {qb:?}");
+    assert!(qc.live_peak_up_kbit.is_some_and(|k| k >= 4_000), "c carried the upload before: {qc:?}");
+    assert!(qc.live_up_kbit.is_some_and(|k| k < 500), "c carries none of it now: {qc:?}");
     drop(upload);
     drop(server);
 }
@@ -378,48 +391,79 @@ fn a_junk_sender_bills_nothing_for_its_junk_and_is_cut_off() {
 }
 
 /// diamond4 with c favoring speed tests (`prioritize_tests`: everything else it forwards is
-/// policed to 2 Mbit/s); b honest over 30 Mbit/s links. How much better c looks to d's tests
-/// than it serves d's real traffic, and whether anything d measures passively shows it.
-/// A benchmark (BENCHMARKS.md, "Quality and attacks"): run with `--ignored --nocapture`.
-#[test]
-#[ignore]
-fn bench_prioritize_tests_advantage() {
-    if skip("quality: test prioritizer", &["ping", "iperf3", "babeld"]) {
-        return;
-    }
-    let toml = DEGRADER
+/// policed to 2 Mbit/s) and b honest over 30 Mbit/s links; d checks live traffic at most once a
+/// minute per neighbor.
+fn prioritizer() -> String {
+    DEGRADER
         .replace("name = \"degrader\"", "name = \"prio\"")
         .replace(
             "misbehave = { degrade_after_secs = 90, degrade_to_mbit = 2 }",
             "misbehave = { prioritize_tests = true }",
         )
-        .replace(", min_down_kbit = 10000, probation_secs = 600", "");
-    let lab = lab_up("qp", &toml);
+        .replace(", min_down_kbit = 10000, live_check_interval_secs = 0", ", live_check_interval_secs = 60")
+}
+
+/// d's tests rank c first (they read 30–40 times what c forwards), so c attracts d's steady
+/// upload. The passive delivered rate shows the upload crawling through c; d's live check
+/// moves it to b for a few windows, sees it flow many times faster there, caps c's tests at
+/// what c carried, and the upload stays with b. Measures c's advantage before and after
+/// (BENCHMARKS.md, "Quality and attacks").
+#[test]
+fn a_test_prioritizer_loses_the_traffic_once_a_live_check_shows_it_holds_traffic_back() {
+    if skip("quality: test prioritizer", &["ping", "iperf3", "babeld"]) {
+        return;
+    }
+    let lab = lab_up("qp", &prioritizer());
     let names = ["a", "b", "c", "d"];
     let tunnels = tunnel_names(&lab, "d", &names);
-    wait_for(Duration::from_secs(120), "d to rank both", || {
+    wait_for(Duration::from_secs(120), "d to rank both, c first", || {
         let (qb, qc) = (quality(&lab, "d", "b")?, quality(&lab, "d", "c")?);
-        (qb.tests >= 2 && qc.tests >= 2 && qb.verdict == "acceptable" && qc.verdict == "acceptable").then_some(())
+        let ranked = qb.tests >= 2 && qc.tests >= 2 && qb.verdict == "acceptable" && qc.verdict == "acceptable";
+        (ranked && default_via(&lab, "d", &names).as_deref() == Some("c")).then_some(())
     });
     let _server = iperf_server(&lab, "internet", 5201);
-    let via = default_via(&lab, "d", &names);
-    let c0 = sent_to(&lab, &tunnels, "d", "c");
-    let (real, _) = iperf(&lab, "d-lan", "2001:db8::1", 5201, &["-t", "5"]);
-    let through_c = sent_to(&lab, &tunnels, "d", "c") - c0;
+    let rate_through = |peer: &str, secs: u64| {
+        let (before, t) = (sent_to(&lab, &tunnels, "d", peer), Instant::now());
+        std::thread::sleep(Duration::from_secs(secs));
+        (sent_to(&lab, &tunnels, "d", peer) - before) as f64 * 8.0 / t.elapsed().as_secs_f64()
+    };
+    let started = Instant::now();
+    let mut upload = iperf_client(&lab, "d-lan", "2001:db8::1", 5201, &["-t", "300"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let through_c_before = rate_through("c", 8);
     let (qb, qc) = (quality(&lab, "d", "b").unwrap(), quality(&lab, "d", "c").unwrap());
-    eprintln!("d routes the internet through {via:?}; {through_c} bytes of the upload went through c");
     eprintln!(
-        "tests: through c {:.1} down / {:.1} up Mbit/s, through b {:.1} / {:.1}; real upload {:.1} Mbit/s",
-        qc.down_kbit.unwrap() as f64 / 1e3,
+        "before: c's tests {:.1} up Mbit/s, b's {:.1}; the upload crosses c at {:.2} Mbit/s ({:.0} times less than its tests)",
         qc.up_kbit.unwrap() as f64 / 1e3,
-        qb.down_kbit.unwrap() as f64 / 1e3,
         qb.up_kbit.unwrap() as f64 / 1e3,
-        real / 1e6
+        through_c_before / 1e6,
+        qc.up_kbit.unwrap() as f64 * 1e3 / through_c_before.max(1.0)
     );
+    assert!(through_c_before < 4e6, "c holds d's upload back: {through_c_before} bit/s");
+
+    let (capped_after, qc) = wait_for(Duration::from_secs(180), "d to cap c's tests after a live check", || {
+        let q = quality(&lab, "d", "c")?;
+        q.reason.as_deref().is_some_and(|r| r.starts_with("tests capped")).then(|| (started.elapsed(), q))
+    });
+    eprintln!("{:.0} s after the upload started: {:?} (score {:?})", capped_after.as_secs_f64(), qc.reason, qc.score);
+    wait_for(Duration::from_secs(30), "d's route to leave c", || {
+        (default_via(&lab, "d", &names).as_deref() == Some("b")).then_some(())
+    });
+    let (c0, b0) = (sent_to(&lab, &tunnels, "d", "c"), sent_to(&lab, &tunnels, "d", "b"));
+    let through_b_after = rate_through("b", 15);
+    let (dc, db) = (sent_to(&lab, &tunnels, "d", "c") - c0, sent_to(&lab, &tunnels, "d", "b") - b0);
+    let share_c = dc as f64 / (dc + db).max(1) as f64;
     eprintln!(
-        "advantage: c's tests read {:.1} times what it forwards for d; passive RTT through c {:.1} ms, b {:.1} ms",
-        qc.up_kbit.unwrap() as f64 * 1e3 / real.max(1.0),
-        qc.rtt_us as f64 / 1e3,
-        qb.rtt_us as f64 / 1e3
+        "after: the upload crosses b at {:.1} Mbit/s ({:.1} times what c let through); c's share {:.1} %",
+        through_b_after / 1e6,
+        through_b_after / through_c_before.max(1.0),
+        share_c * 100.0
     );
+    assert!(share_c <= 0.10, "c still carries {:.1} % of d's upload", share_c * 100.0);
+    assert!(through_b_after > 3.0 * through_c_before, "b carries it many times faster");
+    assert!(
+        qc.verdict == "acceptable"
+            && qc.score.unwrap_or(u64::MAX) < quality(&lab, "d", "b").unwrap().score.unwrap_or(0)
+    );
+    assert!(upload.running(), "the upload went on through the check");
 }

@@ -154,7 +154,9 @@ impl Node {
         let grace = self.config.market.negotiation_grace;
         for s in samples {
             let Some(id) = self.neighbor_by_ifname(&s.ifname).map(|n| n.id) else { continue };
+            let testing = self.test_running_through(&id);
             let n = self.neighbors.get_mut(&id).expect("exists");
+            let (mut rx_bytes, mut tx_bytes) = (0, 0);
             n.dropped = s.dropped.unwrap_or(n.dropped);
             let m = &mut n.market;
             match m.junk.observe(now.mono, n.dropped.unsolicited.bytes, &self.config.market.junk) {
@@ -179,6 +181,7 @@ impl Node {
                     m.dirty = true;
                 }
                 m.count_rx(delta);
+                rx_bytes = delta;
             }
             if let Some(tx) = s.tx {
                 let base = m.record.tx_baseline;
@@ -193,7 +196,9 @@ impl Node {
                     m.dirty = true;
                 }
                 m.count_tx(delta);
+                tx_bytes = delta;
             }
+            n.passive.record_traffic(now.mono, rx_bytes, tx_bytes, testing);
         }
         let ids: Vec<NodeId> = self.neighbors.keys().copied().collect();
         for id in &ids {

@@ -6,8 +6,9 @@
 use super::Node;
 use crate::action::Action;
 use crate::ids::NodeId;
+use crate::live_check::{self, Direction, LiveCap};
 use crate::market::{OurBid, Price};
-use crate::quality::{best_value, judge, penalty, Quality, Sample, Verdict};
+use crate::quality::{best_value, judge_capped, penalty, Quality, Sample, Verdict, PENALTY_LEVELS};
 use crate::time::{LogLimit, Millis, Now};
 use crate::timer::Timer;
 use crate::wire::control::ControlMessage;
@@ -38,6 +39,11 @@ pub struct NeighborTests {
     /// Since when our bid is withdrawn because its quality fell below the goals.
     pub withdrawn_since: Option<Millis>,
     pub(crate) withdrawn_reason: Option<String>,
+    /// Its tests capped at what its live traffic showed (a live check found it held traffic
+    /// back), until the probation time has passed.
+    pub live_cap: Option<LiveCap>,
+    /// When it was last the subject of a live check.
+    pub last_live_check: Option<Millis>,
 }
 
 impl NeighborTests {
@@ -54,6 +60,23 @@ pub(crate) struct QualityState {
     running: Option<Running>,
     next_test_id: u64,
     budget_log: LogLimit,
+    /// The live check under way: routing prefers `challenger` over `incumbent` meanwhile.
+    pub(crate) live_check: Option<LiveCheck>,
+}
+
+/// A live check under way (`crate::live_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCheck {
+    /// The best-ranked neighbor, whose tests are checked.
+    pub incumbent: NodeId,
+    /// The neighbor the traffic is moved to meanwhile.
+    pub challenger: NodeId,
+    pub direction: Direction,
+    /// What the incumbent carried (kbit/s, the lesser of its last two windows).
+    pub carried_kbit: u64,
+    pub started: Millis,
+    /// The challenger's measured windows when the check started.
+    challenger_windows: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +160,11 @@ impl Node {
         Millis(half + self.rng.next_u64() % (mean.0.max(1)))
     }
 
+    /// Whether a speed test through this neighbor is running now.
+    pub(super) fn test_running_through(&self, id: &NodeId) -> bool {
+        self.quality.running.is_some_and(|r| r.neighbor == *id)
+    }
+
     /// `Timer::Quality`: start a due test if none is running and the budget allows, and judge
     /// again (qualities go stale, probations end).
     pub(super) fn quality_tick(&mut self, now: Now) {
@@ -165,10 +193,14 @@ impl Node {
             tracing::warn!(neighbor = %r.neighbor.short(), "speed test not reported in time; given up");
             self.quality.running = None;
         }
+        // A live check measures the traffic of the two neighbors it involves: no test through
+        // them meanwhile (a window with a test in it is not live traffic).
+        let checked = |id: &NodeId| self.quality.live_check.is_some_and(|c| c.incumbent == *id || c.challenger == *id);
         let due = self
             .neighbors
             .values()
             .filter(|n| n.session_established_since().is_some() && n.tests.withdrawn_since.is_none())
+            .filter(|n| !checked(&n.id))
             .filter_map(|n| n.tests.next_test.filter(|t| *t <= now.mono).map(|t| (t, n.id)))
             .min();
         if let Some((_, id)) = due {
@@ -201,6 +233,7 @@ impl Node {
     /// whose probation ended, and give routing the costs that follow.
     pub(super) fn judge_quality(&mut self, now: Now) {
         let cfg = self.config.quality;
+        self.live_check_tick(now);
         let ids: Vec<NodeId> = self.neighbors.keys().copied().collect();
         for id in &ids {
             let n = self.neighbors.get_mut(id).expect("exists");
@@ -226,8 +259,15 @@ impl Node {
                 }
                 continue;
             }
-            let verdict =
-                if n.tests.no_route { Verdict::Unknown } else { judge(&n.tests.quality, ask, &cfg.goals, now.mono) };
+            if n.tests.live_cap.is_some_and(|c| now.mono.since(c.since) >= cfg.probation) {
+                tracing::info!(neighbor = %id.short(), "live-check cap over: its tests count in full until checked again");
+                n.tests.live_cap = None;
+            }
+            let verdict = if n.tests.no_route {
+                Verdict::Unknown
+            } else {
+                judge_capped(&n.tests.quality, ask, &cfg.goals, now.mono, n.tests.live_cap.as_ref())
+            };
             if verdict != n.tests.verdict {
                 match verdict {
                     Verdict::Acceptable { value } => {
@@ -258,6 +298,103 @@ impl Node {
         self.update_routing();
     }
 
+    /// Run the live check: decide one under way once the challenger has measured its windows
+    /// (or give it up), else start one if the best neighbor's steady traffic is far below its
+    /// tests and another acceptable neighbor could show the difference.
+    fn live_check_tick(&mut self, now: Now) {
+        let interval = self.config.quality.live_check_interval;
+        if let Some(c) = self.quality.live_check {
+            let challenger = self
+                .neighbors
+                .get(&c.challenger)
+                .filter(|n| n.session_established_since().is_some() && n.tests.withdrawn_since.is_none());
+            let incumbent_here = self.neighbors.contains_key(&c.incumbent);
+            let measured =
+                challenger.filter(|n| n.passive.live_windows >= c.challenger_windows + live_check::CHECK_WINDOWS);
+            if let (Some(ch), true) = (measured, incumbent_here) {
+                let window = |r: Option<crate::quality::LiveRate>| r.map_or(0, |r| c.direction.of(r));
+                let elsewhere = window(ch.passive.live).min(window(ch.passive.live_prev));
+                if live_check::confirmed(c.carried_kbit, elsewhere) {
+                    tracing::warn!(
+                        neighbor = %c.incumbent.short(), elsewhere = %c.challenger.short(), direction = c.direction.as_str(),
+                        carried_kbit = c.carried_kbit, elsewhere_kbit = elsewhere,
+                        "live check: the neighbor held traffic back (its tests overstate it); its tests are capped at what it carried"
+                    );
+                    let n = self.neighbors.get_mut(&c.incumbent).expect("checked above");
+                    n.tests.live_cap = Some(LiveCap {
+                        direction: c.direction,
+                        kbit: c.carried_kbit,
+                        elsewhere_kbit: elsewhere,
+                        since: now.mono,
+                    });
+                } else {
+                    tracing::info!(
+                        neighbor = %c.incumbent.short(), elsewhere = %c.challenger.short(), direction = c.direction.as_str(),
+                        carried_kbit = c.carried_kbit, elsewhere_kbit = elsewhere,
+                        "live check: the traffic flowed no faster elsewhere (demand was the limit); nothing changes"
+                    );
+                }
+                self.quality.live_check = None;
+            } else if challenger.is_none() || !incumbent_here || now.mono.since(c.started) >= live_check::CHECK_DEADLINE
+            {
+                tracing::info!(neighbor = %c.incumbent.short(), elsewhere = %c.challenger.short(), "live check given up (no measurement in time)");
+                self.quality.live_check = None;
+            }
+            return;
+        }
+        if interval == Millis(0) {
+            return;
+        }
+        let usable = |n: &&super::Neighbor| {
+            n.session_established_since().is_some()
+                && n.tests.withdrawn_since.is_none()
+                && n.tests.live_cap.is_none()
+                && matches!(n.tests.verdict, Verdict::Acceptable { .. })
+        };
+        let best = best_value(self.neighbors.values().filter(usable).map(|n| &n.tests.verdict));
+        let Some(incumbent) =
+            self.neighbors.values().filter(usable).find(|n| n.tests.verdict == Verdict::Acceptable { value: best })
+        else {
+            return;
+        };
+        if incumbent.tests.last_live_check.is_some_and(|t| now.mono.since(t) < interval)
+            || self.test_running_through(&incumbent.id)
+        {
+            return;
+        }
+        let (Some(live), Some(previous)) = (incumbent.passive.live, incumbent.passive.live_prev) else { return };
+        let tested = incumbent.tests.quality.judged();
+        let challengers = self.neighbors.values().filter(usable).filter(|n| n.id != incumbent.id);
+        let Some((direction, carried, challenger)) = challengers
+            .filter_map(|n| {
+                live_check::wanted(&tested, live, previous, &n.tests.quality.judged()).map(|(d, k)| (d, k, n))
+            })
+            .max_by_key(|(d, _, n)| d.of_sample(&n.tests.quality.judged()))
+        else {
+            return;
+        };
+        let check = LiveCheck {
+            incumbent: incumbent.id,
+            challenger: challenger.id,
+            direction,
+            carried_kbit: carried,
+            started: now.mono,
+            challenger_windows: challenger.passive.live_windows,
+        };
+        tracing::info!(
+            neighbor = %check.incumbent.short(), elsewhere = %check.challenger.short(), direction = direction.as_str(),
+            carried_kbit = carried, tested_kbit = direction.of_sample(&tested),
+            "live check: steady traffic far below the neighbor's tests; moving it to another neighbor for a few windows"
+        );
+        self.neighbors.get_mut(&check.incumbent).expect("exists").tests.last_live_check = Some(now.mono);
+        self.quality.live_check = Some(check);
+    }
+
+    /// The live check under way, if any.
+    pub fn live_check(&self) -> Option<LiveCheck> {
+        self.quality.live_check
+    }
+
     /// Why we decline this neighbor whatever it asks (its quality is below our goals), if so.
     pub(super) fn quality_decline(&self, id: &NodeId) -> Option<String> {
         self.neighbors.get(id)?.tests.withdrawn_reason.clone()
@@ -269,6 +406,14 @@ impl Node {
     pub(super) fn quality_penalty(&self, id: &NodeId) -> u16 {
         if !self.config.quality.testing {
             return 0;
+        }
+        if let Some(c) = self.quality.live_check {
+            if *id == c.challenger {
+                return 0;
+            }
+            if *id == c.incumbent {
+                return PENALTY_LEVELS[PENALTY_LEVELS.len() - 1];
+            }
         }
         let ranked = |n: &&super::Neighbor| !n.tests.no_route || n.tests.quality.samples > 0;
         let best = best_value(self.neighbors.values().filter(ranked).map(|n| &n.tests.verdict));

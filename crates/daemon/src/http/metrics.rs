@@ -32,6 +32,14 @@ struct DropLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    neighbor: String,
+    interface: String,
+    /// `down`: what the neighbor delivered to us; `up`: what we sent through it.
+    direction: String,
+}
+
 type Bytes = Family<NeighborLabels, Counter>;
 type Money = Family<NeighborLabels, Counter<f64, AtomicU64>>;
 type Level = Family<NeighborLabels, Gauge<f64, AtomicU64>>;
@@ -110,12 +118,29 @@ pub fn render(status: &Status, health: &crate::health::Health) -> String {
         loss.clone(),
     );
 
+    let live = Family::<DirectionLabels, Gauge>::default();
+    r.register(
+        "tollway_neighbor_live_bits_per_second",
+        "Live traffic across the neighbor's tunnel in the latest 10-s window without a speed test",
+        live.clone(),
+    );
+
     for n in &status.neighbors {
         let l = NeighborLabels { neighbor: n.id.clone(), interface: n.interface.clone() };
         if let Some(q) = &n.quality {
             rtt.get_or_create(&l).set(q.rtt_us as f64 / 1e6);
             rtt_min.get_or_create(&l).set(q.rtt_min_us as f64 / 1e6);
             rtt_samples.get_or_create(&l).inc_by(q.rtt_samples as u64);
+            for (direction, kbit) in [("down", q.live_down_kbit), ("up", q.live_up_kbit)] {
+                if let Some(kbit) = kbit {
+                    let dl = DirectionLabels {
+                        neighbor: n.id.clone(),
+                        interface: n.interface.clone(),
+                        direction: direction.into(),
+                    };
+                    live.get_or_create(&dl).set(i64::try_from(kbit.saturating_mul(1000)).unwrap_or(i64::MAX));
+                }
+            }
         }
         loss.get_or_create(&l).set(n.reported_loss_ppm as f64 / 1e6);
         rx.get_or_create(&l).inc_by(n.bytes_in);
@@ -197,7 +222,13 @@ mod tests {
             received_total: "0".into(),
             enforcement: "throttled".into(),
             dropped_spoofed_bytes: 104,
-            quality: Some(tollway_api::QualityStatus { rtt_us: 12_500, rtt_samples: 9, ..Default::default() }),
+            quality: Some(tollway_api::QualityStatus {
+                rtt_us: 12_500,
+                rtt_samples: 9,
+                live_down_kbit: Some(8_000),
+                live_up_kbit: Some(250),
+                ..Default::default()
+            }),
             ..NeighborStatus::default()
         });
         s.neighbors[0].session_secs = Some(3);
@@ -220,6 +251,8 @@ mod tests {
             "tollway_control_sessions 1".to_owned(),
             format!("tollway_neighbor_rtt_seconds{{{labels}}} 0.0125"),
             format!("tollway_neighbor_rtt_samples_total{{{labels}}} 9"),
+            format!("tollway_neighbor_live_bits_per_second{{{labels},direction=\"down\"}} 8000000"),
+            format!("tollway_neighbor_live_bits_per_second{{{labels},direction=\"up\"}} 250000"),
             "tollway_control_sessions_opened_total 1".to_owned(),
             "tollway_store_commit_failures_total 1".to_owned(),
             "tollway_store_commit_duration_seconds_count 2".to_owned(),

@@ -97,6 +97,7 @@
     const ms = (us) => (us / 1000).toFixed(1) + " ms";
     let t = "RTT " + ms(q.rtt_us) + " (min " + ms(q.rtt_min_us) + ", " + q.rtt_samples + " samples)";
     if (q.loss_ppm) t += ", loss " + (q.loss_ppm / 10000).toFixed(2) + " %";
+    if (q.live_peak_down_kbit != null) t += "; live peak " + (q.live_peak_down_kbit / 1000).toFixed(1) + " down, " + (q.live_peak_up_kbit / 1000).toFixed(1) + " up Mbit/s";
     if (q.tests) t += "; tested " + q.tests + "×: " + (q.down_kbit / 1000).toFixed(1) + " down, " + (q.up_kbit / 1000).toFixed(1) + " up Mbit/s";
     if (q.verdict && q.verdict !== "unknown") t += "; " + q.verdict + (q.reason ? ": " + q.reason : "");
     return t;
