@@ -53,19 +53,28 @@ struct Diamond {
     c: NodeIdx,
     /// What each of b and c advertises for the destination.
     advertised: [(NodeIdx, u32); 2],
+    /// The traffic d offers, bit/s.
+    demand_bps: u64,
 }
 
 impl Diamond {
     fn new(seed: u64, goals: Goals, b_metric: u32) -> Diamond {
+        Diamond::with_capacity(seed, goals, b_metric, [None, None])
+    }
+
+    /// The same with the data capacity of d's links to b and c (bit/s): what live traffic
+    /// through each really gets, whatever tests through it read.
+    fn with_capacity(seed: u64, goals: Goals, b_metric: u32, capacity: [Option<u64>; 2]) -> Diamond {
         let mut sim = Sim::new(seed);
         let d = sim.add_node("d", node(true, goals));
         let b = sim.add_node("b", node(false, Goals::default()));
         let c = sim.add_node("c", node(false, Goals::default()));
-        sim.link(d, b);
-        sim.link(d, c);
+        let opts = |capacity_bps| tollway_sim::LinkOptions { capacity_bps, ..Default::default() };
+        sim.link_with(d, b, opts(capacity[0]));
+        sim.link_with(d, c, opts(capacity[1]));
         converge(&mut sim, secs(30), "diamond");
         within(&mut sim, secs(30), "d bids for b and c", |s| s.routing(d).len() == 2);
-        Diamond { sim, d, b, c, advertised: [(b, b_metric), (c, HONEST)] }
+        Diamond { sim, d, b, c, advertised: [(b, b_metric), (c, HONEST)], demand_bps: 10 * MBIT }
     }
 
     /// The neighbor d's traffic goes through now, if any: least link cost + advertised metric.
@@ -81,15 +90,15 @@ impl Diamond {
             .map(|(_, n)| n)
     }
 
-    /// Run `secs` seconds with d's 10 Mbit/s of traffic following its routing, second by
-    /// second; how many seconds it went through each of b and c.
+    /// Run `secs` seconds with d's traffic (10 Mbit/s unless set) following its routing,
+    /// second by second; how many seconds it went through each of b and c.
     fn run(&mut self, secs: u64) -> (u64, u64) {
         let (mut through_b, mut through_c) = (0, 0);
         for _ in 0..secs {
             let hop = self.next_hop();
             for n in [self.b, self.c] {
                 if Some(n) == hop {
-                    self.sim.start_flow(self.d, n, 10 * MBIT);
+                    self.sim.start_flow(self.d, n, self.demand_bps);
                 } else {
                     self.sim.stop_flow(self.d, n);
                 }
@@ -198,6 +207,58 @@ fn a_degrader_loses_traffic_and_payments_within_two_test_cycles_and_regains_them
     let paid = m.paid(m.c);
     m.run(60);
     assert!(m.paid(m.c) > paid, "and is paid again");
+}
+
+#[test]
+fn a_test_prioritizer_loses_the_traffic_to_a_live_check_and_stays_capped_until_checked_again() {
+    for seed in [1, 2, 3] {
+        // c's tests read 50 Mbit/s, but live traffic through it gets 2 (it favors the tests);
+        // b is honest at 10.
+        let mut m = Diamond::with_capacity(seed, Goals::default(), HONEST, [Some(10 * MBIT), Some(2 * MBIT)]);
+        m.sim.set_path(m.d, m.b, PathModel::new(10_000));
+        m.sim.set_path(m.d, m.c, PathModel::new(50_000));
+        // Once both are tested, c ranks first and carries d's traffic at 2 Mbit/s, a 25th of
+        // its tests: a live check moves it to b for three windows, it flows at 10 there, and
+        // c's tests are capped.
+        let (d, c) = (m.d, m.c);
+        let mut capped_after = None;
+        for s in 0..450 {
+            m.run(1);
+            if m.sim.node(d).neighbor(&m.sim.node_id(c)).unwrap().tests.live_cap.is_some() {
+                capped_after = Some(s);
+                break;
+            }
+        }
+        let capped_after = capped_after.unwrap_or_else(|| panic!("seed {seed}: c never capped: {:?}", m.tests(m.c)));
+        assert!(m.tests(m.c).tests >= 2 && m.tests(m.b).tests >= 2, "seed {seed}: both tested");
+        let cap = m.tests(m.c).live_cap.unwrap();
+        assert!((1_500..=2_500).contains(&cap.kbit) && cap.elsewhere_kbit >= 9_000, "seed {seed}: {cap:?}");
+        // From then on b carries it, until c may be checked again (the cap lasts that long).
+        let (through_b, through_c) = m.run(700);
+        assert_eq!(through_c, 0, "seed {seed}: capped c carries nothing ({through_b} s through b)");
+        assert!(m.tests(m.c).live_cap.is_some(), "seed {seed}: still capped");
+        eprintln!(
+            "seed {seed}: c capped {capped_after} s after d's traffic started; it carried nothing for the next 700 s"
+        );
+    }
+}
+
+#[test]
+fn an_honest_neighbor_with_little_demand_is_checked_and_keeps_its_traffic() {
+    // c is honest and fast; d only asks 2 Mbit/s of it, a 25th of its tests: a check moves
+    // the traffic to b, where it flows no faster, so nothing changes.
+    let mut m = Diamond::new(5, Goals::default(), HONEST);
+    m.demand_bps = 2 * MBIT;
+    m.sim.set_path(m.d, m.b, PathModel::new(10_000));
+    m.sim.set_path(m.d, m.c, PathModel::new(50_000));
+    m.run(150);
+    let (through_b, through_c) = m.run(1200);
+    let tc = m.tests(m.c);
+    assert!(tc.last_live_check.is_some(), "c's steady traffic far below its tests was checked");
+    assert!(tc.live_cap.is_none(), "demand was the limit: c is not capped: {tc:?}");
+    let share_c = through_c as f64 / (through_b + through_c) as f64;
+    assert!(share_c >= 0.9, "c keeps the traffic but for the checks: {:.1} %", share_c * 100.0);
+    eprintln!("honest c carried {:.1} % of 1,200 s (checked, not capped)", share_c * 100.0);
 }
 
 #[test]

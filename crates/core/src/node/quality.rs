@@ -259,7 +259,10 @@ impl Node {
                 }
                 continue;
             }
-            if n.tests.live_cap.is_some_and(|c| now.mono.since(c.since) >= cfg.probation) {
+            // A cap lasts the probation, and at least until the neighbor may be checked again
+            // (else it would win the traffic back between two checks).
+            let cap_time = cfg.probation.max(cfg.live_check_interval);
+            if n.tests.live_cap.is_some_and(|c| now.mono.since(c.since) >= cap_time) {
                 tracing::info!(neighbor = %id.short(), "live-check cap over: its tests count in full until checked again");
                 n.tests.live_cap = None;
             }
