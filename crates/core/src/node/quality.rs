@@ -36,6 +36,10 @@ pub struct NeighborTests {
     /// Its last test found no route to a tested server through it: it is not ranked (its cost
     /// follows its price alone).
     pub no_route: bool,
+    /// "No route" reports in a row. The router re-adds a tunnel to babeld when its penalty
+    /// changes, which drops the routes learned through it for a moment: one report of no route
+    /// from a neighbor that had one is retried soon; two in a row mean it.
+    no_route_reports: u32,
     /// Since when our bid is withdrawn because its quality fell below the goals.
     pub withdrawn_since: Option<Millis>,
     pub(crate) withdrawn_reason: Option<String>,
@@ -126,6 +130,7 @@ impl Node {
             TestOutcome::Measured { sample, .. } => {
                 t.tests = t.tests.saturating_add(1);
                 t.no_route = false;
+                t.no_route_reports = 0;
                 t.last_error = None;
                 t.quality.record(sample);
                 tracing::info!(
@@ -139,6 +144,16 @@ impl Node {
                 );
             }
             TestOutcome::NoRoute(why) => {
+                t.no_route_reports = t.no_route_reports.saturating_add(1);
+                if t.no_route_reports == 1 && t.quality.samples > 0 {
+                    // Had a route: most likely a moment's flush (see `no_route_reports`).
+                    tracing::debug!(neighbor = %run.neighbor.short(), reason = %why, "no route through neighbor for now; retrying soon");
+                    let soon = self.random_wait(self.config.quality.first_test_delay.max(Millis(2000)));
+                    if let Some(n) = self.neighbors.get_mut(&run.neighbor) {
+                        n.tests.next_test = Some(now.mono + soon);
+                    }
+                    return;
+                }
                 if !t.no_route {
                     tracing::info!(neighbor = %run.neighbor.short(), reason = %why, "not testing through neighbor: no route to a test server through it");
                 }
