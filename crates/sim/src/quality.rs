@@ -44,6 +44,12 @@ impl Sim {
         self.paths.insert((from, via), model);
     }
 
+    /// Forget the path from `from` through `via`: tests through it find no route.
+    pub fn remove_path(&mut self, from: NodeIdx, via: NodeIdx) {
+        self.trace.note(self.now, format_args!("path {from} via {via} removed"));
+        self.paths.remove(&(from, via));
+    }
+
     /// Test bytes the node's core has spent in the last hour and in all.
     pub fn test_budget(&self, n: NodeIdx) -> (u64, u64) {
         self.nodes[n.0].core.as_ref().map_or((0, 0), |c| c.test_budget(self.now))

@@ -262,6 +262,40 @@ fn an_honest_neighbor_with_little_demand_is_checked_and_keeps_its_traffic() {
 }
 
 #[test]
+fn a_moment_without_a_route_is_retried_soon_and_only_a_lasting_one_unranks_the_neighbor() {
+    let mut m = Diamond::new(9, Goals::default(), HONEST);
+    m.sim.set_path(m.d, m.b, PathModel::new(10_000));
+    m.sim.set_path(m.d, m.c, PathModel::new(50_000));
+    m.run(150);
+    let acceptable =
+        |t: &tollway_core::node::NeighborTests| matches!(t.verdict, tollway_core::quality::Verdict::Acceptable { .. });
+    assert!(acceptable(&m.tests(m.c)), "{:?}", m.tests(m.c));
+    // The route through c goes for a moment (as when the router re-adds its tunnel).
+    m.sim.remove_path(m.d, m.c);
+    let mut waited = 0;
+    while m.tests(m.c).no_route_reports == 0 {
+        m.run(1);
+        waited += 1;
+        assert!(waited < 120, "no test through c in {waited} s");
+    }
+    let t = m.tests(m.c);
+    assert!(!t.no_route && acceptable(&t), "one report does not unrank c: {t:?}");
+    m.sim.set_path(m.d, m.c, PathModel::new(50_000));
+    let tests = t.tests;
+    m.run(10);
+    let t = m.tests(m.c);
+    assert!(t.tests > tests, "retried within seconds, not a test interval: {t:?}");
+    assert!(t.no_route_reports == 0 && acceptable(&t), "{t:?}");
+    // A lasting loss: the retry finds no route either, and c is not ranked.
+    m.sim.remove_path(m.d, m.c);
+    let (d, c) = (m.d, m.c);
+    within(&mut m.sim, secs(120), "c unranked after two reports of no route", |s| {
+        s.node(d).neighbor(&s.node_id(c)).unwrap().tests.no_route
+    });
+    assert!(!acceptable(&m.tests(m.c)));
+}
+
+#[test]
 fn tests_never_spend_more_than_the_budget_in_any_hour() {
     let mut sim = Sim::new(11);
     let test_max_bytes = 1_000_000;

@@ -39,7 +39,7 @@ pub struct NeighborTests {
     /// "No route" reports in a row. The router re-adds a tunnel to babeld when its penalty
     /// changes, which drops the routes learned through it for a moment: one report of no route
     /// from a neighbor that had one is retried soon; two in a row mean it.
-    no_route_reports: u32,
+    pub no_route_reports: u32,
     /// Since when our bid is withdrawn because its quality fell below the goals.
     pub withdrawn_since: Option<Millis>,
     pub(crate) withdrawn_reason: Option<String>,
