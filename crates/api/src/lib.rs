@@ -9,6 +9,7 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -219,6 +220,34 @@ pub struct QualityStatus {
     pub live_peak_down_kbit: Option<u64>,
     #[serde(default)]
     pub live_peak_up_kbit: Option<u64>,
+    /// Its tests against each destination apart (the internet's servers, and each server
+    /// inside the mesh this node pins), which rank it for routes to that destination; empty
+    /// until tested.
+    #[serde(default)]
+    pub destinations: Vec<DestinationQuality>,
+}
+
+/// A neighbor's tests against one destination, and what its ranking for that destination adds
+/// to the routes to it through the neighbor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationQuality {
+    /// `internet`, or the mesh address of the node that serves the tests.
+    pub destination: String,
+    pub tests: u32,
+    pub tested_secs_ago: Option<u64>,
+    /// Each new test weighs one half, as for all tests together.
+    pub down_kbit: u64,
+    pub up_kbit: u64,
+    pub rtt_us: u32,
+    pub loss_ppm: u32,
+    /// `unknown`, `acceptable` or `below`: for ranking routes to this destination only (our
+    /// bid follows the verdict on all tests together). When `unknown`, the neighbor is ranked
+    /// for it on all its tests.
+    pub verdict: String,
+    pub score: Option<u64>,
+    /// Added to the metric of routes to this destination through the neighbor (None: not
+    /// routed through).
+    pub penalty: Option<u16>,
 }
 
 /// `tollway ledger`: history, newest first, amounts as decimal strings.
@@ -323,10 +352,14 @@ pub struct RoutingLink {
     pub neighbor: String,
     pub interface: String,
     pub cost: u16,
-    /// Added to the metric of the tested destinations (the internet) through it: our ranking
-    /// of what it delivered (0: the best, or not ranked).
+    /// Added to the metric of the tested destinations through it: our ranking of what it
+    /// delivered (0: the best, or not ranked).
     #[serde(default)]
     pub penalty: u16,
+    /// Where a destination's penalty differs (it is ranked on its own tests): destination
+    /// (`internet` or a mesh server's address) to penalty.
+    #[serde(default)]
+    pub destination_penalties: BTreeMap<String, u16>,
 }
 
 /// One route, installed or not.

@@ -29,5 +29,5 @@ pub use config::CoreConfig;
 pub use identity::Identity;
 pub use ids::{IfName, NodeId, WgPublicKey};
 pub use node::{Neighbor, NeighborState, Node, TunnelStats, DISCOVERY_GROUP};
-pub use routing::{LinkCost, RoutedNeighbor};
+pub use routing::{LinkCost, Penalty, RoutedNeighbor};
 pub use time::{Millis, Now};

@@ -51,11 +51,47 @@ pub struct RoutedNeighbor {
     /// The neighbor's link-local address on the tunnel: the next hop of routes through it.
     pub peer_link_local: Ipv6Addr,
     pub cost: LinkCost,
-    /// Added to the metric of tested destinations (the internet) learned through it: our
-    /// ranking of what it delivers (`quality::penalty`; one of `quality::PENALTY_LEVELS`).
-    pub penalty: u16,
+    /// Added to the metric of tested destinations learned through it: our ranking of what it
+    /// delivers to each (`quality::penalty`).
+    pub penalty: Penalty,
     /// Its slot in the neighbor table (names the babeld filters that apply the penalty).
     pub slot: usize,
+}
+
+/// What routing adds to the metric of the tested destinations learned through one neighbor,
+/// each one of `quality::PENALTY_LEVELS`. Destinations are numbered by the daemon (0: the
+/// internet's servers, reached by the default routes; then one per pinned server inside the
+/// mesh, reached by its /128): a destination some neighbor has been tested against on its own
+/// is ranked on those tests; every other one on all tests together (`global`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Penalty {
+    /// For destinations ranked on all tests.
+    pub global: u16,
+    /// `(destination, penalty)` for the destinations ranked on their own tests whose penalty
+    /// differs from `global`, in order of destination.
+    pub destinations: Vec<(u8, u16)>,
+}
+
+impl Penalty {
+    /// The same penalty for every destination.
+    pub fn uniform(penalty: u16) -> Penalty {
+        Penalty { global: penalty, destinations: Vec::new() }
+    }
+
+    /// The penalty of routes to `destination`.
+    pub fn of(&self, destination: u8) -> u16 {
+        self.destinations.iter().find(|(d, _)| *d == destination).map_or(self.global, |(_, p)| *p)
+    }
+}
+
+impl std::fmt::Display for Penalty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.global)?;
+        for (d, p) in &self.destinations {
+            write!(f, " (destination {d}: {p})")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ impl Speedtest {
             }
             seen.push((addr, key));
         }
+        crate::destinations::destinations(&seen).map_err(|e| ("speedtest.servers", e))?;
         Ok(())
     }
 }

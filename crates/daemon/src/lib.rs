@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod destinations;
 pub mod driver;
 pub mod health;
 pub mod http;

@@ -176,25 +176,11 @@ fn init_logging(level: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
 }
 
-/// The routes that lead to the pinned speed-test servers, where quality penalties apply: a
-/// server with a mesh address (another node, fc00::/7) is reached by its /128; one outside
-/// the mesh by the default routes (the internet: both families leave by the same uplinks).
-fn penalized_prefixes(pins: &[(std::net::SocketAddr, NodeId)]) -> Vec<ipnet::IpNet> {
-    let mut out: Vec<ipnet::IpNet> = Vec::new();
-    for (addr, _) in pins {
-        let wanted: Vec<ipnet::IpNet> = match addr.ip() {
-            std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => {
-                vec![ipnet::IpNet::new(v6.into(), 128).expect("valid")]
-            }
-            _ => vec!["::/0".parse().expect("valid"), "0.0.0.0/0".parse().expect("valid")],
-        };
-        for p in wanted {
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out
+/// The routes that lead to the pinned speed-test servers, where quality penalties apply, each
+/// with its destination (`crate::destinations`).
+fn penalized_prefixes(pins: &[(std::net::SocketAddr, NodeId)]) -> Vec<(u8, ipnet::IpNet)> {
+    let (_, destinations) = crate::destinations::destinations(pins).unwrap_or_default();
+    destinations.into_iter().flat_map(|d| d.prefixes.into_iter().map(move |p| (d.number, p))).collect()
 }
 
 /// Routing as the config says: the settings, and the router (babeld started here).

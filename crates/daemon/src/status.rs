@@ -98,13 +98,16 @@ pub fn build(d: &Driver) -> Status {
                         || n.tests.tests + n.tests.failures > 0
                         || n.tests.no_route)
                         .then(|| {
-                            quality(
+                            let mut q = quality(
                                 n,
                                 mk.reported_loss_ppm(),
                                 now_ms,
                                 node.config().quality.goals.min_samples,
                                 node.live_check(),
-                            )
+                            );
+                            let routed = node.routing_neighbors().iter().find(|r| r.neighbor == n.id);
+                            q.destinations = destinations(n, routed, now_ms, &|number| d.destination_label(number));
+                            q
                         }),
                     dropped_spoofed_packets: n.dropped.spoofed.packets,
                     dropped_spoofed_bytes: n.dropped.spoofed.bytes,
@@ -201,7 +204,41 @@ fn quality(
         live_up_kbit: n.passive.live.map(|r| r.up_kbit),
         live_peak_down_kbit: n.passive.live_peak.map(|r| r.down_kbit),
         live_peak_up_kbit: n.passive.live_peak.map(|r| r.up_kbit),
+        destinations: Vec::new(), // filled in by the caller
     }
+}
+
+/// A neighbor's tests against each destination apart, with what routing adds for each.
+fn destinations(
+    n: &tollway_core::Neighbor,
+    routed: Option<&tollway_core::RoutedNeighbor>,
+    now: tollway_core::Millis,
+    label: &dyn Fn(u8) -> String,
+) -> Vec<tollway_api::DestinationQuality> {
+    use tollway_core::quality::Verdict;
+    n.tests
+        .destinations
+        .iter()
+        .map(|(number, t)| {
+            let (verdict, score) = match t.verdict {
+                Verdict::Unknown => ("unknown", None),
+                Verdict::Acceptable { value } => ("acceptable", Some(value)),
+                Verdict::Below(_) => ("below", None),
+            };
+            tollway_api::DestinationQuality {
+                destination: label(*number),
+                tests: t.quality.samples,
+                tested_secs_ago: t.quality.last.map(|l| now.since(l).as_secs()),
+                down_kbit: t.quality.down_kbit,
+                up_kbit: t.quality.up_kbit,
+                rtt_us: t.quality.rtt_us,
+                loss_ppm: t.quality.loss_ppm,
+                verdict: verdict.into(),
+                score,
+                penalty: routed.map(|r| r.penalty.of(*number)),
+            }
+        })
+        .collect()
 }
 
 /// The status with routing too (reading the router's routes: babeld's `dump`).
@@ -223,7 +260,8 @@ pub fn routing(d: &mut Driver) -> (RoutingStatus, Vec<RouteStatus>) {
             neighbor: r.neighbor.to_string(),
             interface: r.ifname.to_string(),
             cost: r.cost.get(),
-            penalty: r.penalty,
+            penalty: r.penalty.global,
+            destination_penalties: r.penalty.destinations.iter().map(|(n, p)| (d.destination_label(*n), *p)).collect(),
         })
         .collect();
     let by_ifname: std::collections::HashMap<String, String> =

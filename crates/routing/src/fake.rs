@@ -109,7 +109,7 @@ mod tests {
                 ifname: IfName::new("tw1").unwrap(),
                 peer_link_local: "fe80::7".parse().unwrap(),
                 cost: LinkCost::GOOD,
-                penalty: 0,
+                penalty: Default::default(),
                 slot: 0,
             }],
             exports: vec!["0.0.0.0/0".parse().unwrap()],

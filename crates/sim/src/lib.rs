@@ -167,6 +167,10 @@ pub struct Sim {
     pub count_control_bytes: bool,
     /// What speed tests through each (node, neighbor) measure.
     paths: BTreeMap<(NodeIdx, NodeIdx), PathModel>,
+    /// Paths to destinations other than the internet: (node, neighbor, destination).
+    destination_paths: BTreeMap<(NodeIdx, NodeIdx, u8), PathModel>,
+    /// Tests run through each (node, neighbor): it tests its destinations in turn.
+    test_turns: BTreeMap<(NodeIdx, NodeIdx), usize>,
 }
 
 impl Sim {
@@ -192,6 +196,8 @@ impl Sim {
             tampers: BTreeMap::new(),
             count_control_bytes: false,
             paths: BTreeMap::new(),
+            destination_paths: BTreeMap::new(),
+            test_turns: BTreeMap::new(),
         }
     }
 

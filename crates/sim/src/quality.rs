@@ -44,6 +44,14 @@ impl Sim {
         self.paths.insert((from, via), model);
     }
 
+    /// Set what tests from `from` through `via` against another destination than the internet
+    /// (a node serving tests inside the mesh: `destination` 1 or more) measure. A node tests
+    /// the destinations it has a path to through a neighbor in turn.
+    pub fn set_destination_path(&mut self, from: NodeIdx, via: NodeIdx, destination: u8, model: PathModel) {
+        self.trace.note(self.now, format_args!("path {from} via {via} to destination {destination} {model:?}"));
+        self.destination_paths.insert((from, via, destination), model);
+    }
+
     /// Forget the path from `from` through `via`: tests through it find no route.
     pub fn remove_path(&mut self, from: NodeIdx, via: NodeIdx) {
         self.trace.note(self.now, format_args!("path {from} via {via} removed"));
@@ -57,9 +65,20 @@ impl Sim {
 
     pub(crate) fn run_speed_test(&mut self, n: NodeIdx, test: u64, neighbor: NodeId, max_bytes: u64) {
         let via = self.by_id.get(&neighbor).copied();
-        let outcome = match via.and_then(|v| self.paths.get(&(n, v))) {
+        // The destinations it has a path to through this neighbor, taken in turn.
+        let mut reachable: Vec<(u8, PathModel)> = Vec::new();
+        if let Some(v) = via {
+            reachable.extend(self.paths.get(&(n, v)).map(|m| (0, *m)));
+            reachable.extend(self.destination_paths.range((n, v, 1)..=(n, v, u8::MAX)).map(|((_, _, d), m)| (*d, *m)));
+        }
+        let chosen = via.filter(|_| !reachable.is_empty()).map(|v| {
+            let turn = self.test_turns.entry((n, v)).or_default();
+            *turn += 1;
+            reachable[(*turn - 1) % reachable.len()]
+        });
+        let outcome = match chosen {
             None => TestOutcome::NoRoute("no model of a path through this neighbor".into()),
-            Some(m) => {
+            Some((destination, m)) => {
                 let (down, up) = m.goodput(self.now);
                 // Each direction moves what the goodput allows in a second, at most max_bytes.
                 let bytes = (down * 1000 / 8).min(max_bytes) + (up * 1000 / 8).min(max_bytes);
@@ -67,6 +86,7 @@ impl Sim {
                 TestOutcome::Measured {
                     sample: Sample { at, down_kbit: down, up_kbit: up, rtt_us: m.rtt_us, loss_ppm: 0 },
                     bytes,
+                    destination,
                 }
             }
         };

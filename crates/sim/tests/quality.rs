@@ -84,7 +84,10 @@ impl Diamond {
             .iter()
             .filter_map(|(n, metric)| {
                 let id = self.sim.node_id(*n);
-                routed.iter().find(|r| r.neighbor == id).map(|r| (r.cost.0 as u32 + metric + r.penalty as u32, *n))
+                routed
+                    .iter()
+                    .find(|r| r.neighbor == id)
+                    .map(|r| (r.cost.0 as u32 + metric + r.penalty.of(0) as u32, *n))
             })
             .min()
             .map(|(_, n)| n)
@@ -142,7 +145,7 @@ fn a_liar_loses_the_traffic_its_lie_attracted_once_tests_rank_it() {
         let routed = m.sim.routing(m.d);
         let metric = |n: NodeIdx| {
             let r = routed.iter().find(|r| r.neighbor == m.sim.node_id(n)).unwrap();
-            r.cost.0 as u32 + r.penalty as u32
+            r.cost.0 as u32 + r.penalty.of(0) as u32
         };
         assert!(metric(m.b) + LIE > metric(m.c) + HONEST, "{routed:?}");
     }
@@ -199,7 +202,8 @@ fn a_degrader_loses_traffic_and_payments_within_two_test_cycles_and_regains_them
     let (d, b, c) = (m.d, m.b, m.c);
     let back = within(&mut m.sim, secs(900), "c bid on again and ranked first", |s| {
         let n = s.node(d).neighbor(&s.node_id(c)).unwrap();
-        let cost = |x: NodeIdx| s.routing(d).iter().find(|r| r.neighbor == s.node_id(x)).map(|r| r.cost.0 + r.penalty);
+        let cost =
+            |x: NodeIdx| s.routing(d).iter().find(|r| r.neighbor == s.node_id(x)).map(|r| r.cost.0 + r.penalty.of(0));
         matches!(n.market.our_bid, OurBid::Bid(_)) && cost(c).is_some() && cost(c) < cost(b)
     });
     assert!(back <= secs(900));
@@ -325,6 +329,46 @@ fn tests_never_spend_more_than_the_budget_in_any_hour() {
     let tests: u32 = others.iter().map(|o| sim.node(d).neighbor(&sim.node_id(*o)).unwrap().tests.tests).sum();
     assert!((8..=10).contains(&tests), "{tests} tests in three hours");
     assert_eq!(total, tests as u64 * 2 * test_max_bytes, "every test's bytes are counted");
+}
+
+/// Per-destination ranking: d pins the internet's server and a server on a node inside the
+/// mesh (destination 1). Through b the internet is slow and the mesh server fast (it is b, or
+/// next to it); through c the reverse. Each destination's routes follow the ranking of the tests
+/// against it: c for the internet, b for destination 1. Ranked on all tests together (the
+/// same penalty everywhere), one of the two would go the slow way.
+#[test]
+fn each_tested_destination_is_routed_through_the_neighbor_ranked_best_for_it() {
+    for seed in [3, 4] {
+        let mut m = Diamond::new(seed, Goals::default(), HONEST);
+        m.sim.set_path(m.d, m.b, PathModel::new(5_000));
+        m.sim.set_path(m.d, m.c, PathModel::new(50_000));
+        m.sim.set_destination_path(m.d, m.b, 1, PathModel::new(80_000));
+        m.sim.set_destination_path(m.d, m.c, 1, PathModel::new(6_000));
+        // Four tests of each neighbor: two against each destination, in turn.
+        m.run(240);
+        let (tb, tc) = (m.tests(m.b), m.tests(m.c));
+        for t in [&tb, &tc] {
+            assert!(t.tests >= 4, "seed {seed}: {t:?}");
+            for dest in [0, 1] {
+                assert!(t.destinations[&dest].quality.samples >= 2, "seed {seed}: destination {dest}: {t:?}");
+            }
+        }
+        let routed = m.sim.routing(m.d);
+        let penalty = |n: NodeIdx, dest: u8| {
+            routed.iter().find(|r| r.neighbor == m.sim.node_id(n)).expect("routed").penalty.of(dest)
+        };
+        // The internet: c is best; b, ten times slower, is pushed back.
+        assert_eq!(penalty(m.c, 0), 0, "seed {seed}: {routed:?}");
+        assert!(penalty(m.b, 0) >= 2048, "seed {seed}: {routed:?}");
+        // The mesh server: b is best; c, thirteen times slower, is pushed back.
+        assert_eq!(penalty(m.b, 1), 0, "seed {seed}: {routed:?}");
+        assert!(penalty(m.c, 1) >= 2048, "seed {seed}: {routed:?}");
+        // A destination nobody was tested against alone (2) follows all tests together.
+        assert_eq!(penalty(m.b, 2), routed.iter().find(|r| r.neighbor == m.sim.node_id(m.b)).unwrap().penalty.global);
+        // d's internet traffic follows the internet's ranking.
+        let (via_b, via_c) = m.run(60);
+        assert_eq!((via_b, via_c), (0, 60), "seed {seed}");
+    }
 }
 
 /// BENCHMARKS.md's "test bytes per neighbor per hour at the default budget": the default

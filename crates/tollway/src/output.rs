@@ -161,6 +161,30 @@ fn quality_table(s: &Status) -> String {
             q.verdict,
             q.reason.clone().unwrap_or_default()
         );
+        // Tests against each destination apart, when there is more than the internet: each
+        // ranks the neighbor for routes to that destination.
+        if q.destinations.iter().any(|d| d.destination != "internet") {
+            for d in &q.destinations {
+                let ranking = match d.penalty {
+                    Some(0) => "routes to it: best or not ranked".to_owned(),
+                    Some(p) => format!("routes to it: +{p}"),
+                    None => "not routed".to_owned(),
+                };
+                out += &format!(
+                    "  to {:<7}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>11}  {:>9}  {:<10}  {}\n",
+                    d.destination,
+                    d.tests,
+                    mbit(Some(d.down_kbit)),
+                    mbit(Some(d.up_kbit)),
+                    format!("{:.1} ms", d.rtt_us as f64 / 1000.0),
+                    format!("{:.2}%", d.loss_ppm as f64 / 10_000.0),
+                    "",
+                    "",
+                    d.verdict,
+                    ranking
+                );
+            }
+        }
     }
     out += &format!(
         "test data: {} in the last hour of {} allowed, {} since start\n",
@@ -288,8 +312,14 @@ pub fn routes_table(r: &tollway_api::RoutingStatus, routes: &[tollway_api::Route
             .links
             .iter()
             .map(|l| {
-                let penalty =
-                    if l.penalty > 0 { format!(" (+{} to the internet: ranked)", l.penalty) } else { String::new() };
+                let mut penalty = if l.penalty > 0 {
+                    format!(" (+{} to tested destinations: ranked)", l.penalty)
+                } else {
+                    String::new()
+                };
+                for (d, p) in &l.destination_penalties {
+                    penalty += &format!(" (+{p} to {d})");
+                }
                 format!("{} via {} cost {}{penalty}", &l.neighbor[..12.min(l.neighbor.len())], l.interface, l.cost)
             })
             .collect();

@@ -12,7 +12,7 @@ mod tests;
 
 pub use market::{CounterReading, CounterSample};
 pub use neighbor::{Dropped, Neighbor, NeighborState, TunnelStats, Volume, HANDSHAKE_FRESH_SECS};
-pub use quality::{LiveCheck, NeighborTests, TestOutcome, TEST_DEADLINE};
+pub use quality::{destination_verdict, DestinationTests, LiveCheck, NeighborTests, TestOutcome, TEST_DEADLINE};
 
 use crate::action::{Action, SessionId, TunnelSpec};
 use crate::config::CoreConfig;

@@ -48,6 +48,16 @@ pub struct NeighborTests {
     pub live_cap: Option<LiveCap>,
     /// When it was last the subject of a live check.
     pub last_live_check: Option<Millis>,
+    /// Its tests against each destination alone (numbered by the daemon: see
+    /// `crate::routing::Penalty`), which rank it for that destination.
+    pub destinations: std::collections::BTreeMap<u8, DestinationTests>,
+}
+
+/// The tests through one neighbor against one destination, and their verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationTests {
+    pub quality: Quality,
+    pub verdict: Verdict,
 }
 
 impl NeighborTests {
@@ -93,8 +103,9 @@ struct Running {
 /// How a test through a neighbor ended, as the driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TestOutcome {
-    /// A verified receipt: the sample it gives and the bytes it moved.
-    Measured { sample: Sample, bytes: u64 },
+    /// A verified receipt: the sample it gives, the bytes it moved, and the destination whose
+    /// server gave it (0: the internet; see `crate::routing::Penalty`).
+    Measured { sample: Sample, bytes: u64, destination: u8 },
     /// No pinned server is reachable through this neighbor (it offers no route to one).
     NoRoute(String),
     /// The test failed (timeout, refused, bad receipt): no sample. `bytes` were moved anyway.
@@ -127,14 +138,16 @@ impl Node {
         t.bytes = t.bytes.saturating_add(bytes);
         t.next_test = Some(now.mono + wait);
         match outcome {
-            TestOutcome::Measured { sample, .. } => {
+            TestOutcome::Measured { sample, destination, .. } => {
                 t.tests = t.tests.saturating_add(1);
                 t.no_route = false;
                 t.no_route_reports = 0;
                 t.last_error = None;
                 t.quality.record(sample);
+                t.destinations.entry(destination).or_default().quality.record(sample);
                 tracing::info!(
                     neighbor = %run.neighbor.short(),
+                    destination,
                     down_kbit = sample.down_kbit,
                     up_kbit = sample.up_kbit,
                     rtt_ms = sample.rtt_us / 1000,
@@ -263,6 +276,7 @@ impl Node {
                 n.tests.withdrawn_reason = None;
                 n.tests.quality = Quality::default();
                 n.tests.verdict = Verdict::Unknown;
+                n.tests.destinations.clear();
                 n.tests.next_test = Some(now.mono);
                 if let (Some((seq, price)), Some(session)) = (n.market.their_ask, self.established_session(id)) {
                     self.answer_ask(now, id, session, seq, price, false);
@@ -281,11 +295,23 @@ impl Node {
                 tracing::info!(neighbor = %id.short(), "live-check cap over: its tests count in full until checked again");
                 n.tests.live_cap = None;
             }
-            let verdict = if n.tests.no_route {
-                Verdict::Unknown
-            } else {
-                judge_capped(&n.tests.quality, ask, &cfg.goals, now.mono, n.tests.live_cap.as_ref())
+            let (no_route, cap) = (n.tests.no_route, n.tests.live_cap);
+            let judge = |q: &Quality| {
+                if no_route {
+                    Verdict::Unknown
+                } else {
+                    judge_capped(q, ask, &cfg.goals, now.mono, cap.as_ref())
+                }
             };
+            // Per destination: for ranking only (stopping payment goes by all tests together).
+            for (destination, d) in n.tests.destinations.iter_mut() {
+                let verdict = judge(&d.quality);
+                if verdict != d.verdict {
+                    tracing::debug!(neighbor = %id.short(), destination, ?verdict, "neighbor's verdict for one destination");
+                    d.verdict = verdict;
+                }
+            }
+            let verdict = judge(&n.tests.quality);
             if verdict != n.tests.verdict {
                 match verdict {
                     Verdict::Acceptable { value } => {
@@ -420,24 +446,53 @@ impl Node {
 
     /// What routing adds to tested destinations through `id`: its ranking's penalty once any
     /// neighbor has been measured acceptable (an untested one is then a last resort), else
-    /// nothing. A neighbor that offers no route to a tested server is not ranked.
-    pub(super) fn quality_penalty(&self, id: &NodeId) -> u16 {
+    /// nothing. A neighbor that offers no route to a tested server is not ranked. Ranked for
+    /// each destination some neighbor was tested against on its own: on those tests where it
+    /// has a verdict from them, on all its tests where not; for the other destinations, on all
+    /// tests.
+    pub(super) fn quality_penalty(&self, id: &NodeId) -> crate::routing::Penalty {
+        use crate::routing::Penalty;
         if !self.config.quality.testing {
-            return 0;
+            return Penalty::default();
         }
         if let Some(c) = self.quality.live_check {
             if *id == c.challenger {
-                return 0;
+                return Penalty::default();
             }
             if *id == c.incumbent {
-                return PENALTY_LEVELS[PENALTY_LEVELS.len() - 1];
+                return Penalty::uniform(PENALTY_LEVELS[PENALTY_LEVELS.len() - 1]);
             }
         }
         let ranked = |n: &&super::Neighbor| !n.tests.no_route || n.tests.quality.samples > 0;
-        let best = best_value(self.neighbors.values().filter(ranked).map(|n| &n.tests.verdict));
-        match self.neighbors.get(id) {
-            Some(n) if best > 0 && ranked(&n) => penalty(n.tests.verdict, best),
-            _ => 0,
+        let Some(me) = self.neighbors.get(id).filter(ranked) else { return Penalty::default() };
+        let rank = |verdict_of: &dyn Fn(&super::Neighbor) -> Verdict| {
+            let best =
+                best_value(self.neighbors.values().filter(ranked).map(|n| verdict_of(n)).collect::<Vec<_>>().iter());
+            if best > 0 {
+                penalty(verdict_of(me), best)
+            } else {
+                0
+            }
+        };
+        let global = rank(&|n| n.tests.verdict);
+        let destinations: std::collections::BTreeSet<u8> =
+            self.neighbors.values().filter(ranked).flat_map(|n| n.tests.destinations.keys().copied()).collect();
+        let mut out = Penalty { global, destinations: Vec::new() };
+        for d in destinations {
+            let p = rank(&|n| destination_verdict(&n.tests, d));
+            if p != global {
+                out.destinations.push((d, p));
+            }
         }
+        out
+    }
+}
+
+/// A neighbor's verdict for one destination: from its tests against it alone when they give
+/// one, else from all its tests.
+pub fn destination_verdict(t: &NeighborTests, destination: u8) -> Verdict {
+    match t.destinations.get(&destination).map(|d| d.verdict) {
+        Some(v) if v != Verdict::Unknown => v,
+        _ => t.verdict,
     }
 }

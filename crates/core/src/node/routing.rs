@@ -35,10 +35,9 @@ impl Node {
             .collect();
         if routed != self.routed {
             for r in &routed {
-                let old = self.routed.iter().find(|o| o.neighbor == r.neighbor).map(|o| o.cost);
-                let old = old.zip(self.routed.iter().find(|o| o.neighbor == r.neighbor).map(|o| o.penalty));
-                if old != Some((r.cost, r.penalty)) {
-                    tracing::info!(neighbor = %r.neighbor.short(), ifname = %r.ifname, cost = r.cost.0, penalty = r.penalty, "routing through neighbor");
+                let old = self.routed.iter().find(|o| o.neighbor == r.neighbor).map(|o| (o.cost, &o.penalty));
+                if old != Some((r.cost, &r.penalty)) {
+                    tracing::info!(neighbor = %r.neighbor.short(), ifname = %r.ifname, cost = r.cost.0, penalty = %r.penalty, "routing through neighbor");
                 }
             }
             for o in self.routed.iter().filter(|o| !routed.iter().any(|r| r.neighbor == o.neighbor)) {

@@ -270,6 +270,11 @@ impl Driver {
         self
     }
 
+    /// How a tested destination is shown (`internet`, or a mesh server's address).
+    pub fn destination_label(&self, number: u8) -> String {
+        self.speed_tests.as_ref().map_or_else(|| format!("destination {number}"), |s| s.destination_label(number))
+    }
+
     /// Give the driver its routing (before `prepare`).
     pub fn with_mesh(mut self, mesh: Mesh) -> Driver {
         self.mesh = Some(mesh);

@@ -8,11 +8,12 @@
 //! path through that neighbor and nothing else, whatever the routing table prefers.
 
 use super::{Driver, Input};
+use crate::destinations::{Destination, Pin};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use tollway_core::node::TestOutcome;
 use tollway_core::quality::Sample;
-use tollway_core::{IfName, Millis, NodeId, TunnelSpec};
+use tollway_core::{IfName, Millis, NodeId, Penalty, TunnelSpec};
 use tollway_kernel::{Family, RouteTarget, Rule, TableRoute, PROTO_TOLLWAY};
 
 /// Probe tables are `PROBE_TABLE_BASE + slot`.
@@ -31,6 +32,8 @@ pub struct ProbeTest {
     pub source: Ipv6Addr,
     pub neighbor: NodeId,
     pub max_bytes: u64,
+    /// The destination the server measures (`crate::destinations`).
+    pub destination: u8,
 }
 
 /// Runs speed tests off the driver's thread and reports `Input::SpeedTestDone`.
@@ -40,18 +43,43 @@ pub trait SpeedTester: Send {
 
 /// The speed-test servers this node pins and what runs the tests.
 pub struct SpeedTests {
-    pub pins: Vec<(SocketAddr, NodeId)>,
+    pub pins: Vec<Pin>,
+    /// The tested destinations the pins make.
+    pub destinations: Vec<Destination>,
     pub runner: Box<dyn SpeedTester>,
-    /// The penalty each tunnel's altname selects now.
-    penalties: std::collections::HashMap<IfName, u16>,
+    /// The penalty each tunnel's altnames select now.
+    penalties: std::collections::HashMap<IfName, Penalty>,
     /// Tunnels whose probe (altname, address, table, rule) was last set up completely: a test
     /// from a probe half set up could take another path, so none runs through the others.
     ready: std::collections::HashSet<IfName>,
+    /// Tests started through each neighbor: it tests the servers it reaches in turn.
+    turns: std::collections::HashMap<NodeId, usize>,
 }
 
 impl SpeedTests {
+    /// `pins` as validated by the config (at most `MAX_MESH_DESTINATIONS` inside the mesh;
+    /// past that, none is tested).
     pub fn new(pins: Vec<(SocketAddr, NodeId)>, runner: Box<dyn SpeedTester>) -> SpeedTests {
-        SpeedTests { pins, runner, penalties: Default::default(), ready: Default::default() }
+        let (pins, destinations) = crate::destinations::destinations(&pins).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "speed-test servers not used");
+            Default::default()
+        });
+        SpeedTests {
+            pins,
+            destinations,
+            runner,
+            penalties: Default::default(),
+            ready: Default::default(),
+            turns: Default::default(),
+        }
+    }
+
+    /// How a destination is shown (`internet` or the mesh server's address).
+    pub fn destination_label(&self, number: u8) -> String {
+        self.destinations
+            .iter()
+            .find(|d| d.number == number)
+            .map_or_else(|| format!("destination {number}"), |d| d.label.clone())
     }
 }
 
@@ -88,6 +116,7 @@ impl SpeedTester for TokioSpeedTests {
                             loss_ppm: m.up_loss_ppm.max(m.down_loss_ppm),
                         },
                         bytes: m.up_bytes.saturating_add(m.down_bytes),
+                        destination: t.destination,
                     }
                 }
                 Err(e) => TestOutcome::Failed { error: e.to_string(), bytes: 0 },
@@ -134,11 +163,14 @@ impl Driver {
         };
         let err = |e: tollway_kernel::LinkError| e.to_string();
         self.k.links.ensure_altname(&spec.ifname, &tollway_routing::babel::probe_altname(slot8)).map_err(err)?;
-        // A re-made tunnel gets its penalty name back.
-        let penalty = self.speed_tests.as_ref().and_then(|s| s.penalties.get(&spec.ifname)).copied();
-        if let Some(level) = penalty.and_then(|p| tollway_core::quality::PENALTY_LEVELS.iter().position(|l| *l == p)) {
+        // A re-made tunnel gets its penalty names back.
+        let penalty = self.speed_tests.as_ref().and_then(|s| s.penalties.get(&spec.ifname)).cloned();
+        let numbers: Vec<u8> =
+            self.speed_tests.as_ref().map(|s| s.destinations.iter().map(|d| d.number).collect()).unwrap_or_default();
+        for destination in numbers {
+            let level = penalty.as_ref().map_or(0, |p| level_of(p.of(destination)));
             if level > 0 {
-                let name = tollway_routing::babel::penalty_altname(slot8, level);
+                let name = tollway_routing::babel::penalty_altname(slot8, destination, level);
                 self.k.links.ensure_altname(&spec.ifname, &name).map_err(err)?;
             }
         }
@@ -161,37 +193,41 @@ impl Driver {
         Ok(())
     }
 
-    /// Give each routed tunnel the altname of its penalty (before the router re-adds it to
-    /// babeld, which then applies the matching filter); drop the altnames of other levels.
+    /// Give each routed tunnel the altnames of its penalty for each destination (before the
+    /// router re-adds it to babeld, which then applies the matching filters); drop the
+    /// altnames of other levels.
     pub(super) fn apply_penalties(&mut self, neighbors: &[tollway_core::RoutedNeighbor]) {
         if !self.probes_enabled() {
             return;
         }
         let Some(st) = self.speed_tests.as_mut() else { return };
         st.penalties.retain(|ifname, _| neighbors.iter().any(|n| &n.ifname == ifname));
+        st.turns.retain(|id, _| neighbors.iter().any(|n| n.neighbor == *id));
+        let numbers: Vec<u8> = st.destinations.iter().map(|d| d.number).collect();
         for n in neighbors {
             let Ok(slot) = u8::try_from(n.slot) else { continue };
             if st.penalties.get(&n.ifname) == Some(&n.penalty) {
                 continue;
             }
-            let levels = tollway_core::quality::PENALTY_LEVELS;
-            let want = levels.iter().position(|l| *l == n.penalty).unwrap_or(0);
             let mut ok = true;
-            for level in 1..levels.len() {
-                let name = tollway_routing::babel::penalty_altname(slot, level);
-                let r = if level == want {
-                    self.k.links.ensure_altname(&n.ifname, &name)
-                } else {
-                    self.k.links.remove_altname(&n.ifname, &name)
-                };
-                if let Err(e) = r {
-                    tracing::warn!(ifname = %n.ifname, altname = name, error = %e, "setting the tunnel's penalty name failed");
-                    ok = false;
+            for &destination in &numbers {
+                let want = level_of(n.penalty.of(destination));
+                for level in 1..tollway_core::quality::PENALTY_LEVELS.len() {
+                    let name = tollway_routing::babel::penalty_altname(slot, destination, level);
+                    let r = if level == want {
+                        self.k.links.ensure_altname(&n.ifname, &name)
+                    } else {
+                        self.k.links.remove_altname(&n.ifname, &name)
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(ifname = %n.ifname, altname = name, error = %e, "setting the tunnel's penalty name failed");
+                        ok = false;
+                    }
                 }
             }
             if ok {
-                tracing::info!(neighbor = %n.neighbor.short(), ifname = %n.ifname, penalty = n.penalty, "quality penalty for tested destinations");
-                st.penalties.insert(n.ifname.clone(), n.penalty);
+                tracing::info!(neighbor = %n.neighbor.short(), ifname = %n.ifname, penalty = %n.penalty, "quality penalty for tested destinations");
+                st.penalties.insert(n.ifname.clone(), n.penalty.clone());
             }
         }
     }
@@ -235,12 +271,12 @@ impl Driver {
         };
         let (routes, _) = self.routing_view();
         let pins = self.speed_tests.as_ref().map(|s| s.pins.clone()).unwrap_or_default();
-        let reachable: Vec<(SocketAddr, NodeId)> = pins
+        let reachable: Vec<Pin> = pins
             .into_iter()
-            .filter(|(addr, _)| {
-                addr.is_ipv6()
+            .filter(|p| {
+                p.server.is_ipv6()
                     && routes.iter().any(|r| {
-                        r.ifname.as_ref() == Some(&ifname) && r.metric < 0xffff && r.prefix.contains(&addr.ip())
+                        r.ifname.as_ref() == Some(&ifname) && r.metric < 0xffff && r.prefix.contains(&p.server.ip())
                     })
             })
             .collect();
@@ -252,12 +288,19 @@ impl Driver {
             let why = format!("no route to a pinned IPv6 speed-test server through {ifname}");
             return self.node.handle_speed_test(now, test, no_route(why));
         }
-        let (server, server_key) = reachable[(test as usize) % reachable.len()];
-        tracing::debug!(neighbor = %neighbor.short(), %server, %source, "speed test through neighbor");
-        if let Some(st) = self.speed_tests.as_mut() {
-            st.runner.start(ProbeTest { test, server, server_key, source, neighbor, max_bytes });
-        }
+        let Some(st) = self.speed_tests.as_mut() else { return };
+        let turn = st.turns.entry(neighbor).or_default();
+        let pin = reachable[*turn % reachable.len()];
+        *turn = turn.wrapping_add(1);
+        let (server, server_key, destination) = (pin.server, pin.key, pin.destination);
+        tracing::debug!(neighbor = %neighbor.short(), %server, destination, %source, "speed test through neighbor");
+        st.runner.start(ProbeTest { test, server, server_key, source, neighbor, max_bytes, destination });
     }
+}
+
+/// The index in `PENALTY_LEVELS` of a penalty (0 for one that is not a level).
+fn level_of(penalty: u16) -> usize {
+    tollway_core::quality::PENALTY_LEVELS.iter().position(|l| *l == penalty).unwrap_or(0)
 }
 
 fn probe_rule(source: Ipv6Addr, table: u32) -> Rule {

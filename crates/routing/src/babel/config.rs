@@ -99,11 +99,12 @@ pub struct BabelSettings {
 /// the tunnel carrying the altname [`probe_altname`]`(k)`, so the mesh routes replies to it back
 /// through that neighbor alone.
 ///
-/// With it come the quality penalties: for each prefix in `penalized` (the routes to the
-/// pinned speed-test servers: the default routes for servers on the internet), each slot and
-/// each level of `tollway_core::quality::PENALTY_LEVELS` above 0, an input filter adds that
-/// level to the metric of the prefix learned through the tunnel carrying the altname
-/// [`penalty_altname`]`(slot, level)`. The driver moves a tunnel's altname when its ranking
+/// With it come the quality penalties: for each `(destination, prefix)` in `penalized` (the
+/// routes to the pinned speed-test servers: the default routes for servers on the internet,
+/// destination 0; a /128 for each server inside the mesh), each slot and each level of
+/// `tollway_core::quality::PENALTY_LEVELS` above 0, an input filter adds that level to the
+/// metric of the prefix learned through the tunnel carrying the altname
+/// [`penalty_altname`]`(slot, destination, level)`. The driver moves a tunnel's altname when its ranking
 /// changes, and the router then re-adds the tunnel, which makes babeld look the names up again.
 /// Input filters change only this node's choice: the neighbor does not see them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,13 +112,14 @@ pub struct ProbeSettings {
     pub prefix: Ipv6Addr,
     /// Slots 0..slots (at most 256: a /120).
     pub slots: u16,
-    pub penalized: Vec<ipnet::IpNet>,
+    pub penalized: Vec<(u8, ipnet::IpNet)>,
 }
 
 /// The altname that selects the penalty filter of `level` (an index into
-/// `tollway_core::quality::PENALTY_LEVELS`, 1 or more) for the neighbor in `slot`.
-pub fn penalty_altname(slot: u8, level: usize) -> String {
-    format!("twq{slot}l{level}")
+/// `tollway_core::quality::PENALTY_LEVELS`, 1 or more) for routes to `destination` through the
+/// neighbor in `slot` (at most 12 bytes: `if_nametoindex` reads 15).
+pub fn penalty_altname(slot: u8, destination: u8, level: usize) -> String {
+    format!("twq{slot}d{destination}l{level}")
 }
 
 /// The altname the tunnel of the neighbor in `slot` carries for babeld's filters (at most 10
@@ -252,10 +254,10 @@ pub fn render_config(s: &BabelSettings) -> String {
             let _ = writeln!(c, "out ip {}/128 if {} allow", Ipv6Addr::from(b), probe_altname(slot as u8));
         }
         let _ = writeln!(c, "out ip {}/120 deny", p.prefix);
-        for prefix in &p.penalized {
+        for (destination, prefix) in &p.penalized {
             for slot in 0..p.slots.min(256) {
                 for (level, add) in tollway_core::quality::PENALTY_LEVELS.iter().enumerate().skip(1) {
-                    let name = penalty_altname(slot as u8, level);
+                    let name = penalty_altname(slot as u8, *destination, level);
                     let _ = writeln!(c, "in ip {prefix} eq {} if {name} metric {add}", prefix.prefix_len());
                 }
             }
@@ -337,7 +339,11 @@ mod tests {
             probe: Some(ProbeSettings {
                 prefix,
                 slots: 3,
-                penalized: vec!["::/0".parse().unwrap(), "0.0.0.0/0".parse().unwrap()],
+                penalized: vec![
+                    (0, "::/0".parse().unwrap()),
+                    (0, "0.0.0.0/0".parse().unwrap()),
+                    (1, "fd00::1/128".parse().unwrap()),
+                ],
             }),
             ..settings()
         };
@@ -354,12 +360,14 @@ mod tests {
         assert!(at("out ip fd01:2345:6789:abcd:ef01:2345:6789:ab02/128 if twprobe2 allow") < deny, "allows first");
         assert_eq!(c.matches("out ip").count(), 4);
         assert!(deny < at("interface tollway:idle"));
-        // Penalties: each slot, each level above 0, each tested prefix; this node's view only.
-        assert!(at("in ip ::/0 eq 0 if twq0l1 metric 256") < at("interface tollway:idle"));
-        at("in ip ::/0 eq 0 if twq2l6 metric 3840");
-        at("in ip 0.0.0.0/0 eq 0 if twq1l3 metric 768");
-        assert_eq!(c.matches("in ip").count(), 2 * 3 * 6);
-        assert!(penalty_altname(255, 6).len() <= 15);
+        // Penalties: each slot, each level above 0, each tested prefix, named by its
+        // destination; this node's view only.
+        assert!(at("in ip ::/0 eq 0 if twq0d0l1 metric 256") < at("interface tollway:idle"));
+        at("in ip ::/0 eq 0 if twq2d0l6 metric 3840");
+        at("in ip 0.0.0.0/0 eq 0 if twq1d0l3 metric 768");
+        at("in ip fd00::1/128 eq 128 if twq1d1l3 metric 768");
+        assert_eq!(c.matches("in ip").count(), 3 * 3 * 6);
+        assert!(penalty_altname(255, 255, 6).len() <= 15);
         assert_eq!(probe_altname(255), "twprobe255");
         assert!(probe_altname(255).len() <= 15);
         // Without probes, no filter at all.

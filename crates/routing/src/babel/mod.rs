@@ -39,7 +39,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tollway_core::IfName;
+use tollway_core::{IfName, Penalty};
 use tollway_kernel::{RouteTarget, Routes, TableRoute, PROTO_BABEL, PROTO_TOLLWAY};
 use tracing::{info, warn};
 
@@ -62,7 +62,7 @@ struct Running {
     started: Instant,
     client: Option<ControlClient>,
     /// The tunnels babeld was given since it started, with their cost and quality penalty.
-    interfaces: BTreeMap<IfName, (LinkCost, u16)>,
+    interfaces: BTreeMap<IfName, (LinkCost, Penalty)>,
 }
 
 pub struct BabelRouter {
@@ -70,7 +70,7 @@ pub struct BabelRouter {
     kernel: Box<dyn Routes>,
     running: Option<Running>,
     /// The plan's tunnels and exports.
-    neighbors: BTreeMap<IfName, (LinkCost, u16)>,
+    neighbors: BTreeMap<IfName, (LinkCost, Penalty)>,
     exports: BTreeSet<IpNet>,
     /// Exports being withdrawn (announced as unreachable) since when.
     withdrawing: BTreeMap<IpNet, Instant>,
@@ -321,13 +321,13 @@ impl BabelRouter {
         let gone: Vec<IfName> = run.interfaces.keys().filter(|i| !self.neighbors.contains_key(*i)).cloned().collect();
         // A new penalty is a new altname of the tunnel (set by the driver), which babeld's filters
         // only see once it looks the names up again: when the tunnel is re-added.
-        let changed: Vec<(IfName, (LinkCost, u16), bool)> = self
+        let changed: Vec<(IfName, (LinkCost, Penalty), bool)> = self
             .neighbors
             .iter()
             .filter_map(|(ifname, (cost, penalty))| match run.interfaces.get(ifname) {
-                None => Some((ifname.clone(), (*cost, *penalty), false)),
+                None => Some((ifname.clone(), (*cost, penalty.clone()), false)),
                 Some((old, old_penalty)) if config::rxcost(*old) != config::rxcost(*cost) || old_penalty != penalty => {
-                    Some((ifname.clone(), (*cost, *penalty), true))
+                    Some((ifname.clone(), (*cost, penalty.clone()), true))
                 }
                 Some(_) => None,
             })
@@ -341,7 +341,7 @@ impl BabelRouter {
         }
         for (ifname, (cost, penalty), known) in changed {
             if known {
-                info!(%ifname, cost = config::rxcost(cost), penalty, "babel: new link cost or penalty (flush and re-add)");
+                info!(%ifname, cost = config::rxcost(cost), %penalty, "babel: new link cost or penalty (flush and re-add)");
                 if let Err(e) = self.flush(&ifname) {
                     errors.push(e);
                     continue;
@@ -500,7 +500,7 @@ impl Router for BabelRouter {
     fn apply(&mut self, plan: &RoutingPlan) -> Result<(), RoutingError> {
         let mut neighbors = BTreeMap::new();
         for n in &plan.neighbors {
-            if neighbors.insert(n.ifname.clone(), (n.cost, n.penalty)).is_some() {
+            if neighbors.insert(n.ifname.clone(), (n.cost, n.penalty.clone())).is_some() {
                 warn!(ifname = %n.ifname, "babel: the plan names a tunnel twice; using the last");
             }
         }

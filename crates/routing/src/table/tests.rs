@@ -12,7 +12,7 @@ fn nb(b: u8, cost: u16) -> RoutedNeighbor {
         ifname: IfName::new(format!("tw{b}")).unwrap(),
         peer_link_local: format!("fe80::{b}").parse().unwrap(),
         cost: LinkCost(cost),
-        penalty: 0,
+        penalty: Default::default(),
         slot: b as usize,
     }
 }

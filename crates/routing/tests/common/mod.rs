@@ -63,7 +63,7 @@ impl Node {
                     ifname: l.ifname.clone(),
                     peer_link_local: l.peer_ll,
                     cost: l.cost,
-                    penalty: 0,
+                    penalty: Default::default(),
                     slot: 0,
                 })
                 .collect(),
