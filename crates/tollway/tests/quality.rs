@@ -467,3 +467,122 @@ fn a_test_prioritizer_loses_the_traffic_once_a_live_check_shows_it_holds_traffic
     );
     assert!(upload.running(), "the upload went on through the check");
 }
+
+/// diamond4 where b serves speed tests (`serve = true`) and d pins b's server as well as the
+/// internet's. b's link to a is a tenth of c's path, its link to d as fast as c's: through b
+/// the internet is slow and b fast; through c the reverse (c reaches b across the slow a–b
+/// link). d tests often with small tests.
+const PER_DESTINATION: &str = r#"
+name = "perdest"
+[[node]]
+name = "a"
+uplink = true
+[[node]]
+name = "b"
+config = { speedtest = { serve = true } }
+[[node]]
+name = "c"
+[[node]]
+name = "d"
+lan = true
+config = { quality = { first_test_delay_secs = 10, test_interval_secs = 15, test_max_kb = 500 } }
+[[link]]
+a = "a"
+b = "b"
+rate_mbit = 10
+[[link]]
+a = "b"
+b = "d"
+rate_mbit = 100
+[[link]]
+a = "a"
+b = "c"
+rate_mbit = 100
+[[link]]
+a = "c"
+b = "d"
+rate_mbit = 100
+"#;
+
+/// The neighbor (node name) through which `node` routes to `prefix` now (installed route).
+fn route_via(lab: &Lab, node: &str, prefix: &str, names: &[&str]) -> Option<String> {
+    let r = client(lab, node).routes().ok()?;
+    let via = r.routes.iter().find(|r| r.prefix == prefix && r.installed)?.via.clone()?;
+    names.iter().find(|n| node_id(lab, n) == via).map(|n| n.to_string())
+}
+
+#[test]
+fn each_tested_destination_is_routed_through_the_neighbor_that_delivers_to_it() {
+    if skip("quality: per-destination ranking", &["babeld"]) {
+        return;
+    }
+    let mut lab = lab_up("qpd", PER_DESTINATION);
+    let names = ["a", "b", "c", "d"];
+    // d pins b's server (b's node id is its key, b's mesh address its address) beside the
+    // internet's, and restarts.
+    let (b_id, b_ip) = (node_id(&lab, "b"), status(&lab, "b").node.mesh_ip);
+    let path = lab.node("d").unwrap().config_path.clone();
+    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let servers = cfg["speedtest"]["servers"].as_array().cloned().expect("the lab pins the internet's server");
+    let mut b_server = toml::Table::new();
+    b_server.insert("address".into(), format!("[{b_ip}]:7479").into());
+    b_server.insert("key".into(), b_id.clone().into());
+    let mut all = servers.clone();
+    all.push(toml::Value::Table(b_server));
+    cfg.get_mut("speedtest").unwrap().as_table_mut().unwrap().insert("servers".into(), toml::Value::Array(all));
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    lab.restart_daemon("d", false).unwrap();
+    wait_for(Duration::from_secs(30), "d's daemon back", || try_status(&lab, "d"));
+    wait_agreed(&lab, "d", "b");
+    wait_agreed(&lab, "d", "c");
+    let tunnels: BTreeMap<String, BTreeMap<String, String>> =
+        names.iter().map(|n| (n.to_string(), tunnel_names(&lab, n, &names))).collect();
+    let b_prefix = format!("{b_ip}/128");
+
+    // d tests each neighbor against both destinations in turn, ranks each neighbor for each,
+    // and routes each destination through the neighbor best for it. No forwarding loop to
+    // either destination meanwhile.
+    let start = Instant::now();
+    let mut loops = Vec::new();
+    let done = wait_for(Duration::from_secs(300), "d to rank b and c for each destination", || {
+        for from in ["d", "c", "a"] {
+            for dst in ["2001:db8::1", b_ip.as_str()] {
+                let (path, looped) = forwarding_path(&lab, &tunnels, from, dst);
+                if looped {
+                    loops.push(path);
+                }
+            }
+        }
+        let (qb, qc) = (quality(&lab, "d", "b")?, quality(&lab, "d", "c")?);
+        let ranked = |q: &tollway_api::QualityStatus| {
+            q.destinations.len() == 2 && q.destinations.iter().all(|d| d.verdict == "acceptable")
+        };
+        let routed = default_via(&lab, "d", &names).as_deref() == Some("c")
+            && route_via(&lab, "d", &b_prefix, &names).as_deref() == Some("b");
+        (ranked(&qb) && ranked(&qc) && routed).then(|| (start.elapsed(), qb, qc))
+    });
+    let (took, qb, qc) = done;
+    assert!(loops.is_empty(), "forwarding loops while rankings changed: {loops:?}");
+    eprintln!("d ranked both neighbors for both destinations {took:?} after its restart");
+    let dest = |q: &tollway_api::QualityStatus, label: &str| {
+        q.destinations.iter().find(|d| d.destination == label).cloned().unwrap_or_else(|| panic!("{label}: {q:?}"))
+    };
+    let (b_net, c_net, b_b, c_b) = (dest(&qb, "internet"), dest(&qc, "internet"), dest(&qb, &b_ip), dest(&qc, &b_ip));
+    eprintln!("through b: internet {b_net:?}\n  b {b_b:?}\nthrough c: internet {c_net:?}\n  b {c_b:?}");
+    // The tests went where they say: the slow a–b link limits b's internet and c's way to b.
+    assert!(b_net.down_kbit <= 11_000 && c_b.down_kbit <= 11_000, "{b_net:?} {c_b:?}");
+    assert!(c_net.down_kbit >= 3 * b_net.down_kbit, "{c_net:?} {b_net:?}");
+    assert!(b_b.down_kbit >= 3 * c_b.down_kbit, "{b_b:?} {c_b:?}");
+    // Each destination's ranking: the neighbor slow for it carries a penalty for it alone.
+    assert_eq!((c_net.penalty, b_b.penalty), (Some(0), Some(0)), "the best for each: {c_net:?} {b_b:?}");
+    assert!(b_net.penalty.unwrap() >= 1024 && c_b.penalty.unwrap() >= 1024, "{b_net:?} {c_b:?}");
+    let d = status(&lab, "d");
+    let link = |n: &str| d.routing.links.iter().find(|l| l.neighbor == node_id(&lab, n)).cloned().unwrap();
+    eprintln!("d's links: {:?} {:?}", link("b"), link("c"));
+    // The routes as installed, and what a packet really does: d's internet traffic leaves
+    // through c, its traffic to b goes straight to b.
+    assert_eq!(forwarding_path(&lab, &tunnels, "d", "2001:db8::1").0, ["d", "c", "a"]);
+    assert_eq!(forwarding_path(&lab, &tunnels, "d", &b_ip).0, ["d", "b"]);
+    let out = run_in(&lab, "d", &[tollway_bin().to_str().unwrap(), "status"]).1;
+    assert!(out.contains(&format!("to {b_ip}")), "the human table lists each destination:\n{out}");
+}

@@ -466,8 +466,7 @@ impl Node {
         let ranked = |n: &&super::Neighbor| !n.tests.no_route || n.tests.quality.samples > 0;
         let Some(me) = self.neighbors.get(id).filter(ranked) else { return Penalty::default() };
         let rank = |verdict_of: &dyn Fn(&super::Neighbor) -> Verdict| {
-            let best =
-                best_value(self.neighbors.values().filter(ranked).map(|n| verdict_of(n)).collect::<Vec<_>>().iter());
+            let best = best_value(self.neighbors.values().filter(ranked).map(verdict_of).collect::<Vec<_>>().iter());
             if best > 0 {
                 penalty(verdict_of(me), best)
             } else {
