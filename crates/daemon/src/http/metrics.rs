@@ -40,6 +40,22 @@ struct DirectionLabels {
     direction: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabels {
+    neighbor: String,
+    interface: String,
+    /// `internet`, or a mesh server's address.
+    destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TestedLabels {
+    neighbor: String,
+    interface: String,
+    destination: String,
+    direction: String,
+}
+
 type Bytes = Family<NeighborLabels, Counter>;
 type Money = Family<NeighborLabels, Counter<f64, AtomicU64>>;
 type Level = Family<NeighborLabels, Gauge<f64, AtomicU64>>;
@@ -125,8 +141,40 @@ pub fn render(status: &Status, health: &crate::health::Health) -> String {
         live.clone(),
     );
 
+    let tested = Family::<TestedLabels, Gauge>::default();
+    r.register(
+        "tollway_neighbor_tested_bits_per_second",
+        "Speed-test goodput through the neighbor to each tested destination (each new test weighs one half)",
+        tested.clone(),
+    );
+    let penalty = Family::<DestinationLabels, Gauge>::default();
+    r.register(
+        "tollway_neighbor_route_penalty",
+        "What the neighbor's ranking adds to the metric of routes to each tested destination through it",
+        penalty.clone(),
+    );
+
     for n in &status.neighbors {
         let l = NeighborLabels { neighbor: n.id.clone(), interface: n.interface.clone() };
+        for d in n.quality.iter().flat_map(|q| &q.destinations) {
+            for (direction, kbit) in [("down", d.down_kbit), ("up", d.up_kbit)] {
+                let t = TestedLabels {
+                    neighbor: n.id.clone(),
+                    interface: n.interface.clone(),
+                    destination: d.destination.clone(),
+                    direction: direction.into(),
+                };
+                tested.get_or_create(&t).set(i64::try_from(kbit.saturating_mul(1000)).unwrap_or(i64::MAX));
+            }
+            if let Some(p) = d.penalty {
+                let dl = DestinationLabels {
+                    neighbor: n.id.clone(),
+                    interface: n.interface.clone(),
+                    destination: d.destination.clone(),
+                };
+                penalty.get_or_create(&dl).set(i64::from(p));
+            }
+        }
         if let Some(q) = &n.quality {
             rtt.get_or_create(&l).set(q.rtt_us as f64 / 1e6);
             rtt_min.get_or_create(&l).set(q.rtt_min_us as f64 / 1e6);
@@ -227,6 +275,15 @@ mod tests {
                 rtt_samples: 9,
                 live_down_kbit: Some(8_000),
                 live_up_kbit: Some(250),
+                destinations: vec![tollway_api::DestinationQuality {
+                    destination: "internet".into(),
+                    tests: 2,
+                    down_kbit: 9_000,
+                    up_kbit: 8_500,
+                    verdict: "acceptable".into(),
+                    penalty: Some(2048),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             ..NeighborStatus::default()
@@ -253,6 +310,8 @@ mod tests {
             format!("tollway_neighbor_rtt_samples_total{{{labels}}} 9"),
             format!("tollway_neighbor_live_bits_per_second{{{labels},direction=\"down\"}} 8000000"),
             format!("tollway_neighbor_live_bits_per_second{{{labels},direction=\"up\"}} 250000"),
+            format!("tollway_neighbor_tested_bits_per_second{{{labels},destination=\"internet\",direction=\"down\"}} 9000000"),
+            format!("tollway_neighbor_route_penalty{{{labels},destination=\"internet\"}} 2048"),
             "tollway_control_sessions_opened_total 1".to_owned(),
             "tollway_store_commit_failures_total 1".to_owned(),
             "tollway_store_commit_duration_seconds_count 2".to_owned(),
