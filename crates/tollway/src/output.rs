@@ -170,9 +170,10 @@ fn quality_table(s: &Status) -> String {
                     Some(p) => format!("routes to it: +{p}"),
                     None => "not routed".to_owned(),
                 };
+                // The destination goes in the note: a mesh address would not fit the column.
                 out += &format!(
-                    "  to {:<7}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>11}  {:>9}  {:<10}  {}\n",
-                    d.destination,
+                    "{:<12}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>11}  {:>9}  {:<10}  {}: {}\n",
+                    "  to",
                     d.tests,
                     mbit(Some(d.down_kbit)),
                     mbit(Some(d.up_kbit)),
@@ -181,6 +182,7 @@ fn quality_table(s: &Status) -> String {
                     "",
                     "",
                     d.verdict,
+                    d.destination,
                     ranking
                 );
             }
@@ -388,6 +390,47 @@ mod tests {
         let end = |name: &str| header.find(name).unwrap() + name.len();
         assert!(row[..end("SPOOFED")].ends_with(" 1.5 kB"), "{t}");
         assert!(row[..end("UNSOLICITED")].ends_with(" 2.0 MB"), "{t}");
+    }
+
+    #[test]
+    fn the_quality_table_lists_each_tested_destination_under_its_neighbor_in_the_columns() {
+        let dest = |destination: &str, down_kbit, penalty| tollway_api::DestinationQuality {
+            destination: destination.into(),
+            tests: 2,
+            down_kbit,
+            up_kbit: down_kbit,
+            rtt_us: 400,
+            verdict: "acceptable".into(),
+            penalty: Some(penalty),
+            ..Default::default()
+        };
+        let quality = tollway_api::QualityStatus {
+            tests: 4,
+            down_kbit: Some(50_000),
+            up_kbit: Some(50_000),
+            verdict: "acceptable".into(),
+            destinations: vec![
+                dest("internet", 9_000, 2048),
+                dest("fd40:ef94:a2a9:ab7e:d1ec:ec39:d461:4587", 93_700, 0),
+            ],
+            ..Default::default()
+        };
+        let nb =
+            tollway_api::NeighborStatus { id: "0123456789abcdef".into(), quality: Some(quality), ..Default::default() };
+        let s = Status { neighbors: vec![nb], ..Default::default() };
+        let t = quality_table(&s);
+        let mut lines = t.lines().skip_while(|l| !l.starts_with("NEIGHBOR"));
+        let header = lines.next().unwrap();
+        let end = |name: &str| header.find(name).unwrap() + name.len();
+        let (_, internet, mesh) = (lines.next().unwrap(), lines.next().unwrap(), lines.next().unwrap());
+        assert!(internet.starts_with("  to ") && internet[..end("DOWN Mb/s")].ends_with(" 9.0"), "{t}");
+        assert!(internet.ends_with("acceptable  internet: routes to it: +2048"), "{t}");
+        assert!(mesh[..end("DOWN Mb/s")].ends_with(" 93.7"), "{t}");
+        assert!(mesh.ends_with("fd40:ef94:a2a9:ab7e:d1ec:ec39:d461:4587: routes to it: best or not ranked"), "{t}");
+        // Only the internet: no rows per destination.
+        let mut only = s.clone();
+        only.neighbors[0].quality.as_mut().unwrap().destinations.truncate(1);
+        assert!(!quality_table(&only).contains("  to "), "{}", quality_table(&only));
     }
 
     #[test]

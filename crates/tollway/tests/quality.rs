@@ -584,5 +584,6 @@ fn each_tested_destination_is_routed_through_the_neighbor_that_delivers_to_it() 
     assert_eq!(forwarding_path(&lab, &tunnels, "d", "2001:db8::1").0, ["d", "c", "a"]);
     assert_eq!(forwarding_path(&lab, &tunnels, "d", &b_ip).0, ["d", "b"]);
     let out = run_in(&lab, "d", &[tollway_bin().to_str().unwrap(), "status"]).1;
-    assert!(out.contains(&format!("to {b_ip}")), "the human table lists each destination:\n{out}");
+    assert!(out.contains(&format!("{b_ip}: routes to it: best")), "the human table lists each destination:\n{out}");
+    assert!(out.contains("internet: routes to it: +"), "b is ranked down for the internet:\n{out}");
 }
