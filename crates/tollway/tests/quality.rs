@@ -237,7 +237,7 @@ fn a_degrader_loses_the_traffic_and_the_payments_within_two_test_cycles() {
         (qc.verdict == "acceptable" && default_via(&lab, "d", &names).as_deref() == Some("c")).then_some(())
     });
     let server = iperf_server(&lab, "internet", 5201);
-    let mut upload = iperf_client(&lab, "d-lan", "2001:db8::1", 5201, &["-t", "150", "-b", "5M"]);
+    let mut upload = iperf_client(&lab, "d-lan", "2001:db8::1", 5201, &["-t", "240", "-b", "5M"]);
     wait_for(Duration::from_secs(60), "d to pay c", || (units(&nb(&lab, "d", "c").paid_total) > 0).then_some(()));
     assert!(up_at.elapsed() < Duration::from_secs(90), "c degrades only after this: {:?}", up_at.elapsed());
 
@@ -277,13 +277,25 @@ fn a_degrader_loses_the_traffic_and_the_payments_within_two_test_cycles() {
     assert!(upload.running(), "the upload went on through the change");
     // Passive delivered rate: the 5 Mbit/s upload shows as what d sends through b now (per
     // 10-s window, inner packets with their headers), and as c's peak from before it degraded.
-    let (qb, qc) = (quality(&lab, "d", "b").expect("b measured"), quality(&lab, "d", "c").expect("c measured"));
+    // (The move can leave the upload's TCP in retransmission backoff for a window or two: the
+    // routes through b are flushed for a moment when its penalty changes. Wait for a window in
+    // which it flows.)
+    let flowing = |q: &tollway_api::QualityStatus| q.live_up_kbit.is_some_and(|k| (4_000..=30_000).contains(&k));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let qb = loop {
+        let q = quality(&lab, "d", "b").expect("b measured");
+        if flowing(&q) {
+            break q;
+        }
+        assert!(Instant::now() < deadline, "d's upload through b, for a minute: {q:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let qc = quality(&lab, "d", "c").expect("c measured");
     eprintln!(
         "live through b: {:?} up now, peak {:?}; through c: {:?} up now, peak {:?} (kbit/s)",
         qb.live_up_kbit, qb.live_peak_up_kbit, qc.live_up_kbit, qc.live_peak_up_kbit
     );
     // (iperf3 catches up after the move's hiccup: b may carry more than 5 Mbit/s for a while.)
-    assert!(qb.live_up_kbit.is_some_and(|k| (4_000..=30_000).contains(&k)), "d's upload through b: {qb:?}");
     assert!(qc.live_peak_up_kbit.is_some_and(|k| k >= 4_000), "c carried the upload before: {qc:?}");
     assert!(qc.live_up_kbit.is_some_and(|k| k < 500), "c carries none of it now: {qc:?}");
     drop(upload);
