@@ -310,6 +310,11 @@ pub struct Goals {
     pub min_samples: u32,
     /// A quality older than this is unknown again (milliseconds).
     pub max_age_ms: u64,
+    /// Set by the daemon, not the operator: the tests force only the upload through the tested
+    /// neighbor (static and controller routing), the download comes back by the operator's routes
+    /// whichever neighbor is tested. The download then says nothing about the neighbor: it is
+    /// not held to `min_down_kbit`, and the price per Mbit/s and the ranking value go by upload.
+    pub upload_only: bool,
 }
 
 impl Default for Goals {
@@ -322,6 +327,7 @@ impl Default for Goals {
             max_price_per_mbit: None,
             min_samples: 2,
             max_age_ms: 6 * 3_600_000,
+            upload_only: false,
         }
     }
 }
@@ -404,7 +410,9 @@ pub fn judge_capped(q: &Quality, ask: Price, goals: &Goals, now: Millis, cap: Op
     }
     let tested = q.judged();
     let q = cap.map_or(tested, |c| c.apply(tested));
-    if q.down_kbit < goals.min_down_kbit {
+    // The goodput this node's choice of neighbor changes.
+    let chosen_kbit = if goals.upload_only { q.up_kbit } else { q.down_kbit };
+    if !goals.upload_only && q.down_kbit < goals.min_down_kbit {
         return Verdict::Below(Shortfall::DownTooSlow { got_kbit: q.down_kbit, want_kbit: goals.min_down_kbit });
     }
     if q.up_kbit < goals.min_up_kbit {
@@ -418,17 +426,19 @@ pub fn judge_capped(q: &Quality, ask: Price, goals: &Goals, now: Millis, cap: Op
     }
     if let Some(max) = goals.max_price_per_mbit {
         // ask per Mbit/s, rounded up: a neighbor delivering next to nothing is infinitely dear.
-        let per_mbit = if q.down_kbit == 0 {
+        let per_mbit = if chosen_kbit == 0 {
             u64::MAX
         } else {
-            ((ask.0 as u128 * 1000).div_ceil(q.down_kbit as u128)).min(u64::MAX as u128) as u64
+            ((ask.0 as u128 * 1000).div_ceil(chosen_kbit as u128)).min(u64::MAX as u128) as u64
         };
         if ask.0 > 0 && per_mbit > max.0 {
             return Verdict::Below(Shortfall::TooDear { per_mbit: Price(per_mbit), max });
         }
     }
-    let v = value(q.down_kbit, ask, goals);
-    Verdict::Acceptable { value: cap.map_or(v, |c| capped_value(v, &tested, c)) }
+    let v = value(chosen_kbit, ask, goals);
+    // Upload only: the value was computed from the capped upload already (and a download
+    // cap does not concern it).
+    Verdict::Acceptable { value: cap.filter(|_| !goals.upload_only).map_or(v, |c| capped_value(v, &tested, c)) }
 }
 
 /// Goodput for the price: download kbit/s, divided by up to 4 as the ask goes from nothing to the
@@ -629,6 +639,32 @@ mod tests {
                 Err(Shortfall::TooDear { per_mbit: Price(100), max: Price(99) }),
             ),
             ("free is never too dear", Goals { max_price_per_mbit: Some(Price(1)), ..base }, Price(0), Ok(())),
+            // Upload only (static and controller routing): the download is not the neighbor's.
+            (
+                "upload only: down not held",
+                Goals { min_down_kbit: 20_001, upload_only: true, ..base },
+                Price(0),
+                Ok(()),
+            ),
+            (
+                "upload only: up still held",
+                Goals { min_up_kbit: 6_000, upload_only: true, ..base },
+                Price(0),
+                Err(Shortfall::UpTooSlow { got_kbit: 5_000, want_kbit: 6_000 }),
+            ),
+            // 2000 units per MB at 5 Mbit/s of upload: 400 per Mbit/s.
+            (
+                "upload only: price per upload Mbit/s",
+                Goals { max_price_per_mbit: Some(Price(399)), upload_only: true, ..base },
+                Price(2000),
+                Err(Shortfall::TooDear { per_mbit: Price(400), max: Price(399) }),
+            ),
+            (
+                "upload only: price ok",
+                Goals { max_price_per_mbit: Some(Price(400)), upload_only: true, ..base },
+                Price(2000),
+                Ok(()),
+            ),
         ];
         for (what, goals, ask, want) in cases {
             let got = judge(&q, ask, &goals, Millis(0));
@@ -637,6 +673,10 @@ mod tests {
                 Err(s) => assert_eq!(got, Verdict::Below(s), "{what}"),
             }
         }
+        // Upload only, the ranking value is the upload goodput.
+        assert_eq!(judge(&q, Price(0), &base, Millis(0)), Verdict::Acceptable { value: 20_000 });
+        let up = Goals { upload_only: true, ..base };
+        assert_eq!(judge(&q, Price(0), &up, Millis(0)), Verdict::Acceptable { value: 5_000 });
     }
 
     #[test]

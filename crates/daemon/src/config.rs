@@ -576,10 +576,19 @@ impl Config {
         }
     }
 
-    /// Whether speed tests can be forced through each neighbor: a server is pinned and babel
-    /// routes (it announces each probe address through one tunnel only).
+    /// Whether speed tests can be forced through each neighbor: a server is pinned and there is
+    /// mesh routing (babel forces both directions through the tested neighbor; static and
+    /// controller routing only the upload, see [`Config::tests_upload_only`]).
     pub fn tests_neighbors(&self) -> bool {
-        !self.speedtest.servers.is_empty() && self.routing.kind == crate::mesh_config::RoutingKind::Babel
+        !self.speedtest.servers.is_empty() && self.routing.kind != crate::mesh_config::RoutingKind::None
+    }
+
+    /// Static and controller routing: a test's upload is forced through the tested neighbor,
+    /// its download comes back by the operator's routes (nothing announces a per-neighbor
+    /// address back to us), so only the upload judges and ranks neighbors.
+    pub fn tests_upload_only(&self) -> bool {
+        use crate::mesh_config::RoutingKind;
+        matches!(self.routing.kind, RoutingKind::Static | RoutingKind::Controller)
     }
 
     pub fn core_config(&self) -> CoreConfig {
@@ -605,7 +614,18 @@ impl Config {
                 junk: self.firewall.junk_limit(),
                 ..self.market.to_core().expect("validated at load")
             },
-            quality: self.quality.to_core(&self.market.currency(), self.tests_neighbors()).expect("validated at load"),
+            quality: {
+                let mut q =
+                    self.quality.to_core(&self.market.currency(), self.tests_neighbors()).expect("validated at load");
+                if self.tests_upload_only() {
+                    q.goals.upload_only = true;
+                    // A live check moves the traffic off the best neighbor to compare: the
+                    // download does not move with static routes, and the check is not built
+                    // for the upload alone.
+                    q.live_check_interval = Millis(0);
+                }
+                q
+            },
         }
     }
 }

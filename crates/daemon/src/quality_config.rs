@@ -104,6 +104,7 @@ impl Quality {
                 max_price_per_mbit,
                 min_samples: at_least(self.min_tests as u64, 1, "quality.min_tests")? as u32,
                 max_age_ms: at_least(self.max_age_secs, 1, "quality.max_age_secs")?.saturating_mul(1000),
+                upload_only: false, // set by `Config::core_config` for static and controller routing
             },
             budget_bytes_per_hour: budget,
             test_max_bytes: test_max_kb * 1000,

@@ -126,10 +126,17 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
                 identity: test_identity.clone(),
             }),
         ));
-        tracing::info!(servers = cfg.speedtest.servers.len(), "speed tests through each neighbor on");
+        if cfg.tests_upload_only() {
+            tracing::info!(servers = cfg.speedtest.servers.len(), routing = cfg.routing.kind.as_str(),
+                "speed tests through each neighbor on: upload only (the download comes back by the operator's routes), no live checks");
+        } else {
+            tracing::info!(servers = cfg.speedtest.servers.len(), "speed tests through each neighbor on");
+        }
     } else if !cfg.speedtest.servers.is_empty() && cfg.quality.tests {
-        tracing::warn!(routing = cfg.routing.kind.as_str(),
-            "speed tests through each neighbor need babel routing (it announces each probe address through one tunnel); not testing");
+        tracing::warn!(
+            routing = cfg.routing.kind.as_str(),
+            "speed tests through each neighbor need mesh routing (babel, static or controller); not testing"
+        );
     }
     driver.prepare().map_err(anyhow::Error::msg).context("restoring the ledger and preparing the kernel state")?;
     tracing::info!(backend = driver.tunnel_backend(), "ready");
@@ -183,6 +190,16 @@ fn penalized_prefixes(pins: &[(std::net::SocketAddr, NodeId)]) -> Vec<(u8, ipnet
     destinations.into_iter().flat_map(|d| d.prefixes.into_iter().map(move |p| (d.number, p))).collect()
 }
 
+/// Static and controller routing: each pinned server's address and its destination, whose
+/// routes the neighbors' quality penalties rank (none when the node does not test).
+fn tested_addresses(cfg: &Config) -> Vec<(std::net::IpAddr, u8)> {
+    if !cfg.core_config().quality.testing {
+        return Vec::new();
+    }
+    let (pins, _) = crate::destinations::destinations(&cfg.speedtest.pins()).unwrap_or_default();
+    pins.into_iter().map(|p| (p.server.ip(), p.destination)).collect()
+}
+
 /// Routing as the config says: the settings, and the router (babeld started here).
 fn open_mesh(cfg: &Config, id: &NodeId) -> anyhow::Result<crate::driver::Mesh> {
     use crate::mesh_config::RoutingKind;
@@ -224,23 +241,17 @@ fn open_mesh(cfg: &Config, id: &NodeId) -> anyhow::Result<crate::driver::Mesh> {
                 .iter()
                 .map(|r| Candidate { prefix: r.prefix, via: r.via, metric: r.metric })
                 .collect();
-            Some(Box::new(TableRouter::new_static(
-                settings.table,
-                id.mesh_ip(),
-                settings.mesh_ipv4,
-                kernel(),
-                candidates,
-            )))
+            Some(Box::new(
+                TableRouter::new_static(settings.table, id.mesh_ip(), settings.mesh_ipv4, kernel(), candidates)
+                    .with_tested(tested_addresses(cfg)),
+            ))
         }
         RoutingKind::Controller => {
             let file = settings.controller_file.clone().expect("validated: controller needs its file");
-            Some(Box::new(TableRouter::new_controller(
-                settings.table,
-                id.mesh_ip(),
-                settings.mesh_ipv4,
-                kernel(),
-                file,
-            )))
+            Some(Box::new(
+                TableRouter::new_controller(settings.table, id.mesh_ip(), settings.mesh_ipv4, kernel(), file)
+                    .with_tested(tested_addresses(cfg)),
+            ))
         }
     };
     Ok(crate::driver::Mesh::new(settings, router, kernel(), Box::new(tollway_traffic::nat::NftNat::new())))

@@ -42,8 +42,14 @@ fn route_get(ns: &NetNs, addr: &str) -> (String, String) {
 
 /// The four rules of the mesh design, for one family.
 fn mesh_rules(family: Family, table: u32) -> [Rule; 4] {
-    let rule =
-        |priority, table, suppress| Rule { family, priority, table, suppress_prefixlength: suppress, from: None };
+    let rule = |priority, table, suppress| Rule {
+        family,
+        priority,
+        table,
+        suppress_prefixlength: suppress,
+        from: None,
+        fwmark: None,
+    };
     [rule(7470, 254, Some(0)), rule(7471, table, Some(0)), rule(7472, 254, None), rule(7473, table, None)]
 }
 
@@ -308,9 +314,13 @@ fn a_rule_from_a_probe_source_sends_its_packets_through_its_own_table() {
         table: 7600,
         suppress_prefixlength: None,
         from: Some("fd77::5/128".parse().unwrap()),
+        fwmark: None,
     };
+    // Static and controller routing select by the test socket's mark instead.
+    let mark_rule = Rule { table: 7601, from: None, fwmark: Some(0x746c_0001), ..probe_rule };
     let (mesh_default, probe_default) =
         (default_via(&other, "fe80::d".parse().unwrap(), TABLE), default_via(&a.veth, gw_b, 7600));
+    let marked_default = default_via(&a.veth, gw_b, 7601);
     let rules =
         a.ns.run(move || {
             let mut r = NetlinkRoutes::new();
@@ -321,6 +331,8 @@ fn a_rule_from_a_probe_source_sends_its_packets_through_its_own_table() {
             }
             r.add_rule(&probe_rule).unwrap();
             r.add_rule(&probe_rule).unwrap(); // idempotent
+            r.replace(&marked_default).unwrap();
+            r.add_rule(&mark_rule).unwrap();
             r.list_rules().unwrap()
         })
         .unwrap();
@@ -330,15 +342,22 @@ fn a_rule_from_a_probe_source_sends_its_packets_through_its_own_table() {
     assert_eq!(route_get(&a.ns, "2001:db8::1"), (other.as_str().to_string(), TABLE.to_string()));
     let v = ip_json(&a.ns, &["route", "get", "2001:db8::1", "from", "fd77::5"]);
     assert_eq!(v[0]["dev"].as_str(), Some(a.veth.as_str()), "{v}");
+    assert_eq!(rules.iter().filter(|r| **r == mark_rule).count(), 1, "{rules:?}");
+    assert_eq!(mark_rule.to_string(), "IPv6 rule 7460: fwmark 0x746c0001 lookup 7601");
+    let v = ip_json(&a.ns, &["route", "get", "2001:db8::1", "mark", "0x746c0001"]);
+    assert_eq!(v[0]["dev"].as_str(), Some(a.veth.as_str()), "{v}");
+    let v = ip_json(&a.ns, &["route", "get", "2001:db8::1", "mark", "0x746c0002"]);
+    assert_eq!(v[0]["dev"].as_str(), Some(other.as_str()), "another mark: {v}");
     // Deleted by the same description.
     let left =
         a.ns.run(move || {
             let mut r = NetlinkRoutes::new();
             r.delete_rule(&probe_rule).unwrap();
+            r.delete_rule(&mark_rule).unwrap();
             r.list_rules().unwrap()
         })
         .unwrap();
-    assert!(!left.contains(&probe_rule));
+    assert!(!left.contains(&probe_rule) && !left.contains(&mark_rule), "{left:?}");
 }
 
 #[test]

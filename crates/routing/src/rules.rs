@@ -28,6 +28,7 @@ pub fn mesh_rules(mesh_table: u32) -> Vec<Rule> {
             table,
             suppress_prefixlength: suppress,
             from: None,
+            fwmark: None,
         };
         out.extend([
             rule(0, MAIN_TABLE, Some(0)),
@@ -86,7 +87,8 @@ mod tests {
     #[test]
     fn install_is_idempotent_replaces_another_tables_rules_and_remove_leaves_others() {
         let mut k = FakeRoutes::new();
-        let foreign = Rule { family: Family::V4, priority: 100, table: 9, suppress_prefixlength: None, from: None };
+        let foreign =
+            Rule { family: Family::V4, priority: 100, table: 9, suppress_prefixlength: None, from: None, fwmark: None };
         k.add_rule(&foreign).unwrap();
         install(&mut k, 7474).unwrap();
         install(&mut k, 74).unwrap();

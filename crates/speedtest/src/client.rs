@@ -26,6 +26,9 @@ pub struct TestSpec {
     pub server_key: NodeId,
     /// Source address (e.g. the probe address that routes the test through one neighbor).
     pub bind: Option<IpAddr>,
+    /// Firewall mark of the connection (`SO_MARK`, needs CAP_NET_ADMIN): a policy rule for it
+    /// can send the test's packets out through one neighbor.
+    pub mark: Option<u32>,
     /// The node running the test (signs to prove it; named in the receipt).
     pub identity: Identity,
     /// Named in the receipt (e.g. the node id of the neighbor tested through).
@@ -123,6 +126,9 @@ async fn connect(spec: &TestSpec) -> Result<TcpStream, TestError> {
     let server = spec.server;
     let io = |what| move |source| TestError::Io { server, what, source };
     let socket = if server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(io("socket"))?;
+    if let Some(mark) = spec.mark {
+        socket2::SockRef::from(&socket).set_mark(mark).map_err(io("marking the socket (SO_MARK)"))?;
+    }
     if let Some(ip) = spec.bind {
         socket.bind(SocketAddr::new(ip, 0)).map_err(io("binding the source address"))?;
     }

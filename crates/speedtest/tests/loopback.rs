@@ -47,6 +47,7 @@ fn spec(server: SocketAddr, key: NodeId, secs: u16) -> TestSpec {
         server,
         server_key: key,
         bind: None,
+        mark: None,
         identity: Identity::from_seed(&rand::random()),
         path_label: rand::random(),
         up_secs: secs,

@@ -189,6 +189,7 @@ pub fn test(a: ClientArgs) -> anyhow::Result<u8> {
             server,
             server_key,
             bind: a.bind,
+            mark: None,
             identity: identity.clone(),
             path_label,
             up_secs: a.up_secs,

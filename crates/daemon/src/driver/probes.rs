@@ -6,6 +6,12 @@
 //! `twprobe<k>` matches the `out` filters of the babeld configuration), so replies from anywhere
 //! in the mesh come back through the same neighbor. A test from the probe address measures the
 //! path through that neighbor and nothing else, whatever the routing table prefers.
+//!
+//! Static and controller routing announce nothing, so no reply can be brought back through
+//! one chosen neighbor: there the test socket carries the mark `PROBE_MARK_BASE + k` instead,
+//! a rule sends marked packets to the same table (out through that neighbor), the source is
+//! the node's mesh address and the replies come back by the operator's routes. Only the
+//! upload is forced, and only the upload judges (`Goals::upload_only`).
 
 use super::{Driver, Input};
 use crate::destinations::{Destination, Pin};
@@ -20,6 +26,9 @@ use tollway_kernel::{Family, RouteTarget, Rule, TableRoute, PROTO_TOLLWAY};
 pub const PROBE_TABLE_BASE: u32 = 7600;
 /// The probe rules' priority: before the mesh rules (7470–7473).
 pub const PROBE_RULE_PRIORITY: u32 = 7460;
+/// Static and controller routing: the test socket of slot `k` carries the mark
+/// `PROBE_MARK_BASE + k` ("tl" in the high half).
+pub const PROBE_MARK_BASE: u32 = 0x746c_0000;
 /// How long each direction of a test may run (the byte cap usually ends it first).
 const TEST_SECS: u16 = 2;
 
@@ -34,6 +43,8 @@ pub struct ProbeTest {
     pub max_bytes: u64,
     /// The destination the server measures (`crate::destinations`).
     pub destination: u8,
+    /// The socket's mark (upload-only tests, static and controller routing).
+    pub mark: Option<u32>,
 }
 
 /// Runs speed tests off the driver's thread and reports `Input::SpeedTestDone`.
@@ -98,6 +109,7 @@ impl SpeedTester for TokioSpeedTests {
                 server: t.server,
                 server_key: t.server_key,
                 bind: Some(IpAddr::V6(t.source)),
+                mark: t.mark,
                 identity,
                 path_label: t.neighbor.0,
                 up_secs: TEST_SECS,
@@ -119,6 +131,13 @@ impl SpeedTester for TokioSpeedTests {
                         destination: t.destination,
                     }
                 }
+                Err(e) if t.mark.is_some() => TestOutcome::Failed {
+                    error: format!(
+                        "{e} (static/controller routing: the operator's routes must bring replies to {} back)",
+                        t.source
+                    ),
+                    bytes: 0,
+                },
                 Err(e) => TestOutcome::Failed { error: e.to_string(), bytes: 0 },
             };
             let _ = to_driver.send(Input::SpeedTestDone { test: t.test, outcome });
@@ -130,6 +149,14 @@ impl Driver {
     /// Whether tests are forced through neighbors (the core tests, and babel routes).
     pub(super) fn probes_enabled(&self) -> bool {
         self.node.config().quality.testing && self.speed_tests.is_some()
+    }
+
+    /// Static and controller routing: the source of upload-only tests (the node's mesh
+    /// address); `None` with babel, whose probes have their own addresses.
+    fn upload_only_source(&self) -> Option<Ipv6Addr> {
+        use crate::mesh_config::RoutingKind;
+        let kind = self.mesh.as_ref().map(|m| m.settings.kind)?;
+        matches!(kind, RoutingKind::Static | RoutingKind::Controller).then(|| self.node.node_id().mesh_ip())
     }
 
     /// Give a tunnel its probe: altname (before babeld is given the tunnel, so its filters
@@ -162,6 +189,12 @@ impl Driver {
             return Ok(()); // slots past 255 are not tested
         };
         let err = |e: tollway_kernel::LinkError| e.to_string();
+        if let Some(mesh_source) = self.upload_only_source() {
+            // Marked sockets out through this tunnel; the source stays the mesh address.
+            let table = PROBE_TABLE_BASE + slot as u32;
+            let rule = Rule { fwmark: Some(PROBE_MARK_BASE + slot as u32), from: None, ..probe_rule(source, table) };
+            return self.set_up_probe_table(spec, table, mesh_source, rule);
+        }
         self.k.links.ensure_altname(&spec.ifname, &tollway_routing::babel::probe_altname(slot8)).map_err(err)?;
         // A re-made tunnel gets its penalty names back.
         let penalty = self.speed_tests.as_ref().and_then(|s| s.penalties.get(&spec.ifname)).cloned();
@@ -176,6 +209,17 @@ impl Driver {
         }
         self.k.links.ensure_address(&IfName::new("lo").expect("valid"), source, 128).map_err(err)?;
         let table = PROBE_TABLE_BASE + slot as u32;
+        self.set_up_probe_table(spec, table, source, probe_rule(source, table))
+    }
+
+    /// The probe table (default out through the tunnel, unreachable behind it) and its rule.
+    fn set_up_probe_table(
+        &mut self,
+        spec: &TunnelSpec,
+        table: u32,
+        source: Ipv6Addr,
+        rule: Rule,
+    ) -> Result<(), String> {
         let default = |target, metric| TableRoute {
             dst: IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).expect("valid"),
             table,
@@ -189,7 +233,7 @@ impl Driver {
         let rerr = |e: tollway_kernel::RouteError| e.to_string();
         mesh.routes.replace(&default(through, 1)).map_err(rerr)?;
         mesh.routes.replace(&TableRoute { pref_src: None, ..default(RouteTarget::Unreachable, 4096) }).map_err(rerr)?;
-        mesh.routes.add_rule(&probe_rule(source, table)).map_err(rerr)?;
+        mesh.routes.add_rule(&rule).map_err(rerr)?;
         Ok(())
     }
 
@@ -200,6 +244,8 @@ impl Driver {
         if !self.probes_enabled() {
             return;
         }
+        // Static and controller routing rank by the plan's penalties (`TableRouter`): no names.
+        let names = self.upload_only_source().is_none();
         let Some(st) = self.speed_tests.as_mut() else { return };
         st.penalties.retain(|ifname, _| neighbors.iter().any(|n| &n.ifname == ifname));
         st.turns.retain(|id, _| neighbors.iter().any(|n| n.neighbor == *id));
@@ -210,7 +256,7 @@ impl Driver {
                 continue;
             }
             let mut ok = true;
-            for &destination in &numbers {
+            for &destination in numbers.iter().filter(|_| names) {
                 let want = level_of(n.penalty.of(destination));
                 for level in 1..tollway_core::quality::PENALTY_LEVELS.len() {
                     let name = tollway_routing::babel::penalty_altname(slot, destination, level);
@@ -239,7 +285,10 @@ impl Driver {
         let Some(mesh) = self.mesh.as_mut() else { return };
         match mesh.routes.list_rules() {
             Ok(rules) => {
-                for r in rules.into_iter().filter(|r| r.priority == PROBE_RULE_PRIORITY && r.from.is_some()) {
+                for r in rules
+                    .into_iter()
+                    .filter(|r| r.priority == PROBE_RULE_PRIORITY && (r.from.is_some() || r.fwmark.is_some()))
+                {
                     if let Err(e) = mesh.routes.delete_rule(&r) {
                         tracing::warn!(rule = %r, error = %e, "removing a probe rule failed");
                     }
@@ -265,8 +314,9 @@ impl Driver {
     pub(super) fn run_speed_test(&mut self, test: u64, neighbor: NodeId, ifname: IfName, slot: usize, max_bytes: u64) {
         let now = self.clock.now();
         let no_route = |why: String| TestOutcome::NoRoute(why);
-        let Some(source) = self.node.node_id().probe_ip(slot).filter(|_| self.probes_enabled()) else {
-            let why = "speed tests through neighbors need babel routing and a probe slot (0-255)".to_owned();
+        let upload_only = self.upload_only_source();
+        let Some(probe) = self.node.node_id().probe_ip(slot).filter(|_| self.probes_enabled()) else {
+            let why = "speed tests through neighbors need mesh routing and a probe slot (0-255)".to_owned();
             return self.node.handle_speed_test(now, test, no_route(why));
         };
         let (routes, _) = self.routing_view();
@@ -293,8 +343,12 @@ impl Driver {
         let pin = reachable[*turn % reachable.len()];
         *turn = turn.wrapping_add(1);
         let (server, server_key, destination) = (pin.server, pin.key, pin.destination);
-        tracing::debug!(neighbor = %neighbor.short(), %server, destination, %source, "speed test through neighbor");
-        st.runner.start(ProbeTest { test, server, server_key, source, neighbor, max_bytes, destination });
+        let (source, mark) = match upload_only {
+            Some(mesh_source) => (mesh_source, Some(PROBE_MARK_BASE + slot as u32)),
+            None => (probe, None),
+        };
+        tracing::debug!(neighbor = %neighbor.short(), %server, destination, %source, ?mark, "speed test through neighbor");
+        st.runner.start(ProbeTest { test, server, server_key, source, neighbor, max_bytes, destination, mark });
     }
 }
 
@@ -310,5 +364,6 @@ fn probe_rule(source: Ipv6Addr, table: u32) -> Rule {
         table,
         suppress_prefixlength: None,
         from: Some(IpNet::new(IpAddr::V6(source), 128).expect("valid")),
+        fwmark: None,
     }
 }

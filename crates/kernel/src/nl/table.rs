@@ -181,6 +181,8 @@ pub(crate) struct RawRule {
     pub suppress_prefixlength: Option<u32>,
     /// Source selector: address and prefix length.
     pub src: Option<(std::net::IpAddr, u8)>,
+    /// Firewall mark selector (mask all ones).
+    pub fwmark: Option<u32>,
 }
 
 fn rule_message(r: &RawRule) -> RuleMessage {
@@ -189,6 +191,9 @@ fn rule_message(r: &RawRule) -> RuleMessage {
     if let Some((addr, len)) = r.src {
         m.header.src_len = len;
         m.attributes.push(RuleAttribute::Source(addr));
+    }
+    if let Some(mark) = r.fwmark {
+        m.attributes.push(RuleAttribute::FwMark(mark));
     }
     m.attributes.push(RuleAttribute::Priority(r.priority));
     m.attributes.push(RuleAttribute::Table(r.table));
@@ -227,7 +232,9 @@ pub(crate) fn parse_rule(m: &RuleMessage) -> Option<RawRule> {
         table: u32::from(m.header.table),
         suppress_prefixlength: None,
         src: None,
+        fwmark: None,
     };
+    let mut mask = None;
     for attr in &m.attributes {
         match attr {
             RuleAttribute::Priority(p) => r.priority = *p,
@@ -236,8 +243,14 @@ pub(crate) fn parse_rule(m: &RuleMessage) -> Option<RawRule> {
             RuleAttribute::SuppressPrefixLen(len) if *len != u32::MAX => r.suppress_prefixlength = Some(*len),
             RuleAttribute::SuppressPrefixLen(_) | RuleAttribute::Protocol(_) => {}
             RuleAttribute::Source(addr) if m.header.src_len != 0 => r.src = Some((*addr, m.header.src_len)),
+            RuleAttribute::FwMark(mark) => r.fwmark = Some(*mark),
+            RuleAttribute::FwMask(m) => mask = Some(*m),
             _ => return None,
         }
+    }
+    // Only marks matched whole (the kernel reports the default mask as all ones).
+    if r.fwmark.is_some() && mask.is_some_and(|m| m != u32::MAX) {
+        return None;
     }
     // A source length with no source attribute is a selector we cannot show.
     if m.header.src_len != 0 && r.src.is_none() {
@@ -345,6 +358,7 @@ mod tests {
             table: 7474,
             suppress_prefixlength: Some(0),
             src: None,
+            fwmark: None,
         };
         let RouteNetlinkMessage::NewRule(m) = round_trip(new_rule(&r)) else { panic!() };
         assert_eq!(m.header.action, RuleAction::ToTable);
@@ -356,10 +370,22 @@ mod tests {
         let mut m = rule_message(&RawRule { suppress_prefixlength: None, ..r });
         m.attributes.push(RuleAttribute::SuppressPrefixLen(u32::MAX));
         assert_eq!(parse_rule(&m).unwrap().suppress_prefixlength, None);
-        // Rules with selectors we do not model are left out.
+        // Rules with selectors we do not model are left out: a partial mark, an interface.
         let mut m = rule_message(&r);
         m.attributes.push(RuleAttribute::FwMark(1));
+        m.attributes.push(RuleAttribute::FwMask(0xff));
         assert_eq!(parse_rule(&m), None);
+        let mut m = rule_message(&r);
+        m.attributes.push(RuleAttribute::Iifname("lo".into()));
+        assert_eq!(parse_rule(&m), None);
+        // A whole mark is carried and parsed back (with or without the kernel's all-ones mask).
+        let marked = RawRule { fwmark: Some(0x746c_0003), ..r };
+        let RouteNetlinkMessage::NewRule(m) = round_trip(new_rule(&marked)) else { panic!() };
+        assert!(m.attributes.contains(&RuleAttribute::FwMark(0x746c_0003)));
+        assert_eq!(parse_rule(&m), Some(marked));
+        let mut m = rule_message(&marked);
+        m.attributes.push(RuleAttribute::FwMask(u32::MAX));
+        assert_eq!(parse_rule(&m), Some(marked));
         // A source selector is carried and parsed back; a source length without the address
         // is not shown as "from all".
         let from = RawRule { src: Some(("fd12::7".parse().unwrap(), 128)), ..r };

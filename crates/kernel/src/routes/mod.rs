@@ -122,7 +122,8 @@ impl fmt::Display for TableRoute {
     }
 }
 
-/// A policy rule "from all lookup `table`" (or from one source prefix: `from`), with an
+/// A policy rule "from all lookup `table`" (or from one source prefix: `from`, or for one
+/// firewall mark: `fwmark`), with an
 /// optional `suppress_prefixlength`: a route found in the table whose prefix is no longer than
 /// that is ignored and the next rule is tried (`suppress_prefixlength 0` ignores only default
 /// routes).
@@ -134,6 +135,8 @@ pub struct Rule {
     pub suppress_prefixlength: Option<u32>,
     /// Only packets from this source prefix (of the rule's family).
     pub from: Option<IpNet>,
+    /// Only packets carrying exactly this firewall mark (a socket's `SO_MARK`).
+    pub fwmark: Option<u32>,
 }
 
 impl fmt::Display for Rule {
@@ -141,6 +144,9 @@ impl fmt::Display for Rule {
         write!(f, "{} rule {}:", self.family, self.priority)?;
         if let Some(from) = self.from {
             write!(f, " from {from}")?;
+        }
+        if let Some(mark) = self.fwmark {
+            write!(f, " fwmark {mark:#x}")?;
         }
         write!(f, " lookup {}", self.table)?;
         if let Some(len) = self.suppress_prefixlength {

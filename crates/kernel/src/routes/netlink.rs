@@ -95,6 +95,7 @@ fn raw_rule(r: &Rule) -> RawRule {
         table: r.table,
         suppress_prefixlength: r.suppress_prefixlength,
         src: r.from.map(|n| (n.addr(), n.prefix_len())),
+        fwmark: r.fwmark,
     }
 }
 
@@ -192,6 +193,7 @@ impl Routes for NetlinkRoutes {
                     table: r.table,
                     suppress_prefixlength: r.suppress_prefixlength,
                     from: r.src.and_then(|(a, l)| IpNet::new(a, l).ok()),
+                    fwmark: r.fwmark,
                 }),
                 _ => None,
             }));

@@ -1,7 +1,11 @@
 //! Static and controller routing ([`TableRouter`]): the candidate routes come from the config
 //! (`[[routing.static]]`) or from a file a central controller writes (see [`file`]). For each
-//! prefix, the candidate with the lowest metric (then the cheapest link) through a neighbor the
-//! core lets routing use is installed in the mesh table; the others wait. Routes through a
+//! prefix, the candidate through a neighbor the core lets routing use with the least quality
+//! penalty for it, then the lowest metric, then the cheapest link, is installed in the mesh
+//! table; the others wait. A prefix carries a penalty when it is the route the speed tests to a
+//! tested destination take (the most specific candidate prefix holding a pinned server's
+//! address; the IPv4 default follows the internet's): the ranking picks among the routes the
+//! operator allowed, and the operator's metric decides among equally ranked neighbors. Routes through a
 //! neighbor are withdrawn as soon as the core drops it from the plan, and installed again when
 //! it comes back. The kernel is reconciled at every tick: a route someone deleted comes back,
 //! one someone added under our protocol number goes.
@@ -54,6 +58,8 @@ pub struct TableRouter {
     neighbors: Vec<RoutedNeighbor>,
     /// The routes last put in the kernel successfully.
     installed: Vec<TableRoute>,
+    /// The pinned speed-test servers' addresses, each with its tested destination.
+    tested: Vec<(IpAddr, u8)>,
 }
 
 impl TableRouter {
@@ -76,6 +82,7 @@ impl TableRouter {
             candidates,
             neighbors: Vec::new(),
             installed: Vec::new(),
+            tested: Vec::new(),
         }
     }
 
@@ -98,6 +105,7 @@ impl TableRouter {
             candidates: Vec::new(),
             neighbors: Vec::new(),
             installed: Vec::new(),
+            tested: Vec::new(),
         };
         r.reload();
         r
@@ -111,6 +119,43 @@ impl TableRouter {
         }
     }
 
+    /// Rank the routes to the speed tests' destinations by the neighbors' quality penalties:
+    /// `tested` holds each pinned server's address and its destination number.
+    pub fn with_tested(mut self, tested: Vec<(IpAddr, u8)>) -> TableRouter {
+        self.tested = tested;
+        self
+    }
+
+    /// The tested destinations whose tests take the routes of `prefix`: those of the servers
+    /// for which it is the most specific candidate prefix; the IPv4 default follows the
+    /// internet's (destination 0), as its IPv6 default does.
+    fn destinations_of(&self, prefix: &IpNet) -> Vec<u8> {
+        let mut out: Vec<u8> = self
+            .tested
+            .iter()
+            .filter(|(addr, _)| {
+                let most_specific = self
+                    .candidates
+                    .iter()
+                    .filter(|c| c.prefix.contains(addr))
+                    .map(|c| c.prefix)
+                    .max_by_key(|p| p.prefix_len());
+                most_specific == Some(*prefix)
+            })
+            .map(|(_, d)| *d)
+            .collect();
+        if *prefix == IpNet::V4(Default::default()) && self.tested.iter().any(|(_, d)| *d == 0) {
+            out.push(0);
+        }
+        out
+    }
+
+    /// The quality penalty of the routes of `prefix` through `n` (the worst among the tested
+    /// destinations they lead to; none for an untested prefix).
+    fn penalty(&self, prefix: &IpNet, n: &RoutedNeighbor) -> u16 {
+        self.destinations_of(prefix).into_iter().map(|d| n.penalty.of(d)).max().unwrap_or(0)
+    }
+
     /// For each prefix, the chosen candidate and the neighbor it goes through.
     fn select(&self) -> BTreeMap<IpNet, (&Candidate, &RoutedNeighbor)> {
         let mut best: BTreeMap<IpNet, (&Candidate, &RoutedNeighbor)> = BTreeMap::new();
@@ -118,7 +163,7 @@ impl TableRouter {
             let Some(n) = self.neighbors.iter().find(|n| n.neighbor == c.via && n.cost != LinkCost::UNUSABLE) else {
                 continue;
             };
-            let key = |c: &Candidate, n: &RoutedNeighbor| (c.metric, n.cost, c.via);
+            let key = |c: &Candidate, n: &RoutedNeighbor| (self.penalty(&c.prefix, n), c.metric, n.cost, c.via);
             match best.get(&c.prefix) {
                 Some((bc, bn)) if key(bc, bn) <= key(c, n) => {}
                 _ => {

@@ -157,3 +157,54 @@ fn a_controller_file_is_applied_whole_and_an_invalid_one_keeps_the_routes_in_for
     assert!(r.problems().is_empty());
     assert_eq!(installed(&k), vec!["fd34::/48 via fe80::2 dev tw2 table 74 proto 251 src fd00::a"]);
 }
+
+#[test]
+fn quality_penalties_rank_the_routes_to_tested_destinations_among_those_allowed() {
+    use tollway_core::Penalty;
+    let k = kernel();
+    // The internet's server is 2001:db8::1 (destination 0); a mesh server fd12::5 (destination
+    // 1). Neighbor 1 is the operator's choice (lower metrics) for everything.
+    let mut r = TableRouter::new_static(
+        74,
+        V6,
+        V4,
+        Box::new(k.clone()),
+        vec![
+            cand("::/0", 1, 1),
+            cand("::/0", 2, 2),
+            cand("0.0.0.0/0", 1, 1),
+            cand("0.0.0.0/0", 2, 2),
+            cand("fd12::/48", 1, 1),
+            cand("fd12::/48", 2, 2),
+            cand("fd34::/48", 1, 1),
+            cand("fd34::/48", 2, 2),
+        ],
+    )
+    .with_tested(vec![("2001:db8::1".parse().unwrap(), 0), ("fd12::5".parse().unwrap(), 1)]);
+    let via = |k: &FakeRoutes, prefix: &str| {
+        k.routes().iter().find(|r| r.dst.to_string() == prefix).map(|r| r.to_string().contains("dev tw2"))
+    };
+    r.apply(&plan(&[nb(1, 256), nb(2, 256)])).unwrap();
+    assert_eq!(via(&k, "::/0"), Some(false), "no ranking yet: the operator's metric");
+    // Neighbor 1 is slow to the internet only: both defaults move to neighbor 2; the mesh
+    // server's route and the untested prefix stay.
+    let slow_to_internet =
+        RoutedNeighbor { penalty: Penalty { global: 0, destinations: vec![(0, 2048)] }, ..nb(1, 256) };
+    r.apply(&plan(&[slow_to_internet, nb(2, 256)])).unwrap();
+    assert_eq!(via(&k, "::/0"), Some(true));
+    assert_eq!(via(&k, "0.0.0.0/0"), Some(true), "the IPv4 default follows the internet's");
+    assert_eq!(via(&k, "fd12::/48"), Some(false));
+    assert_eq!(via(&k, "fd34::/48"), Some(false), "untested: the operator's metric");
+    // Neighbor 1 slow everywhere (its global penalty), neighbor 2 to the mesh server only a
+    // little: fd12::/48 still moves (less penalty wins before any metric).
+    let slow = RoutedNeighbor { penalty: Penalty::uniform(2048), ..nb(1, 256) };
+    let a_bit = RoutedNeighbor { penalty: Penalty { global: 0, destinations: vec![(1, 256)] }, ..nb(2, 256) };
+    r.apply(&plan(&[slow, a_bit.clone()])).unwrap();
+    assert_eq!(via(&k, "fd12::/48"), Some(true));
+    assert_eq!(via(&k, "fd34::/48"), Some(false));
+    // Equal penalties: the metric decides again. A route the operator did not allow is never
+    // used, however well ranked its neighbor: neighbor 3 has none.
+    r.apply(&plan(&[RoutedNeighbor { penalty: Penalty::uniform(256), ..nb(1, 256) }, a_bit, nb(3, 256)])).unwrap();
+    assert_eq!(via(&k, "fd12::/48"), Some(false));
+    assert!(!installed(&k).iter().any(|r| r.contains("dev tw3")), "{:?}", installed(&k));
+}

@@ -263,6 +263,7 @@ pub fn speedtest(ns: &str, server: &NsServer, up_secs: u16, down_secs: u16) -> V
         server: server.addr,
         server_key: server.key,
         bind: None,
+        mark: None,
         identity: Identity::from_seed(&rand::random()),
         path_label: [0; 32],
         up_secs,
