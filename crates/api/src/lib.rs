@@ -202,7 +202,8 @@ pub struct QualityStatus {
     /// a pinned server).
     #[serde(default)]
     pub verdict: String,
-    /// Download goodput for the price when acceptable (what ranks it).
+    /// Download goodput for the price when acceptable (what ranks it; upload goodput with
+    /// static and controller routing, whose tests force only the upload).
     #[serde(default)]
     pub score: Option<u64>,
     /// Why it is below the goals, or why the last test failed.

@@ -599,3 +599,139 @@ fn each_tested_destination_is_routed_through_the_neighbor_that_delivers_to_it() 
     assert!(out.contains(&format!("{b_ip}: routes to it: best")), "the human table lists each destination:\n{out}");
     assert!(out.contains("internet: routes to it: +"), "b is ranked down for the internet:\n{out}");
 }
+
+/// Diamond4 for static routing: a–b slow, d has no server of its own to pin.
+const STATIC_RANKED: &str = r#"
+name = "staticrank"
+[[node]]
+name = "a"
+uplink = true
+[[node]]
+name = "b"
+[[node]]
+name = "c"
+[[node]]
+name = "d"
+config = { quality = { first_test_delay_secs = 10, test_interval_secs = 15, test_max_kb = 500 } }
+[[link]]
+a = "a"
+b = "b"
+rate_mbit = 10
+[[link]]
+a = "b"
+b = "d"
+rate_mbit = 100
+[[link]]
+a = "a"
+b = "c"
+rate_mbit = 100
+[[link]]
+a = "c"
+b = "d"
+rate_mbit = 100
+"#;
+
+/// Switch `node` to static routing with `routes` (prefix, via node name, metric).
+fn set_static_routes(lab: &Lab, node: &str, routes: &[(String, &str, u32)]) {
+    let path = lab.node(node).unwrap().config_path.clone();
+    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let list: Vec<toml::Value> = routes
+        .iter()
+        .map(|(prefix, via, metric)| {
+            let mut r = toml::Table::new();
+            r.insert("prefix".into(), prefix.as_str().into());
+            r.insert("via".into(), node_id(lab, via).into());
+            r.insert("metric".into(), (*metric as i64).into());
+            toml::Value::Table(r)
+        })
+        .collect();
+    let mut routing = toml::Table::new();
+    routing.insert("kind".into(), "static".into());
+    routing.insert("static".into(), toml::Value::Array(list));
+    cfg.insert("routing".into(), toml::Value::Table(routing));
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+}
+
+/// With static routes, d may reach the internet through b (the operator's preference, metric 1)
+/// or c (metric 2). d's tests force their upload through each neighbor (the download comes
+/// back by a's routes, through b, whichever is tested); b's upload is ten times slower, so d's
+/// default routes move to c: the ranking picks among the routes the operator allowed.
+#[test]
+fn with_static_routes_the_ranking_picks_among_the_allowed_routes_by_measured_upload() {
+    if skip("quality: static routes ranked", &["iperf3", "babeld"]) {
+        return;
+    }
+    let mut lab = lab_up("qst", STATIC_RANKED);
+    let names = ["a", "b", "c", "d"];
+    let d = status(&lab, "d");
+    let (d6, d4) = (format!("{}/128", d.node.mesh_ip), format!("{}/32", d.routing.mesh_ipv4));
+    let defaults =
+        |via: &'static str, metric: u32| [("::/0".to_string(), via, metric), ("0.0.0.0/0".to_string(), via, metric)];
+    let to_d = |via: &'static str, metric: u32| [(d6.clone(), via, metric), (d4.clone(), via, metric)];
+    set_static_routes(&lab, "d", &[defaults("b", 1), defaults("c", 2)].concat());
+    set_static_routes(&lab, "b", &[defaults("a", 0), to_d("d", 0)].concat());
+    set_static_routes(&lab, "c", &[defaults("a", 0), to_d("d", 0)].concat());
+    set_static_routes(&lab, "a", &[to_d("b", 1), to_d("c", 2)].concat());
+    for node in names {
+        lab.restart_daemon(node, false).unwrap();
+    }
+    let start = Instant::now();
+    wait_for(Duration::from_secs(30), "the daemons back", || {
+        names.iter().all(|n| try_status(&lab, n).is_some()).then_some(())
+    });
+    wait_for(Duration::from_secs(60), "d's static default through b, the operator's choice", || {
+        let r = client(&lab, "d").routes().ok()?;
+        (r.routing.kind == "static" && default_via(&lab, "d", &names).as_deref() == Some("b")).then_some(())
+    });
+    let log = std::fs::read_to_string(&lab.node("d").unwrap().log_path).unwrap();
+    assert!(log.contains("upload only"), "the daemon says how it tests with static routes");
+    let tunnels: BTreeMap<String, BTreeMap<String, String>> =
+        names.iter().map(|n| (n.to_string(), tunnel_names(&lab, n, &names))).collect();
+
+    // d tests both neighbors and moves its defaults to c. No forwarding loop meanwhile.
+    let mut loops = Vec::new();
+    let (qb, qc) = wait_for(Duration::from_secs(300), "d to rank b and c and route through c", || {
+        for from in ["d", "c", "b", "a"] {
+            let (path, looped) = forwarding_path(&lab, &tunnels, from, "2001:db8::1");
+            if looped {
+                loops.push(path);
+            }
+        }
+        let (qb, qc) = (quality(&lab, "d", "b")?, quality(&lab, "d", "c")?);
+        let ranked = |q: &tollway_api::QualityStatus| {
+            q.verdict == "acceptable"
+                && q.destinations.iter().any(|d| d.destination == "internet" && d.penalty.is_some())
+        };
+        (ranked(&qb) && ranked(&qc) && default_via(&lab, "d", &names).as_deref() == Some("c")).then_some((qb, qc))
+    });
+    assert!(loops.is_empty(), "forwarding loops while rankings changed: {loops:?}");
+    eprintln!("d moved its defaults to c {:?} after the restart\n  b: {qb:?}\n  c: {qc:?}", start.elapsed());
+    // The uploads went through the neighbor tested: b's through the slow a–b link.
+    let kbit = |v: Option<u64>| v.expect("tested");
+    assert!(kbit(qb.up_kbit) <= 11_000, "{qb:?}");
+    assert!(kbit(qc.up_kbit) >= 3 * kbit(qb.up_kbit), "{qc:?} {qb:?}");
+    // The downloads came back by a's route through b both times: not the tested neighbor's.
+    assert!(kbit(qb.down_kbit) <= 11_000 && kbit(qc.down_kbit) <= 11_000, "{qb:?} {qc:?}");
+    // Both defaults, as installed and as the kernel forwards.
+    let r = client(&lab, "d").routes().unwrap();
+    let installed_via = |prefix: &str| {
+        let via = r.routes.iter().find(|e| e.prefix == prefix && e.installed).and_then(|e| e.via.clone());
+        names.iter().find(|n| via.as_deref() == Some(node_id(&lab, n).as_str())).map(|n| n.to_string())
+    };
+    assert_eq!(installed_via("0.0.0.0/0").as_deref(), Some("c"), "{r:?}");
+    assert_eq!(forwarding_path(&lab, &tunnels, "d", "2001:db8::1").0, ["d", "c", "a"]);
+    let internet = |q: &tollway_api::QualityStatus| {
+        q.destinations.iter().find(|d| d.destination == "internet").and_then(|d| d.penalty)
+    };
+    assert!(
+        internet(&qb) >= Some(1024) && internet(&qc) == Some(0),
+        "b is ranked down for the internet: {qb:?} {qc:?}"
+    );
+    // Traffic really leaves through c: an upload from d to the internet.
+    let _server = iperf_server(&lab, "internet", 5201);
+    let (b0, c0) = (sent_to(&lab, &tunnels["d"], "d", "b"), sent_to(&lab, &tunnels["d"], "d", "c"));
+    let (ok, out) = run_in(&lab, "d", &["iperf3", "-c", "2001:db8::1", "-p", "5201", "-n", "5M"]);
+    assert!(ok, "iperf3 from d: {out}");
+    let (b1, c1) = (sent_to(&lab, &tunnels["d"], "d", "b"), sent_to(&lab, &tunnels["d"], "d", "c"));
+    assert!(c1 - c0 >= 4_000_000 && b1 - b0 < 1_000_000, "through c {} bytes, through b {}", c1 - c0, b1 - b0);
+}
