@@ -323,6 +323,11 @@ pub struct Status {
     pub test_budget_per_hour: u64,
     #[serde(default)]
     pub test_bytes_total: u64,
+    /// The tests force only the upload through the tested neighbor (static and controller
+    /// routing): the download figures are the operator's return path, not the neighbor's, and
+    /// neighbors are judged and ranked by upload.
+    #[serde(default)]
+    pub tests_upload_only: bool,
 }
 
 /// How the node routes, and what it announces.

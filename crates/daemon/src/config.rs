@@ -726,4 +726,20 @@ mod tests {
             assert!(err.starts_with("config t.toml"), "error should name the file: {err}");
         }
     }
+
+    #[test]
+    fn static_and_controller_routing_test_by_upload_only_and_babel_both_ways() {
+        let pin = "[[speedtest.servers]]\naddress = \"[2001:db8::1]:7479\"\nkey = \"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\"\n";
+        let with =
+            |routing: &str| parse(&format!("interfaces = [\"a\"]\n{routing}\n{pin}")).unwrap().core_config().quality;
+        let babel = with("");
+        assert!(babel.testing && !babel.goals.upload_only && babel.live_check_interval.0 > 0, "{babel:?}");
+        let st = with(
+            "[routing]\nkind = \"static\"\n[[routing.static]]\nprefix = \"::/0\"\nvia = \"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\"",
+        );
+        assert!(st.testing && st.goals.upload_only, "{st:?}");
+        assert_eq!(st.live_check_interval.0, 0, "no live checks: the download does not move with static routes");
+        let none = with("[routing]\nkind = \"none\"");
+        assert!(!none.testing, "no mesh routing, nothing to rank");
+    }
 }

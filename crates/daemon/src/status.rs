@@ -130,6 +130,7 @@ pub fn build(d: &Driver) -> Status {
         routes: Vec::new(),
         test_bytes_last_hour: node.test_budget(now_ms).0,
         test_budget_per_hour: node.config().quality.budget_bytes_per_hour,
+        tests_upload_only: node.config().quality.testing && node.config().quality.goals.upload_only,
         test_bytes_total: node.test_budget(now_ms).1,
     }
 }

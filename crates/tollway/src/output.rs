@@ -194,6 +194,10 @@ fn quality_table(s: &Status) -> String {
         bytes(s.test_budget_per_hour),
         bytes(s.test_bytes_total)
     );
+    if s.tests_upload_only {
+        out += "tests: upload only (static/controller routing: downloads come back by the operator's routes, \
+                whichever neighbor is tested; neighbors are judged and ranked by upload)\n";
+    }
     out
 }
 

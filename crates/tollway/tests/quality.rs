@@ -733,5 +733,7 @@ fn with_static_routes_the_ranking_picks_among_the_allowed_routes_by_measured_upl
     let (ok, out) = run_in(&lab, "d", &["iperf3", "-c", "2001:db8::1", "-p", "5201", "-n", "5M"]);
     assert!(ok, "iperf3 from d: {out}");
     let (b1, c1) = (sent_to(&lab, &tunnels["d"], "d", "b"), sent_to(&lab, &tunnels["d"], "d", "c"));
+    let out = run_in(&lab, "d", &[tollway_bin().to_str().unwrap(), "status"]).1;
+    assert!(out.contains("tests: upload only"), "the human status says how d tests:\n{out}");
     assert!(c1 - c0 >= 4_000_000 && b1 - b0 < 1_000_000, "through c {} bytes, through b {}", c1 - c0, b1 - b0);
 }
