@@ -138,6 +138,7 @@ mod tests {
             test_bytes_last_hour: 0,
             test_budget_per_hour: 0,
             test_bytes_total: 0,
+            tests_upload_only: false,
         }
     }
 
