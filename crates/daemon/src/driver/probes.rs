@@ -326,7 +326,9 @@ impl Driver {
             .filter(|p| {
                 p.server.is_ipv6()
                     && routes.iter().any(|r| {
-                        r.ifname.as_ref() == Some(&ifname) && r.metric < 0xffff && r.prefix.contains(&p.server.ip())
+                        // (babeld's metric 0xffff is a retracted route; a static metric is the operator's)
+                        let live = r.source != tollway_routing::RouterKind::Babel || r.metric < 0xffff;
+                        r.ifname.as_ref() == Some(&ifname) && live && r.prefix.contains(&p.server.ip())
                     })
             })
             .collect();

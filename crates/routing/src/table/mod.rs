@@ -126,44 +126,39 @@ impl TableRouter {
         self
     }
 
-    /// The tested destinations whose tests take the routes of `prefix`: those of the servers
-    /// for which it is the most specific candidate prefix; the IPv4 default follows the
-    /// internet's (destination 0), as its IPv6 default does.
-    fn destinations_of(&self, prefix: &IpNet) -> Vec<u8> {
-        let mut out: Vec<u8> = self
-            .tested
-            .iter()
-            .filter(|(addr, _)| {
-                let most_specific = self
-                    .candidates
-                    .iter()
-                    .filter(|c| c.prefix.contains(addr))
-                    .map(|c| c.prefix)
-                    .max_by_key(|p| p.prefix_len());
-                most_specific == Some(*prefix)
-            })
-            .map(|(_, d)| *d)
-            .collect();
-        if *prefix == IpNet::V4(Default::default()) && self.tested.iter().any(|(_, d)| *d == 0) {
-            out.push(0);
+    /// The prefixes the speed tests take, each with its tested destinations: for each pinned
+    /// server, the most specific candidate prefix holding its address; the IPv4 default
+    /// follows the internet's (destination 0), as its IPv6 default does.
+    fn tested_prefixes(&self) -> BTreeMap<IpNet, Vec<u8>> {
+        let mut out: BTreeMap<IpNet, Vec<u8>> = BTreeMap::new();
+        for (addr, d) in &self.tested {
+            let most_specific =
+                self.candidates.iter().map(|c| c.prefix).filter(|p| p.contains(addr)).max_by_key(|p| p.prefix_len());
+            if let Some(p) = most_specific {
+                out.entry(p).or_default().push(*d);
+            }
+        }
+        let v4_default = IpNet::V4(Default::default());
+        if self.tested.iter().any(|(_, d)| *d == 0) && self.candidates.iter().any(|c| c.prefix == v4_default) {
+            out.entry(v4_default).or_default().push(0);
         }
         out
-    }
-
-    /// The quality penalty of the routes of `prefix` through `n` (the worst among the tested
-    /// destinations they lead to; none for an untested prefix).
-    fn penalty(&self, prefix: &IpNet, n: &RoutedNeighbor) -> u16 {
-        self.destinations_of(prefix).into_iter().map(|d| n.penalty.of(d)).max().unwrap_or(0)
     }
 
     /// For each prefix, the chosen candidate and the neighbor it goes through.
     fn select(&self) -> BTreeMap<IpNet, (&Candidate, &RoutedNeighbor)> {
         let mut best: BTreeMap<IpNet, (&Candidate, &RoutedNeighbor)> = BTreeMap::new();
+        let tested = self.tested_prefixes();
+        // The quality penalty of a prefix's routes through `n`: the worst among the tested
+        // destinations they lead to; none for an untested prefix.
+        let penalty = |prefix: &IpNet, n: &RoutedNeighbor| {
+            tested.get(prefix).map_or(0, |ds| ds.iter().map(|d| n.penalty.of(*d)).max().unwrap_or(0))
+        };
         for c in &self.candidates {
             let Some(n) = self.neighbors.iter().find(|n| n.neighbor == c.via && n.cost != LinkCost::UNUSABLE) else {
                 continue;
             };
-            let key = |c: &Candidate, n: &RoutedNeighbor| (self.penalty(&c.prefix, n), c.metric, n.cost, c.via);
+            let key = |c: &Candidate, n: &RoutedNeighbor| (penalty(&c.prefix, n), c.metric, n.cost, c.via);
             match best.get(&c.prefix) {
                 Some((bc, bn)) if key(bc, bn) <= key(c, n) => {}
                 _ => {
