@@ -105,6 +105,9 @@ impl SpeedTester for TokioSpeedTests {
     fn start(&mut self, t: ProbeTest) {
         let (to_driver, identity) = (self.to_driver.clone(), self.identity.clone());
         self.runtime.spawn(async move {
+            // Upload only (static and controller routing): a download would come back by the
+            // operator's routes whichever neighbor is tested; not worth its bytes.
+            let upload_only = t.mark.is_some();
             let spec = tollway_speedtest::TestSpec {
                 server: t.server,
                 server_key: t.server_key,
@@ -113,33 +116,37 @@ impl SpeedTester for TokioSpeedTests {
                 identity,
                 path_label: t.neighbor.0,
                 up_secs: TEST_SECS,
-                down_secs: TEST_SECS,
+                down_secs: if upload_only { 0 } else { TEST_SECS },
                 max_bytes: t.max_bytes,
             };
-            let outcome = match tollway_speedtest::run_test(spec).await {
-                Ok(receipt) => {
-                    let m = receipt.measurement();
-                    TestOutcome::Measured {
-                        sample: Sample {
-                            at: Millis(0), // set by the driver
-                            down_kbit: (m.down_bps() / 1000.0) as u64,
-                            up_kbit: (m.up_bps() / 1000.0) as u64,
-                            rtt_us: m.rtt_idle_us,
-                            loss_ppm: m.up_loss_ppm.max(m.down_loss_ppm),
-                        },
-                        bytes: m.up_bytes.saturating_add(m.down_bytes),
-                        destination: t.destination,
+            let outcome =
+                match tollway_speedtest::run_test(spec).await {
+                    Ok(receipt) => {
+                        let m = receipt.measurement();
+                        TestOutcome::Measured {
+                            sample: Sample {
+                                at: Millis(0), // set by the driver
+                                down_kbit: (m.down_bps() / 1000.0) as u64,
+                                up_kbit: (m.up_bps() / 1000.0) as u64,
+                                rtt_us: m.rtt_idle_us,
+                                loss_ppm: if upload_only { m.up_loss_ppm } else { m.up_loss_ppm.max(m.down_loss_ppm) },
+                            },
+                            bytes: m.up_bytes.saturating_add(m.down_bytes),
+                            destination: t.destination,
+                        }
                     }
-                }
-                Err(e) if t.mark.is_some() => TestOutcome::Failed {
-                    error: format!(
-                        "{e} (static/controller routing: the operator's routes must bring replies to {} back)",
-                        t.source
-                    ),
-                    bytes: 0,
-                },
-                Err(e) => TestOutcome::Failed { error: e.to_string(), bytes: 0 },
-            };
+                    // No answer: with operator routes, most likely no route back to the source.
+                    Err(
+                        e @ (tollway_speedtest::TestError::Timeout { .. } | tollway_speedtest::TestError::Io { .. }),
+                    ) if upload_only => TestOutcome::Failed {
+                        error: format!(
+                            "{e} (static/controller routing: the operator's routes must bring replies to {} back)",
+                            t.source
+                        ),
+                        bytes: 0,
+                    },
+                    Err(e) => TestOutcome::Failed { error: e.to_string(), bytes: 0 },
+                };
             let _ = to_driver.send(Input::SpeedTestDone { test: t.test, outcome });
         });
     }

@@ -6,7 +6,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType, RouteVia,
 };
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleHeader, RuleMessage};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleHeader, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -223,7 +223,8 @@ pub(crate) fn dump_rules(family: AddressFamily) -> RouteNetlinkMessage {
 /// A "lookup table" rule from a dump reply without selectors we do not model (source,
 /// destination, marks, interfaces…); `None` for anything else.
 pub(crate) fn parse_rule(m: &RuleMessage) -> Option<RawRule> {
-    if m.header.action != RuleAction::ToTable || m.header.dst_len != 0 {
+    // "not …" rules (e.g. wg-quick's `not fwmark`) select the opposite: not ours to show.
+    if m.header.action != RuleAction::ToTable || m.header.dst_len != 0 || m.header.flags.contains(RuleFlags::Invert) {
         return None;
     }
     let mut r = RawRule {
@@ -248,8 +249,9 @@ pub(crate) fn parse_rule(m: &RuleMessage) -> Option<RawRule> {
             _ => return None,
         }
     }
-    // Only marks matched whole (the kernel reports the default mask as all ones).
-    if r.fwmark.is_some() && mask.is_some_and(|m| m != u32::MAX) {
+    // Only marks matched whole (the kernel reports the default mask as all ones); a mask with
+    // no mark (`fwmark 0/mask`) is a selector too.
+    if mask.is_some_and(|m| m != u32::MAX || r.fwmark.is_none()) {
         return None;
     }
     // A source length with no source attribute is a selector we cannot show.
@@ -378,6 +380,12 @@ mod tests {
         let mut m = rule_message(&r);
         m.attributes.push(RuleAttribute::Iifname("lo".into()));
         assert_eq!(parse_rule(&m), None);
+        let mut m = rule_message(&r);
+        m.attributes.push(RuleAttribute::FwMask(0xff));
+        assert_eq!(parse_rule(&m), None, "fwmark 0/0xff");
+        let mut m = rule_message(&RawRule { fwmark: Some(0xca6c), ..r });
+        m.header.flags = RuleFlags::Invert;
+        assert_eq!(parse_rule(&m), None, "not fwmark 0xca6c");
         // A whole mark is carried and parsed back (with or without the kernel's all-ones mask).
         let marked = RawRule { fwmark: Some(0x746c_0003), ..r };
         let RouteNetlinkMessage::NewRule(m) = round_trip(new_rule(&marked)) else { panic!() };

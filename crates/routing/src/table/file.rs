@@ -13,7 +13,8 @@
 //!
 //! `version` is the controller's own number for this set of routes (shown in the log and
 //! status); `metric` defaults to 0. Several routes may name one prefix: the one with the lowest
-//! metric through a neighbor that is connected is installed. Unknown fields are errors, and so
+//! metric through a neighbor that is connected is installed (for a prefix the speed tests take,
+//! the one through the best-ranked neighbor first: see the module above). Unknown fields are errors, and so
 //! are a prefix with host bits set, a malformed node id, a duplicate (prefix, via) pair and more
 //! than [`MAX_ROUTES`] routes: a file with any error is rejected whole, with the line and column
 //! (or the route) and the problem, and the routes in force stay.

@@ -4,7 +4,7 @@
 //! penalty for it, then the lowest metric, then the cheapest link, is installed in the mesh
 //! table; the others wait. A prefix carries a penalty when it is the route the speed tests to a
 //! tested destination take (the most specific candidate prefix holding a pinned server's
-//! address; the IPv4 default follows the internet's): the ranking picks among the routes the
+//! address; both defaults for the internet's): the ranking picks among the routes the
 //! operator allowed, and the operator's metric decides among equally ranked neighbors. Routes through a
 //! neighbor are withdrawn as soon as the core drops it from the plan, and installed again when
 //! it comes back. The kernel is reconciled at every tick: a route someone deleted comes back,
@@ -127,8 +127,8 @@ impl TableRouter {
     }
 
     /// The prefixes the speed tests take, each with its tested destinations: for each pinned
-    /// server, the most specific candidate prefix holding its address; the IPv4 default
-    /// follows the internet's (destination 0), as its IPv6 default does.
+    /// server, the most specific candidate prefix holding its address; and both default routes
+    /// for the internet's (destination 0).
     fn tested_prefixes(&self) -> BTreeMap<IpNet, Vec<u8>> {
         let mut out: BTreeMap<IpNet, Vec<u8>> = BTreeMap::new();
         for (addr, d) in &self.tested {
@@ -138,9 +138,17 @@ impl TableRouter {
                 out.entry(p).or_default().push(*d);
             }
         }
-        let v4_default = IpNet::V4(Default::default());
-        if self.tested.iter().any(|(_, d)| *d == 0) && self.candidates.iter().any(|c| c.prefix == v4_default) {
-            out.entry(v4_default).or_default().push(0);
+        // The internet's tests rank both default routes (as with babel), whatever more specific
+        // prefix the server is in.
+        if self.tested.iter().any(|(_, d)| *d == 0) {
+            for default in [IpNet::V6(Default::default()), IpNet::V4(Default::default())] {
+                if self.candidates.iter().any(|c| c.prefix == default) {
+                    let ds = out.entry(default).or_default();
+                    if !ds.contains(&0) {
+                        ds.push(0);
+                    }
+                }
+            }
         }
         out
     }

@@ -178,6 +178,8 @@ fn quality_penalties_rank_the_routes_to_tested_destinations_among_those_allowed(
             cand("fd12::/48", 2, 2),
             cand("fd34::/48", 1, 1),
             cand("fd34::/48", 2, 2),
+            cand("2000::/3", 1, 1),
+            cand("2000::/3", 2, 2),
         ],
     )
     .with_tested(vec![("2001:db8::1".parse().unwrap(), 0), ("fd12::5".parse().unwrap(), 1)]);
@@ -191,8 +193,9 @@ fn quality_penalties_rank_the_routes_to_tested_destinations_among_those_allowed(
     let slow_to_internet =
         RoutedNeighbor { penalty: Penalty { global: 0, destinations: vec![(0, 2048)] }, ..nb(1, 256) };
     r.apply(&plan(&[slow_to_internet, nb(2, 256)])).unwrap();
-    assert_eq!(via(&k, "::/0"), Some(true));
-    assert_eq!(via(&k, "0.0.0.0/0"), Some(true), "the IPv4 default follows the internet's");
+    assert_eq!(via(&k, "2000::/3"), Some(true), "the route the internet's tests take");
+    assert_eq!(via(&k, "::/0"), Some(true), "the defaults follow the internet's tests");
+    assert_eq!(via(&k, "0.0.0.0/0"), Some(true));
     assert_eq!(via(&k, "fd12::/48"), Some(false));
     assert_eq!(via(&k, "fd34::/48"), Some(false), "untested: the operator's metric");
     // Neighbor 1 slow everywhere (its global penalty), neighbor 2 to the mesh server only a
