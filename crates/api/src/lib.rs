@@ -186,6 +186,7 @@ pub struct QualityStatus {
     #[serde(default)]
     pub tested_secs_ago: Option<u64>,
     /// Goodput each way, round trip and loss from the tests (each new test weighs one half).
+    /// Upload-only tests (`Status::tests_upload_only`) run no download: `down_kbit` is 0.
     #[serde(default)]
     pub down_kbit: Option<u64>,
     #[serde(default)]

@@ -139,6 +139,8 @@ fn quality_table(s: &Status) -> String {
         return String::new();
     }
     let mbit = |k: Option<u64>| k.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1000.0));
+    // Upload-only tests (static and controller routing) run no download: "-", not 0.0.
+    let down = |k: Option<u64>| mbit(k.filter(|_| !s.tests_upload_only));
     let live = |down: Option<u64>, up: Option<u64>| match (down, up) {
         (Some(d), Some(u)) => format!("{:.1}/{:.1}", d as f64 / 1000.0, u as f64 / 1000.0),
         _ => "-".into(),
@@ -152,7 +154,7 @@ fn quality_table(s: &Status) -> String {
             "{:<12}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>11}  {:>9}  {:<10}  {}\n",
             &nb.id[..12.min(nb.id.len())],
             q.tests,
-            mbit(q.down_kbit),
+            down(q.down_kbit),
             mbit(q.up_kbit),
             q.test_rtt_us.map_or_else(|| "-".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
             q.test_loss_ppm.map_or_else(|| "-".into(), |p| format!("{:.2}%", p as f64 / 10_000.0)),
@@ -175,7 +177,7 @@ fn quality_table(s: &Status) -> String {
                     "{:<12}  {:>5}  {:>9}  {:>9}  {:>8}  {:>6}  {:>11}  {:>9}  {:<10}  {}: {}\n",
                     "  to",
                     d.tests,
-                    mbit(Some(d.down_kbit)),
+                    down(Some(d.down_kbit)),
                     mbit(Some(d.up_kbit)),
                     format!("{:.1} ms", d.rtt_us as f64 / 1000.0),
                     format!("{:.2}%", d.loss_ppm as f64 / 10_000.0),
@@ -435,6 +437,12 @@ mod tests {
         let mut only = s.clone();
         only.neighbors[0].quality.as_mut().unwrap().destinations.truncate(1);
         assert!(!quality_table(&only).contains("  to "), "{}", quality_table(&only));
+        // Upload-only tests: no download figure, and a line that says why.
+        let up_only = Status { tests_upload_only: true, ..s.clone() };
+        let t = quality_table(&up_only);
+        let row = t.lines().skip_while(|l| !l.starts_with("NEIGHBOR")).nth(1).unwrap();
+        assert!(row[..end("DOWN Mb/s")].ends_with(" -") && row[..end("UP Mb/s")].ends_with(" 50.0"), "{t}");
+        assert!(t.contains("tests: upload only"), "{t}");
     }
 
     #[test]
