@@ -319,28 +319,13 @@ fn controller_and_static_routes_carry_traffic_across_chain3_without_babeld() {
 
     // Static routes: the same routes in each node's config file, daemons restarted.
     for (node, _) in chain3_routes(&lab, 1) {
-        let rec = lab.node(&node).unwrap().clone();
-        let (a, b, c) = (node_id(&lab, "a"), node_id(&lab, "b"), node_id(&lab, "c"));
         let routes: Vec<(&str, &str)> = match node.as_str() {
-            "a" => vec![("fd00:1ab:3::/64", &b), ("10.103.0.0/24", &b)],
-            "b" => vec![("fd00:1ab:3::/64", &c), ("10.103.0.0/24", &c), ("::/0", &a), ("0.0.0.0/0", &a)],
-            _ => vec![("::/0", &b), ("0.0.0.0/0", &b)],
+            "a" => vec![("fd00:1ab:3::/64", "b"), ("10.103.0.0/24", "b")],
+            "b" => vec![("fd00:1ab:3::/64", "c"), ("10.103.0.0/24", "c"), ("::/0", "a"), ("0.0.0.0/0", "a")],
+            _ => vec![("::/0", "b"), ("0.0.0.0/0", "b")],
         };
-        let mut cfg: toml::Table = std::fs::read_to_string(&rec.config_path).unwrap().parse().unwrap();
-        let mut routing = toml::Table::new();
-        routing.insert("kind".into(), "static".into());
-        let list: Vec<toml::Value> = routes
-            .into_iter()
-            .map(|(p, via)| {
-                let mut r = toml::Table::new();
-                r.insert("prefix".into(), p.into());
-                r.insert("via".into(), via.into());
-                toml::Value::Table(r)
-            })
-            .collect();
-        routing.insert("static".into(), toml::Value::Array(list));
-        cfg.insert("routing".into(), toml::Value::Table(routing));
-        std::fs::write(&rec.config_path, toml::to_string(&cfg).unwrap()).unwrap();
+        let routes: Vec<(String, &str, u32)> = routes.into_iter().map(|(p, via)| (p.to_string(), via, 0)).collect();
+        set_static_routes(&lab, &node, &routes);
     }
     for node in ["a", "b", "c"] {
         lab.restart_daemon(node, false).unwrap();

@@ -610,58 +610,6 @@ fn each_tested_destination_is_routed_through_the_neighbor_that_delivers_to_it() 
     assert!(out.contains("internet: routes to it: +"), "b is ranked down for the internet:\n{out}");
 }
 
-/// Diamond4 for static routing: a–b slow, d has no server of its own to pin.
-const STATIC_RANKED: &str = r#"
-name = "staticrank"
-[[node]]
-name = "a"
-uplink = true
-[[node]]
-name = "b"
-[[node]]
-name = "c"
-[[node]]
-name = "d"
-config = { quality = { first_test_delay_secs = 10, test_interval_secs = 15, test_max_kb = 500 } }
-[[link]]
-a = "a"
-b = "b"
-rate_mbit = 10
-[[link]]
-a = "b"
-b = "d"
-rate_mbit = 100
-[[link]]
-a = "a"
-b = "c"
-rate_mbit = 100
-[[link]]
-a = "c"
-b = "d"
-rate_mbit = 100
-"#;
-
-/// Switch `node` to static routing with `routes` (prefix, via node name, metric).
-fn set_static_routes(lab: &Lab, node: &str, routes: &[(String, &str, u32)]) {
-    let path = lab.node(node).unwrap().config_path.clone();
-    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-    let list: Vec<toml::Value> = routes
-        .iter()
-        .map(|(prefix, via, metric)| {
-            let mut r = toml::Table::new();
-            r.insert("prefix".into(), prefix.as_str().into());
-            r.insert("via".into(), node_id(lab, via).into());
-            r.insert("metric".into(), (*metric as i64).into());
-            toml::Value::Table(r)
-        })
-        .collect();
-    let mut routing = toml::Table::new();
-    routing.insert("kind".into(), "static".into());
-    routing.insert("static".into(), toml::Value::Array(list));
-    cfg.insert("routing".into(), toml::Value::Table(routing));
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-}
-
 /// With static routes, d may reach the internet through b (the operator's preference, metric 1)
 /// or c (metric 2). d's tests force their upload through each neighbor (the download comes
 /// back by a's routes, through b, whichever is tested); b's upload is ten times slower, so d's
@@ -672,7 +620,8 @@ fn with_static_or_controller_routes_the_ranking_picks_among_the_allowed_routes_b
     if skip("quality: static routes ranked", &["iperf3", "babeld"]) {
         return;
     }
-    let mut lab = lab_up("qst", STATIC_RANKED);
+    // The per-destination diamond (a–b slow); here d pins only the internet's server.
+    let mut lab = lab_up("qst", PER_DESTINATION);
     let names = ["a", "b", "c", "d"];
     let d = status(&lab, "d");
     let (d6, d4) = (format!("{}/128", d.node.mesh_ip), format!("{}/32", d.routing.mesh_ipv4));

@@ -69,3 +69,24 @@ pub fn longest_gap(output: &str, count: u32) -> (u32, u32) {
     }
     (longest, lost)
 }
+
+/// Switch `node` to static routing with `routes` (prefix, via node name, metric).
+pub fn set_static_routes(lab: &Lab, node: &str, routes: &[(String, &str, u32)]) {
+    let path = lab.node(node).unwrap().config_path.clone();
+    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let list: Vec<toml::Value> = routes
+        .iter()
+        .map(|(prefix, via, metric)| {
+            let mut r = toml::Table::new();
+            r.insert("prefix".into(), prefix.as_str().into());
+            r.insert("via".into(), node_id(lab, via).into());
+            r.insert("metric".into(), (*metric as i64).into());
+            toml::Value::Table(r)
+        })
+        .collect();
+    let mut routing = toml::Table::new();
+    routing.insert("kind".into(), "static".into());
+    routing.insert("static".into(), toml::Value::Array(list));
+    cfg.insert("routing".into(), toml::Value::Table(routing));
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+}
