@@ -149,6 +149,10 @@ pub trait Links: Send {
     /// detection). Idempotent.
     fn ensure_address(&mut self, ifname: &IfName, addr: Ipv6Addr, prefix_len: u8) -> Result<(), LinkError>;
 
+    /// Make sure `addr/prefix_len` is not on the interface (as the kernel, the prefix length
+    /// must match). Idempotent: a missing address or interface is not an error.
+    fn remove_address(&mut self, ifname: &IfName, addr: Ipv6Addr, prefix_len: u8) -> Result<(), LinkError>;
+
     /// Make sure the IPv4 address `addr/prefix_len` is on the interface. Idempotent.
     fn ensure_address_v4(&mut self, ifname: &IfName, addr: std::net::Ipv4Addr, prefix_len: u8)
         -> Result<(), LinkError>;

@@ -98,6 +98,16 @@ fn links_addresses_routes_and_counters() {
         assert_eq!(addrs.iter().filter(|(s, _, _)| s == "fd00::1").count(), 1);
         let err = l.ensure_address(&unique("none"), a, 64).unwrap_err();
         assert!(matches!(err, LinkError::NoSuchLink(_)), "{err}");
+        // remove_address: only with its own prefix length; idempotent; no interface is fine.
+        let gone: Ipv6Addr = "fd00::3".parse().unwrap();
+        l.ensure_address(&x, gone, 128).unwrap();
+        l.remove_address(&x, gone, 64).unwrap();
+        assert!(addresses(&ns, &x).contains(&("fd00::3".into(), 128, true)), "another prefix length: still there");
+        l.remove_address(&x, gone, 128).unwrap();
+        assert!(!addresses(&ns, &x).iter().any(|(s, _, _)| s == "fd00::3"), "{:?}", addresses(&ns, &x));
+        l.remove_address(&x, gone, 128).unwrap();
+        l.remove_address(&unique("none"), gone, 128).unwrap();
+        assert!(addresses(&ns, &x).contains(&("fd00::1".into(), 64, true)), "the others stay");
 
         // ensure_route with a preferred source; replacing it changes the source.
         let src2: Ipv6Addr = "fd00::2".parse().unwrap();

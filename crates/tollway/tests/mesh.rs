@@ -1,7 +1,7 @@
 //! The multi-hop mesh with real daemons, real babeld, real tunnels and the lab's internet and
 //! LAN hosts: a LAN device behind the last node downloads from the internet through every hop
 //! and every hop is paid; failover; babeld killed; static and controller routing; nothing left
-//! behind. Every test builds its own lab in namespaces and removes it.
+//! behind (but the mesh address on `lo`). Every test builds its own lab in namespaces and removes it.
 
 mod common;
 
@@ -104,7 +104,24 @@ fn a_lan_host_behind_c_downloads_from_the_internet_through_b_and_a_and_every_hop
     // A stopped daemon leaves nothing routing installed; lab down leaves no babeld.
     let dir = lab.node("a").unwrap().dir.parent().unwrap().to_string_lossy().to_string();
     assert_eq!(babelds(&dir).len(), 3, "one babeld per node while up");
+    // b tests through its two neighbors from probe addresses of its own (its probe /120 + slot).
+    let b_id: tollway_core::NodeId = node_id(&lab, "b").parse().unwrap();
+    let probes_on_lo = |lab: &Lab| {
+        let (ok, out) = run_in(lab, "b", &["ip", "-6", "-j", "addr", "show", "dev", "lo"]);
+        assert!(ok, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let on_lo: Vec<std::net::Ipv6Addr> = v[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["local"].as_str().unwrap().parse().unwrap())
+            .collect();
+        let probes = (0..256).filter_map(|slot| b_id.probe_ip(slot)).filter(|p| on_lo.contains(p)).count();
+        (probes, on_lo.contains(&b_id.mesh_ip()))
+    };
+    assert_eq!(probes_on_lo(&lab), (2, true), "one probe address per neighbor, and the mesh address, on b's lo");
     lab.stop_daemon("b").unwrap();
+    assert_eq!(probes_on_lo(&lab), (0, true), "the probe addresses go with the daemon; the mesh address stays");
     assert_eq!(babelds(&dir).len(), 2, "b's babeld stopped with it");
     for argv in [
         vec!["ip", "-6", "route", "show", "table", "all"],

@@ -285,10 +285,19 @@ impl Driver {
         }
     }
 
-    /// Remove every probe rule and probe table route (at start, what a previous run left; at
-    /// stop). The tunnels' own routes go with them; the unreachable defaults do not.
+    /// Remove every probe rule, probe table route and probe address (at start, what a previous
+    /// run left; at stop). The tunnels' own routes go with them; the unreachable defaults do
+    /// not. The mesh address stays on `lo`: it is the node's own.
     pub(super) fn remove_probes(&mut self) {
         let slots = self.node.config().max_neighbors.min(256) as u32;
+        let lo = IfName::new("lo").expect("valid");
+        for slot in 0..slots as usize {
+            let Some(probe) = self.node.node_id().probe_ip(slot) else { break };
+            if let Err(e) = self.k.links.remove_address(&lo, probe, 128) {
+                tracing::warn!(address = %probe, error = %e, "removing a probe address failed");
+                break;
+            }
+        }
         let Some(mesh) = self.mesh.as_mut() else { return };
         match mesh.routes.list_rules() {
             Ok(rules) => {

@@ -88,6 +88,15 @@ impl Links for FakeLinks {
         Ok(())
     }
 
+    fn remove_address(&mut self, ifname: &IfName, addr: Ipv6Addr, prefix_len: u8) -> Result<(), LinkError> {
+        let mut w = self.kernel.lock();
+        w.enter(FakeOp::LinkRemoveAddress, ifname.as_str()).map_err(injected("removing address", ifname.as_str()))?;
+        if let Some(link) = w.links.get_mut(ifname) {
+            link.addresses.retain(|&(a, p)| (a, p) != (addr, prefix_len));
+        }
+        Ok(())
+    }
+
     fn ensure_address_v4(
         &mut self,
         ifname: &IfName,

@@ -31,6 +31,7 @@ pub enum FakeOp {
     LinkIndexOf,
     LinkSetUp,
     LinkEnsureAddress,
+    LinkRemoveAddress,
     LinkEnsureRoute,
     LinkRemoveRoute,
     LinkList,

@@ -152,6 +152,13 @@ fn addresses_are_idempotent_and_link_stats_are_injectable() {
     l.ensure_address(&name("eth0"), "fe80::1".parse().unwrap(), 64).unwrap();
     assert_eq!(k.link(&name("eth0")).unwrap().addresses.len(), 1);
     assert!(matches!(l.ensure_address(&name("nope"), "fe80::1".parse().unwrap(), 64), Err(LinkError::NoSuchLink(_))));
+    // Removed only with its own prefix length, idempotently.
+    l.remove_address(&name("eth0"), "fe80::1".parse().unwrap(), 128).unwrap();
+    assert_eq!(k.link(&name("eth0")).unwrap().addresses.len(), 1);
+    l.remove_address(&name("eth0"), "fe80::1".parse().unwrap(), 64).unwrap();
+    l.remove_address(&name("eth0"), "fe80::1".parse().unwrap(), 64).unwrap();
+    l.remove_address(&name("nope"), "fe80::1".parse().unwrap(), 64).unwrap();
+    assert!(k.link(&name("eth0")).unwrap().addresses.is_empty());
     let st = LinkStats { ifindex: 0, rx_bytes: 1, tx_bytes: 2, rx_packets: 3, tx_packets: 4 };
     k.set_link_stats(&name("eth0"), st);
     let index = l.index_of(&name("eth0")).unwrap().unwrap();

@@ -116,6 +116,19 @@ impl Links for NetlinkLinks {
         }
     }
 
+    fn remove_address(&mut self, ifname: &IfName, addr: Ipv6Addr, prefix_len: u8) -> Result<(), LinkError> {
+        const OP: &str = "removing address";
+        let mut sock = socket(OP, ifname)?;
+        let Some(link) = route::link_by_name(&mut sock, ifname.as_str()).map_err(err(OP, ifname))? else {
+            return Ok(());
+        };
+        match sock.request(route::del_addr6(link.index, addr, prefix_len), 0) {
+            Ok(_) => Ok(()),
+            Err(e) if is_errno(&e, libc::EADDRNOTAVAIL) || is_errno(&e, libc::ENODEV) => Ok(()),
+            Err(e) => Err(err(OP, ifname)(e)),
+        }
+    }
+
     fn ensure_address_v4(
         &mut self,
         ifname: &IfName,

@@ -135,6 +135,16 @@ pub(crate) fn new_addr6(index: u32, addr: Ipv6Addr, prefix_len: u8) -> RouteNetl
     RouteNetlinkMessage::NewAddress(m)
 }
 
+/// `RTM_DELADDR` for an IPv6 address (the kernel finds it by address and prefix length).
+pub(crate) fn del_addr6(index: u32, addr: Ipv6Addr, prefix_len: u8) -> RouteNetlinkMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet6;
+    m.header.prefix_len = prefix_len;
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(IpAddr::V6(addr)));
+    RouteNetlinkMessage::DelAddress(m)
+}
+
 pub(crate) fn new_addr4(index: u32, addr: std::net::Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
     let mut m = AddressMessage::default();
     m.header.family = AddressFamily::Inet;
@@ -283,6 +293,12 @@ mod tests {
         assert!(m.header.flags.contains(AddressHeaderFlags::Nodad));
         assert!(m.attributes.contains(&AddressAttribute::Local(IpAddr::V6(a))));
         assert!(m.attributes.contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
+
+        let (ty, _, inner) = round_trip(del_addr6(3, a, 128), NLM_F_REQUEST);
+        assert_eq!(ty, libc::RTM_DELADDR);
+        let RouteNetlinkMessage::DelAddress(m) = inner else { panic!() };
+        assert_eq!((m.header.family, m.header.prefix_len, m.header.index), (AddressFamily::Inet6, 128, 3));
+        assert!(m.attributes.contains(&AddressAttribute::Local(IpAddr::V6(a))));
     }
 
     #[test]
