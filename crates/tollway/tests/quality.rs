@@ -705,13 +705,10 @@ fn with_static_or_controller_routes_the_ranking_picks_among_the_allowed_routes_b
     };
     let routes = [route("::/0", "b", 1), route("::/0", "c", 2), route("0.0.0.0/0", "b", 1), route("0.0.0.0/0", "c", 2)];
     std::fs::write(&file, format!("{{\"version\": 1, \"routes\": [\n  {}\n]}}\n", routes.join(",\n  "))).unwrap();
-    let path = lab.node("d").unwrap().config_path.clone();
-    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     let mut routing = toml::Table::new();
     routing.insert("kind".into(), "controller".into());
     routing.insert("controller_file".into(), file.to_string_lossy().to_string().into());
-    cfg.insert("routing".into(), toml::Value::Table(routing));
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    set_routing(&lab, "d", routing);
     lab.restart_daemon("d", false).unwrap();
     let start = Instant::now();
     wait_for(Duration::from_secs(30), "d's daemon back", || try_status(&lab, "d"));

@@ -72,8 +72,6 @@ pub fn longest_gap(output: &str, count: u32) -> (u32, u32) {
 
 /// Switch `node` to static routing with `routes` (prefix, via node name, metric).
 pub fn set_static_routes(lab: &Lab, node: &str, routes: &[(String, &str, u32)]) {
-    let path = lab.node(node).unwrap().config_path.clone();
-    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     let list: Vec<toml::Value> = routes
         .iter()
         .map(|(prefix, via, metric)| {
@@ -87,6 +85,13 @@ pub fn set_static_routes(lab: &Lab, node: &str, routes: &[(String, &str, u32)]) 
     let mut routing = toml::Table::new();
     routing.insert("kind".into(), "static".into());
     routing.insert("static".into(), toml::Value::Array(list));
+    set_routing(lab, node, routing);
+}
+
+/// Replace `node`'s `[routing]` section in its config file (it applies at the next restart).
+pub fn set_routing(lab: &Lab, node: &str, routing: toml::Table) {
+    let path = lab.node(node).unwrap().config_path.clone();
+    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     cfg.insert("routing".into(), toml::Value::Table(routing));
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
 }
